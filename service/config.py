@@ -1,0 +1,96 @@
+"""Typed settings with defaults, read once from flags and TOLLGATE_* environment variables,
+validated at start, and passed in. Secrets never appear in repr()."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
+DEFAULT_POLICY = PROJECT_ROOT / "examples" / "policy.yaml"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: Path = DEFAULT_DATA_DIR
+    # Empty: a SQLite file in data_dir. postgresql+psycopg://… selects PostgreSQL.
+    database_url: str = field(default="", repr=False)
+    policy_path: Path = DEFAULT_POLICY
+    # The realm named in WWW-Authenticate.
+    realm: str = "tollgate"
+    # Clock skew tolerated on exp/nbf.
+    jwt_leeway_seconds: int = 30
+    # Fernet key that seals HMAC issuer secrets at rest. Empty: kept in data_dir/secret.key.
+    key_encryption_key: str = field(default="", repr=False)
+    pending_relation_ttl_seconds: int = 7 * 24 * 3600
+    connect_token_ttl_seconds: int = 24 * 3600
+    # How often the sweeper records expired relations.
+    expiry_sweep_seconds: float = 30.0
+    max_workers: int = 16
+    db_pool_size: int = 10
+    db_pool_timeout_seconds: float = 5.0
+    db_connect_timeout_seconds: float = 5.0
+
+    @property
+    def jwt_leeway(self) -> timedelta:
+        return timedelta(seconds=self.jwt_leeway_seconds)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'tollgate.db'}"
+
+    def with_overrides(self, **overrides: object) -> "Settings":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return _validated(Settings(**values))  # type: ignore[arg-type]
+
+
+_ENV_PREFIX = "TOLLGATE_"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Defaults <- TOLLGATE_<NAME> environment variables <- explicit overrides (flags)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for setting in fields(Settings):
+        raw = environ.get(_ENV_PREFIX + setting.name.upper())
+        if raw is not None and raw != "":
+            values[setting.name] = _convert(setting.name, setting.type, raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return _validated(Settings(**values))  # type: ignore[arg-type]
+
+
+def _convert(name: str, kind: object, raw: str) -> object:
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        if kind in (Path, "Path"):
+            return Path(raw)
+    except ValueError:
+        raise ConfigError(f"{_ENV_PREFIX}{name.upper()} must be a number, got {raw!r}") from None
+    return raw
+
+
+def _validated(settings: Settings) -> Settings:
+    if not 0 <= settings.port <= 65535:
+        raise ConfigError(f"port must be 0..65535, got {settings.port}")
+    for name in ("jwt_leeway_seconds", "pending_relation_ttl_seconds", "connect_token_ttl_seconds"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name} must not be negative")
+    if settings.max_workers < 1 or settings.db_pool_size < 1:
+        raise ConfigError("max_workers and db_pool_size must be at least 1")
+    if settings.database_url and not settings.database_url.startswith(("sqlite", "postgresql")):
+        raise ConfigError("database_url must be a sqlite:// or postgresql+psycopg:// URL")
+    return settings

@@ -1,0 +1,1 @@
+"""The pure decision core: standard library only, no gRPC, no SQL, no JWT library."""

@@ -1,0 +1,138 @@
+"""The decision core: plan a check from the request, then decide from the facts looked up for it.
+
+Both functions are pure. The use case in between verifies the credential and looks up exactly the
+relation facts the plan names, so decide() needs no I/O and no mocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .decision import ALLOW_PUBLIC, Decision, Reason, deny
+from .errors import CredentialRejected, InvalidRequest
+from .model import AuthenticatedCredential, SubjectType
+from .policy import Policy
+from .scopes import GrantSet, Permission
+
+MAX_PERMISSIONS = 32
+MAX_ID_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Resource:
+    user_id: str = ""
+    organization_id: str = ""
+    customer_id: str = ""
+
+    def subject_id(self, subject_type: SubjectType) -> str:
+        return self.user_id if subject_type is SubjectType.USER else self.organization_id
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    """What a request needs, resolved against the policy before any credential is looked at."""
+
+    operation: str
+    known: bool
+    public: bool = False
+    permissions: tuple[Permission, ...] = ()
+    relations: frozenset[SubjectType] = frozenset()
+    check_customer: bool = False
+    resource: Resource = Resource()
+
+
+_RESOURCE_FIELDS = {
+    SubjectType.USER: "resource.user_id",
+    SubjectType.ORGANIZATION: "resource.organization_id",
+}
+
+
+def plan_check(policy: Policy, operation: str, permission_texts: list[str], resource: Resource) -> CheckPlan:
+    """Raises InvalidRequest (naming the field) for a malformed request."""
+    _validate_ids(resource)
+    if len(permission_texts) > MAX_PERMISSIONS:
+        raise InvalidRequest(f"at most {MAX_PERMISSIONS} permissions", field="permissions")
+    explicit = []
+    for index, text in enumerate(permission_texts):
+        try:
+            explicit.append(policy.parse_permission(text))
+        except ValueError as error:
+            raise InvalidRequest(str(error), field=f"permissions[{index}]") from None
+    declared = policy.operations.get(operation) if operation else None
+    if declared is None and (operation or not explicit):
+        return CheckPlan(operation=operation, known=False)
+    if declared is not None and declared.public and not explicit:
+        return CheckPlan(operation=operation, known=True, public=True)
+    if declared is not None:
+        relations, needs_customer = declared.relations, declared.requires_customer
+    else:  # explicit permissions only: every resource named in the request is checked
+        relations = frozenset(t for t in SubjectType if resource.subject_id(t))
+        needs_customer = False
+    for subject_type in relations:
+        if not resource.subject_id(subject_type):
+            raise InvalidRequest(f"{operation or 'the check'} needs {_RESOURCE_FIELDS[subject_type]}",
+                                 field=_RESOURCE_FIELDS[subject_type])
+    if needs_customer and not resource.customer_id:
+        raise InvalidRequest(f"{operation} needs resource.customer_id", field="resource.customer_id")
+    permissions = tuple(dict.fromkeys((*(declared.permissions if declared else ()), *explicit)))
+    return CheckPlan(operation, True, False, permissions, relations, bool(resource.customer_id), resource)
+
+
+def _validate_ids(resource: Resource) -> None:
+    for name in ("user_id", "organization_id", "customer_id"):
+        value = getattr(resource, name)
+        if len(value) > MAX_ID_LENGTH or not value.isprintable():
+            raise InvalidRequest(f"resource.{name} is too long or has control characters", field=f"resource.{name}")
+
+
+def effective_grants(policy: Policy, credential: AuthenticatedCredential) -> GrantSet:
+    """The credential's own grants (or its partner's, when it has none of its own), narrowed by a
+    JWT's scope claim, and never beyond the partner's grants."""
+    partner = credential.partner
+    ceiling = policy.grants_from(partner.grants, partner.roles, strict=False)
+    if credential.token_scopes is not None:
+        own = policy.grants_from(credential.token_scopes, (), strict=False)
+    elif credential.own_grants or credential.own_roles:
+        own = policy.grants_from(credential.own_grants, credential.own_roles, strict=False)
+    else:
+        own = ceiling
+    return own.capped_by(ceiling)
+
+
+@dataclass(frozen=True)
+class CheckInput:
+    plan: CheckPlan
+    # None: no credential sent. CredentialRejected: verification failed. Else: who is calling.
+    credential: AuthenticatedCredential | CredentialRejected | None
+    grants: GrantSet = GrantSet()
+    # The subjects (among plan.relations) with which the partner has an active relation.
+    active_relations: frozenset[SubjectType] = frozenset()
+    known_scopes: frozenset[str] = frozenset()
+
+
+def decide(check: CheckInput) -> Decision:
+    """Evaluates the steps in the documented order; the first failure decides."""
+    plan, credential = check.plan, check.credential
+    if not plan.known:
+        return deny(Reason.UNKNOWN_OPERATION, f"operation {plan.operation!r} is not defined" if plan.operation
+                    else "the check names neither an operation nor permissions")
+    if plan.public:
+        return ALLOW_PUBLIC
+    if credential is None:
+        return deny(Reason.MISSING_TOKEN, "a bearer token or API key is required")
+    if isinstance(credential, CredentialRejected):
+        return deny(Reason(credential.reason), credential.message)
+    missing = [p for p in plan.permissions if not check.grants.allows(p)]
+    if missing:
+        needed = " ".join(str(p) for p in missing)
+        return deny(Reason.INSUFFICIENT_SCOPE, f"the credential lacks the permission {needed}", missing_scope=needed)
+    if SubjectType.USER in plan.relations and SubjectType.USER not in check.active_relations:
+        return deny(Reason.USER_ACCESS_DENIED, "the partner has no active relation with this user", field="userId")
+    if SubjectType.ORGANIZATION in plan.relations and SubjectType.ORGANIZATION not in check.active_relations:
+        return deny(Reason.ORGANIZATION_ACCESS_DENIED, "the partner has no active relation with this organization",
+                    field="organizationId")
+    if plan.check_customer and plan.resource.customer_id not in credential.customer_numbers:
+        return deny(Reason.CUSTOMER_ACCESS_DENIED, "the credential may not act for this customer number",
+                    field="customerId")
+    return Decision(allowed=True, message="allowed", principal=credential.principal,
+                    grants=check.grants.listed(check.known_scopes))

@@ -1,0 +1,126 @@
+"""Decisions as data: the reason codes, their HTTP statuses, and the bodies a gateway returns."""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass
+
+from .model import Principal
+from .scopes import Permission
+
+
+class Reason(enum.StrEnum):
+    """Stable deny reasons, in the order Check evaluates them (the first failure decides)."""
+
+    # 403: the operation is not in the policy and no explicit permissions were given.
+    UNKNOWN_OPERATION = "unknown_operation"
+    # 401: the operation is not public and no credential was sent.
+    MISSING_TOKEN = "missing_token"
+    # 401: malformed, unknown key/issuer, bad signature, wrong iss/aud/typ, algorithm not allowed.
+    INVALID_TOKEN = "invalid_token"
+    # 401: past exp (beyond the leeway), before nbf, or an expired API key.
+    TOKEN_EXPIRED = "token_expired"
+    # 401: the key or the JWT's jti was revoked, or the partner is suspended.
+    TOKEN_REVOKED = "token_revoked"
+    # 403: a required permission is not among the effective grants; the message names it.
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    # 403: the operation needs an active partner-user relation and there is none.
+    USER_ACCESS_DENIED = "user_access_denied"
+    # 403: the operation needs an active partner-organization relation and there is none.
+    ORGANIZATION_ACCESS_DENIED = "organization_access_denied"
+    # 403, field customerId: the customer number is not among the credential's customer numbers.
+    CUSTOMER_ACCESS_DENIED = "customer_access_denied"
+
+    @property
+    def http_status(self) -> int:
+        return 401 if self in _UNAUTHENTICATED else 403
+
+    @property
+    def is_token_error(self) -> bool:
+        return self in _UNAUTHENTICATED
+
+
+_UNAUTHENTICATED = frozenset(
+    {Reason.MISSING_TOKEN, Reason.INVALID_TOKEN, Reason.TOKEN_EXPIRED, Reason.TOKEN_REVOKED}
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: Reason | None = None
+    message: str = ""
+    # The request field at fault, named as the partner API names it (e.g. "customerId").
+    field: str = ""
+    principal: Principal | None = None
+    grants: tuple[Permission, ...] = ()
+    # For insufficient_scope: the missing permissions, space-separated ("user:read").
+    missing_scope: str = ""
+
+    @property
+    def http_status(self) -> int:
+        return 200 if self.allowed else self.reason.http_status  # type: ignore[union-attr]
+
+
+ALLOW_PUBLIC = Decision(allowed=True, message="public operation")
+
+
+def deny(reason: Reason, message: str, *, field: str = "", missing_scope: str = "") -> Decision:
+    return Decision(allowed=False, reason=reason, message=message, field=field, missing_scope=missing_scope)
+
+
+def error_body(decision: Decision) -> str:
+    """The JSON body a gateway can return as is: OAuth style (RFC 6750) for token and scope
+    errors, the partner API's {"code", "errors": [...]} style for access errors."""
+    if decision.allowed:
+        return ""
+    reason = decision.reason
+    assert reason is not None
+    if reason.is_token_error or reason is Reason.INSUFFICIENT_SCOPE:
+        body: dict[str, object] = {"error": _oauth_error(reason), "error_description": decision.message}
+        if decision.missing_scope:
+            body["scope"] = decision.missing_scope
+        if reason is not Reason.INSUFFICIENT_SCOPE:
+            body["reason"] = reason.value
+        return json.dumps(body, separators=(",", ":"))
+    error: dict[str, str] = {"reason": reason.value, "message": decision.message}
+    if decision.field:
+        error["field"] = decision.field
+    return json.dumps({"code": reason.http_status, "errors": [error]}, separators=(",", ":"))
+
+
+def www_authenticate(decision: Decision, realm: str) -> str:
+    """RFC 6750 section 3: on 401 and on insufficient_scope 403; no error attributes when no
+    credential was sent. Attribute values are restricted to the characters the RFC allows."""
+    reason = decision.reason
+    if decision.allowed or reason is None:
+        return ""
+    if reason is Reason.MISSING_TOKEN:
+        return f'Bearer realm="{_quotable(realm)}"'
+    if not (reason.is_token_error or reason is Reason.INSUFFICIENT_SCOPE):
+        return ""
+    parts = [
+        f'realm="{_quotable(realm)}"',
+        f'error="{_oauth_error(reason)}"',
+        f'error_description="{_quotable(decision.message)}"',
+    ]
+    if decision.missing_scope:
+        parts.append(f'scope="{_quotable(decision.missing_scope)}"')
+    return "Bearer " + ", ".join(parts)
+
+
+def _oauth_error(reason: Reason) -> str:
+    if reason is Reason.INSUFFICIENT_SCOPE:
+        return "insufficient_scope"
+    if reason is Reason.MISSING_TOKEN:
+        return "invalid_request"
+    return "invalid_token"
+
+
+_NOT_QUOTABLE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
+
+def _quotable(text: str) -> str:
+    return _NOT_QUOTABLE.sub("", text)

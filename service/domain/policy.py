@@ -1,0 +1,182 @@
+"""The policy: declared scopes (with aliases), roles and operations, built from a plain mapping.
+
+Parsing a document into a Policy is pure; reading the YAML file (and its line numbers) happens in
+service/policy_file.py. Every error names the key path that is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+from .errors import PolicyError
+from .model import SubjectType
+from .scopes import ADMIN_GRANT, ALL_SCOPES_WRITE, LEVEL_WORDS, AccessLevel, GrantSet, Permission
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    # Public operations are allowed without any credential.
+    public: bool = False
+    permissions: tuple[Permission, ...] = ()
+    # Subjects the partner needs an active relation with (taken from the request's resource).
+    relations: frozenset[SubjectType] = frozenset()
+    # The request must carry a customer number that the credential may act for.
+    requires_customer: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    scopes: Mapping[str, str]  # every accepted name or alias -> canonical scope name
+    roles: Mapping[str, GrantSet]
+    operations: Mapping[str, Operation]
+
+    @property
+    def scope_names(self) -> frozenset[str]:
+        return frozenset(self.scopes.values())
+
+    def parse_permission(self, text: str) -> Permission:
+        """"user:read", OAuth "read:user", alias "read:bookings". ValueError when not understood."""
+        left, sep, right = text.strip().partition(":")
+        if not sep:
+            raise ValueError(f"{text!r} is not of the form scope:level or level:scope")
+        if right.lower() in LEVEL_WORDS and left in self.scopes:
+            return Permission(self.scopes[left], LEVEL_WORDS[right.lower()])
+        if left.lower() in LEVEL_WORDS and right in self.scopes:
+            return Permission(self.scopes[right], LEVEL_WORDS[left.lower()])
+        raise ValueError(f"{text!r} names no declared scope at a level (none, read, write)")
+
+    def grants_from(self, grants: Iterable[str], roles: Iterable[str], *, strict: bool) -> GrantSet:
+        """The union of grant strings and named roles. With strict=False (token scopes), strings
+        that are not ours ("openid", "profile") are ignored; with strict=True they raise ValueError."""
+        result = GrantSet()
+        for text in grants:
+            if text.strip().lower() == ADMIN_GRANT:
+                result = result.union(ALL_SCOPES_WRITE)
+                continue
+            try:
+                permission = self.parse_permission(text)
+            except ValueError:
+                if strict:
+                    raise
+                continue
+            result = result.union(GrantSet({permission.scope: permission.level}))
+        for role in roles:
+            if role not in self.roles:
+                if strict:
+                    raise ValueError(f"unknown role {role!r}")
+                continue
+            result = result.union(self.roles[role])
+        return result
+
+
+def parse_policy(document: Any) -> Policy:
+    """Builds a Policy from a parsed document; raises PolicyError naming the offending key path."""
+    if not isinstance(document, Mapping):
+        raise PolicyError("the policy must be a mapping with scopes, roles and operations", field="(root)")
+    unknown = set(document) - {"version", "scopes", "roles", "operations", "routes"}
+    if unknown:
+        raise PolicyError(f"unknown top-level key {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
+    if document.get("version", 1) != 1:
+        raise PolicyError("only version 1 is supported", field="version")
+    scopes = _parse_scopes(document.get("scopes"))
+    draft = Policy(scopes=scopes, roles={}, operations={})
+    roles = _parse_roles(document.get("roles"), draft)
+    draft = Policy(scopes=scopes, roles=roles, operations={})
+    operations = _parse_operations(document.get("operations"), draft)
+    return Policy(
+        scopes=MappingProxyType(dict(scopes)),
+        roles=MappingProxyType(dict(roles)),
+        operations=MappingProxyType(dict(operations)),
+    )
+
+
+def _mapping(value: Any, path: str, *, required: bool = True) -> Mapping[str, Any]:
+    if not value and not required:
+        return {}
+    if not isinstance(value, Mapping) or not value:
+        raise PolicyError(f"{path} must be a non-empty mapping", field=path)
+    for key in value:
+        if not isinstance(key, str) or not _NAME.match(key):
+            raise PolicyError(f"{path}: {key!r} is not a valid name", field=f"{path}.{key}")
+    return value
+
+
+def _string_list(value: Any, path: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PolicyError(f"{path} must be a list of strings", field=path)
+    return value
+
+
+def _parse_scopes(value: Any) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for scope, spec in _mapping(value, "scopes").items():
+        spec = spec or {}
+        if not isinstance(spec, Mapping) or set(spec) - {"description", "aliases"}:
+            raise PolicyError(f"scopes.{scope} may only have description and aliases", field=f"scopes.{scope}")
+        for name in [scope, *_string_list(spec.get("aliases"), f"scopes.{scope}.aliases")]:
+            if name in names or name.lower() in LEVEL_WORDS or name.lower() == ADMIN_GRANT:
+                raise PolicyError(f"scope name {name!r} is reserved or declared twice", field=f"scopes.{scope}")
+            names[name] = scope
+    return names
+
+
+def _parse_roles(value: Any, draft: Policy) -> dict[str, GrantSet]:
+    roles: dict[str, GrantSet] = {}
+    for role, spec in _mapping(value, "roles", required=False).items():
+        path = f"roles.{role}"
+        if not isinstance(spec, Mapping) or set(spec) - {"description", "grants"}:
+            raise PolicyError(f"{path} must be a mapping with grants", field=path)
+        grants = _string_list(spec.get("grants"), f"{path}.grants")
+        for index, text in enumerate(grants):
+            try:
+                roles[role] = draft.grants_from([text], [], strict=True).union(roles.get(role, GrantSet()))
+            except ValueError as error:
+                raise PolicyError(f"{path}.grants[{index}]: {error}", field=f"{path}.grants[{index}]") from None
+        roles.setdefault(role, GrantSet())
+    return roles
+
+
+_OPERATION_KEYS = {"description", "public", "permissions", "relation", "customer"}
+
+
+def _parse_operations(value: Any, draft: Policy) -> dict[str, Operation]:
+    operations = {}
+    for name, spec in _mapping(value, "operations").items():
+        path = f"operations.{name}"
+        spec = spec or {}
+        if not isinstance(spec, Mapping) or set(spec) - _OPERATION_KEYS:
+            extra = sorted(set(spec) - _OPERATION_KEYS)[0] if isinstance(spec, Mapping) else ""
+            raise PolicyError(f"{path}: unknown key {extra!r}", field=f"{path}.{extra}")
+        operations[name] = _parse_operation(name, spec, path, draft)
+    return operations
+
+
+def _parse_operation(name: str, spec: Mapping[str, Any], path: str, draft: Policy) -> Operation:
+    public = spec.get("public", False)
+    customer = spec.get("customer", False)
+    for key, flag in (("public", public), ("customer", customer)):
+        if not isinstance(flag, bool):
+            raise PolicyError(f"{path}.{key} must be true or false", field=f"{path}.{key}")
+    permissions = []
+    for index, text in enumerate(_string_list(spec.get("permissions"), f"{path}.permissions")):
+        try:
+            permissions.append(draft.parse_permission(text))
+        except ValueError as error:
+            raise PolicyError(f"{path}.permissions[{index}]: {error}", field=f"{path}.permissions[{index}]") from None
+    relation = spec.get("relation")
+    relation_names = [relation] if isinstance(relation, str) else _string_list(relation, f"{path}.relation")
+    try:
+        relations = frozenset(SubjectType(r) for r in relation_names)
+    except ValueError:
+        raise PolicyError(f"{path}.relation must be user and/or organization", field=f"{path}.relation") from None
+    if public and (permissions or relations or customer):
+        raise PolicyError(f"{path}: a public operation cannot require anything", field=f"{path}.public")
+    return Operation(name, public, tuple(permissions), relations, customer)

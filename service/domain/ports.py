@@ -1,0 +1,187 @@
+"""Ports: what the use cases need from the outside world, as typing.Protocol.
+
+The store implements the repositories; service/tokens implements CredentialVerifier. Repositories
+are bound to one unit of work (one transaction) and never commit: the use case that opened the
+unit of work decides.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Protocol
+
+from .model import (
+    ApiKeyRecord,
+    AuthenticatedCredential,
+    ConnectTokenRecord,
+    IssuerRecord,
+    PartnerRecord,
+    PartnerStatus,
+    RelationEventRecord,
+    RelationFilter,
+    RelationRecord,
+    RelationStatus,
+    SubjectType,
+)
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+
+class PartnerRepository(Protocol):
+    def get(self, partner_id: str) -> PartnerRecord | None: ...
+
+    def add(self, partner: PartnerRecord) -> None:
+        """Raises Conflict(reason="partner_exists") when the id is taken."""
+        ...
+
+    def set_status(self, partner_id: str, status: PartnerStatus) -> bool:
+        """False when no such partner."""
+        ...
+
+    def set_grants(self, partner_id: str, grants: tuple[str, ...], roles: tuple[str, ...]) -> bool: ...
+
+    def list(self) -> list[PartnerRecord]: ...
+
+
+class ApiKeyRepository(Protocol):
+    def find_by_digest(self, digest: str) -> ApiKeyRecord | None: ...
+
+    def get(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    def add(self, key: ApiKeyRecord) -> None: ...
+
+    def revoke(self, key_id: str, at: datetime) -> bool:
+        """Sets revoked_at if not yet revoked; False when no such key or already revoked."""
+        ...
+
+    def list_for_partner(self, partner_id: str) -> list[ApiKeyRecord]: ...
+
+
+class IssuerRepository(Protocol):
+    def find_by_issuer(self, issuer: str) -> IssuerRecord | None:
+        """Looks up by the exact `iss` string."""
+        ...
+
+    def get(self, issuer_id: str) -> IssuerRecord | None: ...
+
+    def add(self, issuer: IssuerRecord) -> None:
+        """Raises Conflict(reason="issuer_exists") when the iss is already registered."""
+        ...
+
+    def replace_keys(self, issuer_id: str, jwks: dict) -> bool:
+        """Key rotation: swaps the JWKS (old and new kids may both be present)."""
+        ...
+
+    def list(self) -> list[IssuerRecord]: ...
+
+
+class RevokedTokenRepository(Protocol):
+    def is_revoked(self, issuer_id: str, jti: str) -> bool: ...
+
+    def revoke(self, issuer_id: str, jti: str, at: datetime, expires_at: datetime | None) -> None:
+        """Idempotent."""
+        ...
+
+
+class RelationRepository(Protocol):
+    def get(self, relation_id: str) -> RelationRecord | None: ...
+
+    def find_open(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
+        """The pending or active relation of this triple, if any (at most one exists)."""
+        ...
+
+    def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
+        """True when an active relation exists whose expires_at is unset or after `now`."""
+        ...
+
+    def insert_open(self, relation: RelationRecord) -> bool:
+        """Inserts a pending or active relation. False (nothing written) when another open
+        relation of the same triple exists, e.g. one inserted concurrently: the database's
+        unique index decides, inside a savepoint so the transaction stays usable."""
+        ...
+
+    def transition(
+        self,
+        relation_id: str,
+        from_status: RelationStatus,
+        to_status: RelationStatus,
+        at: datetime,
+        expires_at: datetime | None,
+    ) -> bool:
+        """Compare-and-set: moves the relation only if it is still in `from_status`, setting
+        status, updated_at and expires_at. False when a concurrent change got there first."""
+        ...
+
+    def append_event(self, event: RelationEventRecord) -> RelationEventRecord:
+        """Stores the event and returns it with its id."""
+        ...
+
+    def events(self, relation_id: str) -> list[RelationEventRecord]:
+        """Oldest first."""
+        ...
+
+    def list(
+        self, relation_filter: RelationFilter, page_size: int, page_token: str
+    ) -> tuple[list[RelationRecord], str]:
+        """A page in creation order and the token of the next page ("" on the last page).
+        Raises InvalidRequest(field="page_token") for a token it did not produce."""
+        ...
+
+    def due_for_expiry(self, now: datetime, limit: int) -> list[RelationRecord]:
+        """Pending or active relations whose expires_at is at or before `now`."""
+        ...
+
+
+class ConnectTokenRepository(Protocol):
+    def add(self, token: ConnectTokenRecord) -> None: ...
+
+    def find_by_digest(self, digest: str) -> ConnectTokenRecord | None: ...
+
+    def mark_used(self, token_id: str, partner_id: str, at: datetime) -> bool:
+        """Single-use claim: UPDATE ... WHERE used_at IS NULL AND expires_at > at. True for
+        exactly one caller, however many race."""
+        ...
+
+
+@dataclass(frozen=True)
+class Repositories:
+    """The repositories of one unit of work (one transaction)."""
+
+    partners: PartnerRepository
+    api_keys: ApiKeyRepository
+    issuers: IssuerRepository
+    revoked_tokens: RevokedTokenRepository
+    relations: RelationRepository
+    connect_tokens: ConnectTokenRepository
+
+
+class UnitOfWork(Protocol):
+    def __call__(self) -> AbstractContextManager[Repositories]:
+        """Opens a transaction; commits when the block ends normally, rolls back on an exception.
+        Raises StoreUnavailable when the store cannot be reached."""
+        ...
+
+    def ping(self) -> None:
+        """Raises StoreUnavailable when the store cannot be reached."""
+        ...
+
+
+class CredentialVerifier(Protocol):
+    def verify(self, presented: "PresentedCredential", repos: Repositories, now: datetime) -> AuthenticatedCredential:
+        """Proves a credential. Raises CredentialRejected with reason invalid_token,
+        token_expired or token_revoked; never returns a partial result."""
+        ...
+
+
+from .credentials import PresentedCredential  # noqa: E402  (placed last: credentials imports nothing of ports)

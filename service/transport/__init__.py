@@ -1,0 +1,1 @@
+"""The only place that imports grpc and generated/: thin servicers, pure conversions, one error table."""

@@ -1,0 +1,22 @@
+"""tollgate.v1.Authorization: translate, call the use case, translate back."""
+
+from __future__ import annotations
+
+import uuid
+
+from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
+
+from ..usecases.check import CheckService
+from .convert import check_query_from_proto, check_response_to_proto
+from .errors import translate_errors
+
+
+class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
+    def __init__(self, checks: CheckService, realm: str) -> None:
+        self._checks = checks
+        self._realm = realm
+
+    @translate_errors
+    def Check(self, request: authorization_pb2.CheckRequest, context) -> authorization_pb2.CheckResponse:
+        decision = self._checks.check(check_query_from_proto(request))
+        return check_response_to_proto(decision, realm=self._realm, decision_id=uuid.uuid4().hex)

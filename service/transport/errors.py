@@ -1,0 +1,70 @@
+"""The one error table: typed domain errors -> gRPC status codes with a google.rpc.ErrorInfo.
+
+Anything not in the table becomes INTERNAL with a generic message; the details go to the log only.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Callable, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from ..domain import errors
+
+log = logging.getLogger("tollgate.transport")
+
+ERROR_DOMAIN = "tollgate.dev"
+
+_TABLE: tuple[tuple[type[errors.DomainError], grpc.StatusCode], ...] = (
+    (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.NotPermitted, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.PreconditionFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.Conflict, grpc.StatusCode.ABORTED),
+    (errors.StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_code_for(error: errors.DomainError) -> grpc.StatusCode:
+    for error_type, code in _TABLE:
+        if isinstance(error, error_type):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def rich_status(code: grpc.StatusCode, message: str, reason: str, field: str = "") -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    if field:
+        info.metadata["field"] = field
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=[detail])
+    return rpc_status.to_status(status)
+
+
+Handler = TypeVar("Handler", bound=Callable)
+
+
+def translate_errors(handler: Handler) -> Handler:
+    """Wraps a servicer method: domain errors abort with their code, anything else with INTERNAL."""
+
+    @functools.wraps(handler)
+    def wrapper(self, request, context: grpc.ServicerContext):
+        try:
+            return handler(self, request, context)
+        except errors.DomainError as error:
+            code = status_code_for(error)
+            if code is grpc.StatusCode.UNAVAILABLE:
+                log.warning("store unavailable in %s: %r", handler.__qualname__, error.__cause__)
+            context.abort_with_status(rich_status(code, error.message, error.reason, error.field))
+        except Exception:  # noqa: BLE001  (the last line of defence: never leak a stack trace)
+            log.exception("unexpected error in %s", handler.__qualname__)
+            context.abort_with_status(rich_status(grpc.StatusCode.INTERNAL, "internal error", "internal"))
+
+    return wrapper  # type: ignore[return-value]

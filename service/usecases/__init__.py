@@ -1,0 +1,1 @@
+"""Use cases: verifier + repositories + domain, each inside one unit of work."""

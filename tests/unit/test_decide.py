@@ -1,0 +1,155 @@
+"""The decision core as a pure function: tables of inputs -> decision, reason, status."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from service.domain.decide import CheckInput, Resource, decide, effective_grants, plan_check
+from service.domain.decision import Reason
+from service.domain.errors import CredentialRejected, InvalidRequest
+from service.domain.model import (
+    AuthenticatedCredential,
+    CredentialKind,
+    PartnerRecord,
+    PartnerStatus,
+    Principal,
+    SubjectType,
+)
+from service.domain.policy import parse_policy
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+POLICY = parse_policy({
+    "scopes": {"user": None, "organization": None, "court-booking": {"aliases": ["bookings"]}, "order": None},
+    "roles": {"reader": {"grants": ["user:read", "organization:read"]}},
+    "operations": {
+        "health": {"public": True},
+        "getUser": {"permissions": ["user:read"], "relation": "user"},
+        "updateUser": {"permissions": ["user:write"], "relation": "user"},
+        "getOrganization": {"permissions": ["organization:read"], "relation": "organization"},
+        "createCourtBooking": {"permissions": ["court-booking:write"]},
+        "listCustomerOrders": {"permissions": ["order:read"], "customer": True},
+        "ping": {},
+    },
+})
+
+
+def credential(grants=(), roles=(), partner_grants=("admin",), token_scopes=None, customers=()):
+    partner = PartnerRecord("p1", "P", PartnerStatus.ACTIVE, tuple(partner_grants), (), NOW)
+    return AuthenticatedCredential(
+        Principal("p1", "key_1", CredentialKind.API_KEY), partner, tuple(grants), tuple(roles),
+        token_scopes, frozenset(customers))
+
+
+def run(operation, *, cred=None, permissions=(), resource=Resource(), active=frozenset()):
+    plan = plan_check(POLICY, operation, list(permissions), resource)
+    grants = effective_grants(POLICY, cred) if isinstance(cred, AuthenticatedCredential) else None
+    check = CheckInput(plan, cred, grants or effective_grants(POLICY, credential(partner_grants=())),
+                       frozenset(active), POLICY.scope_names)
+    return decide(check)
+
+
+U1 = Resource(user_id="u1")
+ORG = Resource(organization_id="o1")
+
+
+@pytest.mark.parametrize("operation, kwargs, reason, status", [
+    ("nope", {}, Reason.UNKNOWN_OPERATION, 403),
+    ("", {}, Reason.UNKNOWN_OPERATION, 403),
+    ("nope", {"permissions": ["user:read"], "cred": credential(["user:read"])}, Reason.UNKNOWN_OPERATION, 403),
+    ("health", {}, None, 200),
+    ("getUser", {"resource": U1}, Reason.MISSING_TOKEN, 401),
+    ("getUser", {"resource": U1, "cred": CredentialRejected("x", reason="invalid_token")}, Reason.INVALID_TOKEN, 401),
+    ("getUser", {"resource": U1, "cred": CredentialRejected("x", reason="token_expired")}, Reason.TOKEN_EXPIRED, 401),
+    ("getUser", {"resource": U1, "cred": CredentialRejected("x", reason="token_revoked")}, Reason.TOKEN_REVOKED, 401),
+    ("getUser", {"resource": U1, "cred": credential(["organization:read"])}, Reason.INSUFFICIENT_SCOPE, 403),
+    ("getUser", {"resource": U1, "cred": credential(["user:read"])}, Reason.USER_ACCESS_DENIED, 403),
+    ("getUser", {"resource": U1, "cred": credential(["user:read"]), "active": {SubjectType.USER}}, None, 200),
+    ("updateUser", {"resource": U1, "cred": credential(["user:read"]), "active": {SubjectType.USER}},
+     Reason.INSUFFICIENT_SCOPE, 403),
+    ("updateUser", {"resource": U1, "cred": credential(["user:write"]), "active": {SubjectType.USER}}, None, 200),
+    ("getOrganization", {"resource": ORG, "cred": credential(["organization:read"])},
+     Reason.ORGANIZATION_ACCESS_DENIED, 403),
+    ("listCustomerOrders", {"resource": Resource(customer_id="c9"), "cred": credential(["order:read"], customers=["c1"])},
+     Reason.CUSTOMER_ACCESS_DENIED, 403),
+    ("listCustomerOrders", {"resource": Resource(customer_id="c1"), "cred": credential(["order:read"], customers=["c1"])},
+     None, 200),
+    ("ping", {"cred": credential()}, None, 200),
+    ("ping", {}, Reason.MISSING_TOKEN, 401),
+])
+def test_decision_table(operation, kwargs, reason, status):
+    decision = run(operation, **kwargs)
+    assert decision.reason == reason
+    assert decision.http_status == status
+    assert decision.allowed is (reason is None)
+
+
+def test_customer_denial_names_the_field():
+    decision = run("listCustomerOrders", resource=Resource(customer_id="c9"), cred=credential(["order:read"]))
+    assert decision.field == "customerId"
+
+
+def test_insufficient_scope_names_every_missing_permission():
+    decision = run("getUser", resource=U1, cred=credential(["order:read"]), permissions=["write:bookings"])
+    assert decision.missing_scope == "user:read court-booking:write"
+    assert "user:read" in decision.message
+
+
+@pytest.mark.parametrize("spelling", ["user:read", "read:user", "user:write", "write:user", "admin"])
+def test_scope_spellings_satisfy_user_read(spelling):
+    decision = run("getUser", resource=U1, cred=credential([spelling]), active={SubjectType.USER})
+    assert decision.allowed
+
+
+def test_alias_spelling_maps_to_the_declared_scope():
+    decision = run("createCourtBooking", cred=credential(["write:bookings"]))
+    assert decision.allowed
+    assert [str(g) for g in decision.grants] == ["court-booking:write"]
+
+
+def test_role_grants_count():
+    assert run("getUser", resource=U1, cred=credential(roles=["reader"]), active={SubjectType.USER}).allowed
+
+
+def test_credential_never_exceeds_partner():
+    cred = credential(["user:write"], partner_grants=["user:read"])
+    assert run("updateUser", resource=U1, cred=cred, active={SubjectType.USER}).reason is Reason.INSUFFICIENT_SCOPE
+    assert run("getUser", resource=U1, cred=cred, active={SubjectType.USER}).allowed
+
+
+def test_jwt_scope_claim_narrows_and_cannot_widen():
+    narrowed = credential(partner_grants=["admin"], token_scopes=("read:user", "openid"))
+    assert run("getUser", resource=U1, cred=narrowed, active={SubjectType.USER}).allowed
+    assert run("updateUser", resource=U1, cred=narrowed, active={SubjectType.USER}).reason is Reason.INSUFFICIENT_SCOPE
+    widened = credential(partner_grants=["user:read"], token_scopes=("admin",))
+    assert run("updateUser", resource=U1, cred=widened, active={SubjectType.USER}).reason is Reason.INSUFFICIENT_SCOPE
+
+
+def test_credential_without_own_grants_inherits_partner():
+    assert run("createCourtBooking", cred=credential(partner_grants=["court-booking:write"])).allowed
+
+
+def test_explicit_permissions_check_every_named_resource():
+    decision = run("", permissions=["organization:read"], cred=credential(["organization:read"]), resource=ORG)
+    assert decision.reason is Reason.ORGANIZATION_ACCESS_DENIED
+
+
+@pytest.mark.parametrize("operation, permissions, resource, field", [
+    ("getUser", [], Resource(), "resource.user_id"),
+    ("getOrganization", [], Resource(), "resource.organization_id"),
+    ("listCustomerOrders", [], Resource(), "resource.customer_id"),
+    ("getUser", ["user:reed"], U1, "permissions[0]"),
+    ("getUser", ["nosuch:read"], U1, "permissions[0]"),
+    ("getUser", [], Resource(user_id="x" * 300), "resource.user_id"),
+    ("getUser", [], Resource(user_id="a\nb"), "resource.user_id"),
+])
+def test_malformed_requests_are_invalid_argument(operation, permissions, resource, field):
+    with pytest.raises(InvalidRequest) as raised:
+        plan_check(POLICY, operation, permissions, resource)
+    assert raised.value.field == field
+
+
+def test_allow_lists_effective_grants_and_principal():
+    decision = run("ping", cred=credential(partner_grants=["admin"]))
+    assert decision.principal.partner_id == "p1"
+    assert {str(g) for g in decision.grants} == {"user:write", "organization:write", "court-booking:write", "order:write"}
