@@ -16,7 +16,7 @@ from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2
 
 from .config import Settings
 from .domain.policy import Policy
-from .domain.ports import SystemClock
+from .domain.ports import Clock, SystemClock
 from .keyring import load_key_encryption_key
 from .policy_file import load_policy
 from .store import Store, create_store
@@ -81,15 +81,16 @@ class App:
         self.store.dispose()
 
 
-def build_app(settings: Settings) -> App:
-    """Builds everything in order; each failure names its step."""
+def build_app(settings: Settings, clock: Clock | None = None) -> App:
+    """Builds everything in order; each failure names its step. `clock` is for tests."""
     policy = PolicyHolder(_step("load the policy", lambda: load_policy(settings.policy_path)))
     store = _step("open the store", lambda: create_store(
         settings.effective_database_url, pool_size=settings.db_pool_size,
         pool_timeout=settings.db_pool_timeout_seconds, connect_timeout=settings.db_connect_timeout_seconds))
     _step("migrate the store", store.migrate)
-    verifier = TokenVerifier(key_encryption_key=load_key_encryption_key(settings), leeway=settings.jwt_leeway)
-    clock = SystemClock()
+    verifier = _step("load the key-encryption key", lambda: TokenVerifier(
+        key_encryption_key=load_key_encryption_key(settings), leeway=settings.jwt_leeway))
+    clock = clock or SystemClock()
     checks = CheckService(policy.current, store.unit_of_work, verifier, clock)
     relations = RelationService(store.unit_of_work, clock, RelationSettings(
         pending_ttl=timedelta(seconds=settings.pending_relation_ttl_seconds),

@@ -167,8 +167,10 @@ class Repositories:
 
 
 class UnitOfWork(Protocol):
-    def __call__(self) -> AbstractContextManager[Repositories]:
+    def __call__(self, *, read_only: bool = False) -> AbstractContextManager[Repositories]:
         """Opens a transaction; commits when the block ends normally, rolls back on an exception.
+        A writing unit of work takes the write lock up front where the database needs it
+        (SQLite's BEGIN IMMEDIATE), so concurrent writers queue instead of failing.
         Raises StoreUnavailable when the store cannot be reached."""
         ...
 

@@ -55,7 +55,7 @@ class CallerAuthenticator:
             presented = parse_presented(authorization, api_key)
             if presented is None:
                 raise Unauthenticated("a bearer token or API key is required", reason="missing_token")
-            with self._unit_of_work() as repos:
+            with self._unit_of_work(read_only=True) as repos:
                 credential = self._verifier.verify(presented, repos, self._clock.now())
         except CredentialRejected as rejected:
             raise Unauthenticated(rejected.message, reason=rejected.reason) from None

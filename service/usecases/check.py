@@ -49,7 +49,7 @@ class CheckService:
         if presented is None:
             return decide(CheckInput(plan, None))
         now = self._clock.now()
-        with self._unit_of_work() as repos:
+        with self._unit_of_work(read_only=True) as repos:
             try:
                 credential = self._verifier.verify(presented, repos, now)
             except CredentialRejected as rejected:

@@ -142,7 +142,7 @@ class RelationService:
 
     def get_relation(self, caller: Caller, relation_id: str) -> tuple[RelationRecord, list[RelationEventRecord]]:
         _require(relation_id, "relation_id")
-        with self._unit_of_work() as repos:
+        with self._unit_of_work(read_only=True) as repos:
             relation = _visible(repos, caller, relation_id)
             return as_seen_at(relation, self._clock.now()), repos.relations.events(relation_id)
 
@@ -154,7 +154,7 @@ class RelationService:
             relation_filter = replace(relation_filter, partner_id=caller.partner_id)
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise InvalidRequest(f"page_size must be between 0 and {MAX_PAGE_SIZE}", field="page_size")
-        with self._unit_of_work() as repos:
+        with self._unit_of_work(read_only=True) as repos:
             page, next_token = repos.relations.list(relation_filter, page_size or DEFAULT_PAGE_SIZE, page_token)
         now = self._clock.now()
         return [as_seen_at(r, now) for r in page], next_token

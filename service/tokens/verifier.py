@@ -1,0 +1,320 @@
+"""TokenVerifier: proves an API key or a JWT access token (RFC 8725 best practices, RFC 9068).
+
+Every refusal is a CredentialRejected whose reason is invalid_token, token_expired or
+token_revoked, with a short fixed message: never the token, a key or a secret, and never a
+PyJWT message (those may quote key material). Time checks use the injected `now`, not the
+wall clock, so decisions are reproducible.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import jwt
+
+from ..domain import opaque
+from ..domain.credentials import MAX_CREDENTIAL_LENGTH, PresentedCredential, PresentedKind
+from ..domain.errors import CredentialRejected
+from ..domain.model import (
+    ApiKeyRecord,
+    AuthenticatedCredential,
+    CredentialKind,
+    IssuerRecord,
+    PartnerRecord,
+    PartnerStatus,
+    Principal,
+)
+from ..domain.ports import Repositories
+from .jwks import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, BoundedCache, JwksCache
+from .sealing import fernet_for, unseal_with
+
+log = logging.getLogger("tollgate.tokens")
+
+INVALID = "invalid_token"
+EXPIRED = "token_expired"
+REVOKED = "token_revoked"
+
+# A compact JWS segment: base64url, optionally padded (some issuers pad). The signature may be empty
+# here; PyJWT refuses it later.
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+
+# RFC 9068 section 2.1: access tokens carry typ "at+jwt" (the full media type is accepted too).
+_ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+
+# Signature, iss and aud are checked by PyJWT; the times by us against `now` (see _check_times).
+# enforce_minimum_key_length: an HMAC secret shorter than the hash (RFC 7518 section 3.2) or an
+# RSA key under 2048 bits is refused instead of merely warned about.
+_DECODE_OPTIONS: dict[str, Any] = {
+    "require": ["exp", "iss", "aud"],
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "enforce_minimum_key_length": True,
+}
+
+
+def _reject(message: str, reason: str = INVALID) -> CredentialRejected:
+    return CredentialRejected(message, reason=reason)
+
+
+class TokenVerifier:
+    """Implements domain.ports.CredentialVerifier. Thread-safe; keeps parsed keys and unsealed
+    HMAC secrets in bounded caches keyed by issuer id and content, so a key rotation or a new
+    secret in the store takes effect on the next token."""
+
+    def __init__(self, *, key_encryption_key: str | None, leeway: timedelta = timedelta(seconds=30)) -> None:
+        # A malformed KEK fails here, at start-up, rather than on the first HMAC token.
+        self._fernet = fernet_for(key_encryption_key) if key_encryption_key else None
+        self._leeway = leeway.total_seconds()
+        self._keys = JwksCache()
+        self._secrets: BoundedCache[str, tuple[str, bytes]] = BoundedCache(256)
+
+    def verify(self, presented: PresentedCredential, repos: Repositories, now: datetime) -> AuthenticatedCredential:
+        value = presented.value
+        if not isinstance(value, str) or not value or len(value) > MAX_CREDENTIAL_LENGTH:
+            raise _reject("the credential is malformed")
+        if presented.kind == PresentedKind.API_KEY:
+            return self._verify_api_key(value, repos, now)
+        if presented.kind == PresentedKind.JWT:
+            return self._verify_jwt(value, repos, now)
+        raise _reject("unsupported credential kind")
+
+    # --- API keys -------------------------------------------------------------------------
+
+    def _verify_api_key(self, value: str, repos: Repositories, now: datetime) -> AuthenticatedCredential:
+        # The checksum refuses typos and garbage without a store query.
+        if not opaque.well_formed(value, opaque.API_KEY_PREFIX):
+            raise _reject("the API key is malformed")
+        key = repos.api_keys.find_by_digest(opaque.digest(value))
+        if key is None:
+            raise _reject("unknown API key")
+        if key.expires_at is not None and key.expires_at <= now:
+            raise _reject("the API key has expired", EXPIRED)
+        if key.revoked_at is not None:
+            raise _reject("the API key has been revoked", REVOKED)
+        partner = _active_partner(repos, key.partner_id)
+        return _api_key_credential(key, partner)
+
+    # --- JWT access tokens ----------------------------------------------------------------
+
+    def _verify_jwt(self, token: str, repos: Repositories, now: datetime) -> AuthenticatedCredential:
+        header, unverified = _read_unverified(token)
+        alg, kid, typ = _checked_header(header)
+        issuer = _known_issuer(unverified, repos)
+        _check_algorithm(issuer, alg)
+        _check_typ(issuer, typ)
+        key = self._verification_key(issuer, alg, kid)
+        claims = _verified_claims(token, key, alg, issuer)
+        expires_at = self._check_times(claims, now)
+        partner = _active_partner(repos, _partner_id(claims))
+        credential_id = _credential_id(claims, issuer, repos)
+        return AuthenticatedCredential(
+            principal=Principal(partner.id, credential_id, CredentialKind.JWT),
+            partner=partner,
+            token_scopes=_scopes(claims),
+            customer_numbers=_customer_numbers(claims, issuer.customer_claim),
+            expires_at=expires_at,
+        )
+
+    def _verification_key(self, issuer: IssuerRecord, alg: str, kid: str | None) -> Any:
+        """Keys only ever come from the issuer record: jku, x5u, jwk and x5c headers are ignored."""
+        if alg in HMAC_ALGORITHMS:
+            return self._hmac_secret(issuer)
+        key = self._keys.keys_for(issuer).find(kid, alg)
+        if key is None:
+            # Also covers a kid whose key type does not fit alg (e.g. an RSA key for ES256).
+            raise _reject("unknown key id")
+        return key
+
+    def _hmac_secret(self, issuer: IssuerRecord) -> bytes:
+        sealed = issuer.hmac_secret_sealed
+        if self._fernet is None or not sealed:
+            raise _reject("the issuer's secret is unavailable")
+        cached = self._secrets.get(issuer.id)
+        if cached is not None and cached[0] == sealed:
+            return cached[1]
+        try:
+            secret = unseal_with(self._fernet, sealed)
+        except ValueError:
+            # An operator problem (wrong KEK), not the caller's: say so in the log, once per token.
+            log.warning("cannot unseal the HMAC secret of issuer %s with the configured key", issuer.id)
+            raise _reject("the issuer's secret is unavailable") from None
+        self._secrets.put(issuer.id, (sealed, secret))
+        return secret
+
+    def _check_times(self, claims: dict[str, Any], now: datetime) -> datetime:
+        exp = claims.get("exp")
+        if not _is_number(exp):
+            raise _reject("the token's exp is not a number")
+        try:
+            expires_at = datetime.fromtimestamp(exp, tz=timezone.utc)
+        except (OverflowError, ValueError, OSError):
+            raise _reject("the token's exp is out of range") from None
+        moment = now.timestamp()
+        if moment > exp + self._leeway:
+            raise _reject("the token has expired", EXPIRED)
+        if "nbf" in claims:
+            nbf = claims["nbf"]
+            if not _is_number(nbf):
+                raise _reject("the token's nbf is not a number")
+            if moment + self._leeway < nbf:
+                raise _reject("the token is not yet valid", EXPIRED)
+        return expires_at
+
+
+# --- helpers (module level: they keep no state) -------------------------------------------
+
+
+def _read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and payload before any signature check, parsed with the standard library.
+
+    The values are untrusted and only select the issuer, key and algorithm. This is safe because
+    jwt.decode re-parses the token as the sole authority: it refuses a header alg other than the
+    one we chose, and claims whose iss/aud differ from the issuer record. (PyJWT's own unverified
+    parse checks the alphabet character by character in Python and would double the cost.)
+    """
+    parts = token.split(".")
+    if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts):
+        raise _reject("the token is malformed")
+    try:
+        header, payload = _json_segment(parts[0]), _json_segment(parts[1])
+    except Exception:  # noqa: BLE001 - any failure to parse untrusted input is invalid_token
+        raise _reject("the token is malformed") from None
+    if not isinstance(header, dict) or not isinstance(payload, dict):
+        raise _reject("the token is malformed")
+    return header, payload
+
+
+def _json_segment(segment: str) -> Any:
+    raw = segment.rstrip("=")
+    return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+
+
+def _checked_header(header: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
+    if not isinstance(alg, str) or not alg or alg.lower() == "none":
+        # RFC 8725 section 3.1 / 2.1: unsigned tokens are never accepted.
+        raise _reject("the token's alg is not allowed")
+    if "crit" in header:
+        # We implement no critical extension, so a token demanding one must be refused (RFC 7515 4.1.11).
+        raise _reject("the token has critical header parameters")
+    if (kid is not None and not isinstance(kid, str)) or (typ is not None and not isinstance(typ, str)):
+        raise _reject("the token's header is malformed")
+    return alg, kid, typ
+
+
+def _known_issuer(unverified: dict[str, Any], repos: Repositories) -> IssuerRecord:
+    iss = unverified.get("iss")
+    if not isinstance(iss, str) or not iss:
+        raise _reject("the token names no issuer")
+    issuer = repos.issuers.find_by_issuer(iss)
+    if issuer is None:
+        raise _reject("unknown issuer")
+    return issuer
+
+
+def _check_algorithm(issuer: IssuerRecord, alg: str) -> None:
+    algorithms = set(issuer.algorithms)
+    # Algorithm confusion defence (RFC 8725 section 3.1): an issuer is all-HMAC or all-asymmetric.
+    # A record that mixes them, or names an algorithm we do not know, refuses every token.
+    if not algorithms or not (algorithms <= HMAC_ALGORITHMS or algorithms <= ASYMMETRIC_ALGORITHMS.keys()):
+        raise _reject("the issuer's algorithms are misconfigured")
+    if alg not in algorithms:
+        raise _reject("the token's alg is not allowed for this issuer")
+
+
+def _check_typ(issuer: IssuerRecord, typ: str | None) -> None:
+    if issuer.require_at_jwt_typ and (typ is None or typ.lower() not in _ACCESS_TOKEN_TYPES):
+        raise _reject("the token is not an access token (typ at+jwt)")
+
+
+def _verified_claims(token: str, key: Any, alg: str, issuer: IssuerRecord) -> dict[str, Any]:
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],  # from the issuer's allowlist, already checked; never ["none"]
+            audience=issuer.audience,
+            issuer=issuer.issuer,
+            options=_DECODE_OPTIONS,  # type: ignore[arg-type]
+        )
+    except Exception:  # noqa: BLE001 - bad signature, aud, iss, missing claim, or malformed input
+        raise _reject("the token's signature or claims are invalid") from None
+    if not isinstance(claims, dict):
+        raise _reject("the token is malformed")
+    return claims
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _partner_id(claims: dict[str, Any]) -> str:
+    # RFC 9068 section 2.2: client_id names the client; sub is the fallback for tokens without it.
+    partner_id = claims["client_id"] if "client_id" in claims else claims.get("sub")
+    if not isinstance(partner_id, str) or not partner_id:
+        raise _reject("the token names no client")
+    return partner_id
+
+
+def _active_partner(repos: Repositories, partner_id: str) -> PartnerRecord:
+    partner = repos.partners.get(partner_id)
+    if partner is None:
+        raise _reject("unknown partner")
+    if partner.status == PartnerStatus.SUSPENDED:
+        raise _reject("the partner is suspended", REVOKED)
+    if partner.status != PartnerStatus.ACTIVE:
+        raise _reject("the partner is not active", REVOKED)
+    return partner
+
+
+def _credential_id(claims: dict[str, Any], issuer: IssuerRecord, repos: Repositories) -> str:
+    jti = claims.get("jti")
+    if jti is None:
+        return f"{issuer.id}:"
+    if not isinstance(jti, str) or not jti:
+        raise _reject("the token's jti is malformed")
+    if repos.revoked_tokens.is_revoked(issuer.id, jti):
+        raise _reject("the token has been revoked", REVOKED)
+    return f"{issuer.id}:{jti}"
+
+
+def _scopes(claims: dict[str, Any]) -> tuple[str, ...] | None:
+    # RFC 8693/9068 "scope" is a space-separated string; "scp" (common in practice) a list or string.
+    if "scope" in claims:
+        return _string_list(claims["scope"], "scope", allow_list=False)
+    if "scp" in claims:
+        return _string_list(claims["scp"], "scp", allow_list=True)
+    return None
+
+
+def _customer_numbers(claims: dict[str, Any], claim: str) -> frozenset[str]:
+    if not claim or claim not in claims:
+        return frozenset()
+    return frozenset(_string_list(claims[claim], "customer", allow_list=True))
+
+
+def _string_list(value: Any, name: str, *, allow_list: bool) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(value.split())
+    if allow_list and isinstance(value, list) and all(isinstance(item, str) and item for item in value):
+        return tuple(value)
+    raise _reject(f"the token's {name} claim is malformed")
+
+
+def _api_key_credential(key: ApiKeyRecord, partner: PartnerRecord) -> AuthenticatedCredential:
+    return AuthenticatedCredential(
+        principal=Principal(partner.id, key.id, CredentialKind.API_KEY),
+        partner=partner,
+        own_grants=key.grants,
+        own_roles=key.roles,
+        token_scopes=None,
+        customer_numbers=frozenset(key.customer_numbers),
+        expires_at=key.expires_at,
+    )
