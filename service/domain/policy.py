@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import PolicyError
 from .model import SubjectType
+from .routes import RouteTable, parse_routes
 from .scopes import ADMIN_GRANT, ALL_SCOPES_WRITE, LEVEL_WORDS, AccessLevel, GrantSet, Permission
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
@@ -35,6 +36,7 @@ class Policy:
     scopes: Mapping[str, str]  # every accepted name or alias -> canonical scope name
     roles: Mapping[str, GrantSet]
     operations: Mapping[str, Operation]
+    routes: RouteTable = RouteTable()
 
     @property
     def scope_names(self) -> frozenset[str]:
@@ -93,6 +95,7 @@ def parse_policy(document: Any) -> Policy:
         scopes=MappingProxyType(dict(scopes)),
         roles=MappingProxyType(dict(roles)),
         operations=MappingProxyType(dict(operations)),
+        routes=parse_routes(document.get("routes"), operations),
     )
 
 
