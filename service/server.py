@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2, relations_pb2_grpc
 
@@ -22,6 +23,7 @@ from .policy_file import load_policy
 from .store import Store, create_store
 from .tokens import TokenVerifier
 from .transport.authorization import AuthorizationServicer
+from .transport.ext_authz import ExtAuthzServicer
 from .transport.relations import RelationsServicer
 from .usecases.callers import CallerAuthenticator
 from .usecases.check import CheckService
@@ -32,6 +34,7 @@ log = logging.getLogger("tollgate.server")
 SERVICE_NAMES = (
     authorization_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
     relations_pb2.DESCRIPTOR.services_by_name["Relations"].full_name,
+    external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
 )
 # Bounds what one call may send us; real requests are a few KB.
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -104,6 +107,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     )
     authorization_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(checks, settings.realm), server)
     relations_pb2_grpc.add_RelationsServicer_to_server(RelationsServicer(relations, callers), server)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        ExtAuthzServicer(checks, policy.current, settings.realm), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -57,7 +57,7 @@ def plan_check(policy: Policy, operation: str, permission_texts: list[str], reso
         try:
             explicit.append(policy.parse_permission(text))
         except ValueError as error:
-            raise InvalidRequest(str(error), field=f"permissions[{index}]") from None
+            raise InvalidRequest(f"permissions[{index}]: {error}", field=f"permissions[{index}]") from None
     declared = policy.operations.get(operation) if operation else None
     if declared is None and (operation or not explicit):
         return CheckPlan(operation=operation, known=False)

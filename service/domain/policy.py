@@ -37,6 +37,8 @@ class Policy:
     roles: Mapping[str, GrantSet]
     operations: Mapping[str, Operation]
     routes: RouteTable = RouteTable()
+    # Sidecar behaviour: drop the credential headers before the request reaches the upstream.
+    strip_credential_headers: bool = False
 
     @property
     def scope_names(self) -> frozenset[str]:
@@ -81,7 +83,7 @@ def parse_policy(document: Any) -> Policy:
     """Builds a Policy from a parsed document; raises PolicyError naming the offending key path."""
     if not isinstance(document, Mapping):
         raise PolicyError("the policy must be a mapping with scopes, roles and operations", field="(root)")
-    unknown = set(document) - {"version", "scopes", "roles", "operations", "routes"}
+    unknown = set(document) - {"version", "scopes", "roles", "operations", "routes", "sidecar"}
     if unknown:
         raise PolicyError(f"unknown top-level key {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
     if document.get("version", 1) != 1:
@@ -96,7 +98,19 @@ def parse_policy(document: Any) -> Policy:
         roles=MappingProxyType(dict(roles)),
         operations=MappingProxyType(dict(operations)),
         routes=parse_routes(document.get("routes"), operations),
+        strip_credential_headers=_parse_sidecar(document.get("sidecar")),
     )
+
+
+def _parse_sidecar(value: Any) -> bool:
+    spec = _mapping(value, "sidecar", required=False)
+    if set(spec) - {"strip_credential_headers"}:
+        raise PolicyError("sidecar may only have strip_credential_headers", field="sidecar")
+    strip = spec.get("strip_credential_headers", False)
+    if not isinstance(strip, bool):
+        raise PolicyError("sidecar.strip_credential_headers must be true or false",
+                          field="sidecar.strip_credential_headers")
+    return strip
 
 
 def _mapping(value: Any, path: str, *, required: bool = True) -> Mapping[str, Any]:

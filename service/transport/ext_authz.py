@@ -1,0 +1,46 @@
+"""envoy.service.auth.v3.Authorization: Envoy's ext_authz on the same core as tollgate.v1.Check.
+
+Every outcome is a CheckResponse: allow, deny (with the gateway-ready body), 400 for a request the
+operation cannot be checked on, and error_response (503) for our own failures — never an allow.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Callable
+
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+from ..domain.errors import InvalidRequest
+from ..domain.policy import Policy
+from ..usecases.check import CheckService
+from .ext_authz_convert import (
+    check_query_from_ext_authz,
+    ext_authz_invalid,
+    ext_authz_response,
+    ext_authz_unavailable,
+)
+
+log = logging.getLogger("tollgate.ext_authz")
+
+
+class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, checks: CheckService, policy: Callable[[], Policy], realm: str) -> None:
+        self._checks = checks
+        self._policy = policy
+        self._realm = realm
+
+    def Check(self, request: external_auth_pb2.CheckRequest, context) -> external_auth_pb2.CheckResponse:
+        decision_id = uuid.uuid4().hex
+        policy = self._policy()
+        try:
+            query = check_query_from_ext_authz(request, policy.routes)
+            decision = self._checks.check(query)
+        except InvalidRequest as error:
+            return ext_authz_invalid(error.message, error.field, decision_id)
+        except Exception:  # noqa: BLE001  (store down or a bug: fail closed, let Envoy's failure policy apply)
+            log.warning("ext_authz check failed; answering 503", exc_info=True)
+            return ext_authz_unavailable(decision_id)
+        return ext_authz_response(decision, realm=self._realm, decision_id=decision_id, operation=query.operation,
+                                  strip_credentials=policy.strip_credential_headers)

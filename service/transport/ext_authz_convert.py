@@ -1,0 +1,158 @@
+"""Pure conversions between Envoy's ext_authz v3 messages and the core's check and decision.
+
+The same CheckQuery goes to the same CheckService as the native API, so a request decides the
+same way through either adapter; only the envelope differs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping
+from urllib.parse import parse_qs
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+from google.rpc import code_pb2, status_pb2
+
+from ..domain.decide import Resource
+from ..domain.decision import Decision, error_body, www_authenticate
+from ..domain.routes import RESOURCE_FIELDS, RouteTable, ValueSource
+from ..usecases.check import CheckQuery
+
+# Identity headers set for the upstream on allow. Clients may send look-alikes: they are removed on
+# every allow (and overwritten when we set them), so an upstream can trust them.
+PARTNER_HEADER = "x-tollgate-partner-id"
+CREDENTIAL_HEADER = "x-tollgate-credential-id"
+SCOPES_HEADER = "x-tollgate-scopes"
+DECISION_HEADER = "x-tollgate-decision-id"
+IDENTITY_HEADERS = (PARTNER_HEADER, CREDENTIAL_HEADER, SCOPES_HEADER, DECISION_HEADER)
+CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+# The filter's per-route context_extensions key that names the operation (beats the route table).
+OPERATION_EXTENSION = "operation"
+MAX_UNROUTED_LENGTH = 200
+
+_JSON = "application/json"
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def request_headers(request: external_auth_pb2.CheckRequest) -> dict[str, str]:
+    """Lower-cased headers, from `headers` or (when Envoy sends raw headers) `header_map`."""
+    http = request.attributes.request.http
+    if http.headers:
+        return {k.lower(): v for k, v in http.headers.items()}
+    headers: dict[str, str] = {}
+    for entry in http.header_map.headers:
+        value = entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value
+        headers.setdefault(entry.key.lower(), value)
+    return headers
+
+
+def check_query_from_ext_authz(request: external_auth_pb2.CheckRequest, routes: RouteTable) -> CheckQuery:
+    """Operation from context_extensions or the route table; resource ids from the matched route,
+    overlaid by context_extensions `user_id`/`organization_id`/`customer_id` sources
+    (`query.<name>` or `header.<name>`). No match decides as unknown_operation."""
+    http = request.attributes.request.http
+    headers = request_headers(request)
+    extensions = request.attributes.context_extensions
+    routed = routes.resolve(http.method, http.path, headers)
+    # Unrouted requests keep "METHOD /path" as their (undeclared) operation, so the deny says what
+    # was asked for; the query string is left out, it may carry secrets.
+    unrouted = f"{http.method} {http.path.partition('?')[0]}"[:MAX_UNROUTED_LENGTH]
+    operation = extensions.get(OPERATION_EXTENSION) or (routed.operation if routed else unrouted)
+    resource = dict(routed.resource) if routed else {}
+    resource.update(_extension_resource(extensions, http.path, headers))
+    return CheckQuery(
+        authorization=headers.get("authorization", ""),
+        api_key=headers.get("x-api-key", ""),
+        operation=operation,
+        resource=Resource(**{f: resource.get(f, "") for f in RESOURCE_FIELDS}),
+    )
+
+
+def _extension_resource(extensions: Mapping[str, str], path: str, headers: Mapping[str, str]) -> dict[str, str]:
+    query = parse_qs(path.partition("?")[2])
+    found = {}
+    for field in RESOURCE_FIELDS:
+        kind, _, name = extensions.get(field, "").partition(".")
+        if kind in ("query", "header") and name:
+            found[field] = ValueSource(kind, name).read({}, query, headers)
+    return found
+
+
+def ext_authz_response(decision: Decision, *, realm: str, decision_id: str, operation: str,
+                       strip_credentials: bool) -> external_auth_pb2.CheckResponse:
+    metadata = _metadata(decision, decision_id, operation)
+    if decision.allowed:
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=_identity_headers(decision, decision_id),
+                headers_to_remove=[*IDENTITY_HEADERS, *(CREDENTIAL_HEADERS if strip_credentials else ())],
+                dynamic_metadata=metadata),
+            dynamic_metadata=metadata)
+    headers = [_header("content-type", _JSON)]
+    challenge = www_authenticate(decision, realm)
+    if challenge:
+        headers.append(_header("www-authenticate", challenge))
+    code = code_pb2.UNAUTHENTICATED if decision.http_status == 401 else code_pb2.PERMISSION_DENIED
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code, message=decision.message),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=decision.http_status), headers=headers,
+            body=error_body(decision)),
+        dynamic_metadata=metadata)
+
+
+def ext_authz_invalid(message: str, field: str, decision_id: str) -> external_auth_pb2.CheckResponse:
+    """A request the route table resolved but that lacks what the operation needs: 400, denied."""
+    body = json.dumps({"code": 400, "errors": [{"reason": "invalid_request", "message": message, "field": field}]},
+                      separators=(",", ":"))
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=400), headers=[_header("content-type", _JSON)], body=body),
+        dynamic_metadata=_struct({"reason": "invalid_request", "decision_id": decision_id}))
+
+
+def ext_authz_unavailable(decision_id: str) -> external_auth_pb2.CheckResponse:
+    """Our own failure: error_response (503) so Envoy's failure_mode_allow / status_on_error
+    apply. Never an allow."""
+    body = json.dumps({"code": 503, "errors": [{"reason": "authorization_unavailable",
+                                                "message": "authorization is temporarily unavailable"}]},
+                      separators=(",", ":"))
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.UNAVAILABLE, message="authorization is temporarily unavailable"),
+        error_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=503), headers=[_header("content-type", _JSON)], body=body),
+        dynamic_metadata=_struct({"reason": "authorization_unavailable", "decision_id": decision_id}))
+
+
+def _identity_headers(decision: Decision, decision_id: str) -> list[base_pb2.HeaderValueOption]:
+    values = {DECISION_HEADER: decision_id}
+    if decision.principal is not None:
+        values[PARTNER_HEADER] = decision.principal.partner_id
+        values[CREDENTIAL_HEADER] = decision.principal.credential_id
+        values[SCOPES_HEADER] = " ".join(str(grant) for grant in decision.grants)
+    return [_header(name, value) for name, value in values.items()]
+
+
+def _metadata(decision: Decision, decision_id: str, operation: str) -> struct_pb2.Struct:
+    return _struct({
+        "decision_id": decision_id,
+        "allowed": decision.allowed,
+        "reason": decision.reason.value if decision.reason else "",
+        "operation": operation,
+        "partner_id": decision.principal.partner_id if decision.principal else "",
+    })
+
+
+def _struct(values: dict) -> struct_pb2.Struct:
+    result = struct_pb2.Struct()
+    result.update(values)
+    return result
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE)

@@ -1,0 +1,37 @@
+"""A store outage is UNAVAILABLE on Check and ManageRelation, never an allow and never a crash."""
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from tollgate.v1 import relations_pb2 as pb
+
+from tests.support.grpc_errors import expect_error
+from tests.support.world import start_world, stop_world
+
+
+@pytest.mark.postgres
+def test_check_fails_closed_when_the_database_goes_away(postgres_url, postgres_admin_url, tmp_path):
+    world = start_world(postgres_url, tmp_path, db_connect_timeout_seconds=2)
+    try:
+        assert world.check("getUser", authorization=world.bearer("acme"), user_id="u-active").allowed
+        name = make_url(postgres_url).database
+        admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:  # the store vanishes under the running server
+            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+            connection.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name})
+        for _ in range(3):
+            error = expect_error(world.check, "getUser", authorization=world.bearer("acme"), user_id="u-active")
+            assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "store_unavailable")
+            assert "postgres" not in error.message  # no URL, no driver text
+        error = expect_error(world.manage, "acme", request_user_relation=pb.RequestUserRelation(user_id="u-x"))
+        assert error.code is grpc.StatusCode.UNAVAILABLE
+        assert world.check("health").allowed, "public operations need no store"
+
+        with admin.connect() as connection:  # and comes back: service resumes without a restart
+            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        admin.dispose()
+        assert world.check("getUser", authorization=world.bearer("acme"), user_id="u-active").allowed
+    finally:
+        stop_world(world)
