@@ -157,7 +157,7 @@ class AdminService:
             try:
                 policy.grants_from((), [role], strict=True)
             except ValueError as error:
-                raise InvalidRequest(f"bad role: {error}", field="roles") from None
+                raise InvalidRequest(f"bad role: {error}", field="grants") from None
         return grants, roles
 
     def _ensure_within_partner(self, partner: PartnerRecord, grants: tuple[str, ...], roles: tuple[str, ...]) -> None:

@@ -1,0 +1,79 @@
+"""Wiring for the commands that work on the local store: settings, policy, store and use cases."""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterator
+
+from ..config import Settings, load_settings
+from ..domain.errors import DomainError
+from ..domain.ports import SystemClock
+from ..usecases.admin import AdminService
+from ..usecases.relations import RelationService, RelationSettings
+from .output import CommandFailed
+
+
+def settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
+    """TOLLGATE_* environment variables, overridden by the global options and `overrides`."""
+    data_dir = getattr(args, "data_dir", None)
+    policy = getattr(args, "policy", None)
+    return load_settings(
+        database_url=getattr(args, "database_url", None),
+        data_dir=Path(data_dir) if data_dir else None,
+        policy_path=Path(policy) if policy else None,
+        **overrides,
+    )
+
+
+@dataclass
+class Local:
+    settings: Settings
+    store: object
+
+    @property
+    def unit_of_work(self):
+        return self.store.unit_of_work  # type: ignore[attr-defined]
+
+    def admin(self) -> AdminService:
+        from ..policy_file import load_policy
+
+        policy = load_policy(self.settings.policy_path)
+        return AdminService(lambda: policy, self.unit_of_work, SystemClock())
+
+    def relations(self) -> RelationService:
+        return RelationService(self.unit_of_work, SystemClock(), RelationSettings(
+            pending_ttl=timedelta(seconds=self.settings.pending_relation_ttl_seconds),
+            connect_token_ttl=timedelta(seconds=self.settings.connect_token_ttl_seconds)))
+
+
+@contextmanager
+def local(args: argparse.Namespace) -> Iterator[Local]:
+    """Opens the store (creating or upgrading its schema first) and disposes of it afterwards."""
+    settings = settings_from(args)
+    store = open_store(settings)
+    try:
+        step("migrate the store", store.migrate)
+        yield Local(settings, store)
+    finally:
+        store.dispose()
+
+
+def open_store(settings: Settings):
+    from ..store import create_store
+
+    return step("open the store", lambda: create_store(
+        settings.effective_database_url, pool_size=min(settings.db_pool_size, 2),
+        pool_timeout=settings.db_pool_timeout_seconds, connect_timeout=settings.db_connect_timeout_seconds))
+
+
+def step(what: str, action):
+    try:
+        return action()
+    except DomainError as error:
+        raise CommandFailed(f"cannot {what}: {error.message}", reason=error.reason) from None
+    except Exception as error:  # noqa: BLE001  (driver errors: reported, never a stack trace)
+        raise CommandFailed(f"cannot {what}: {type(error).__name__}: {error}") from None

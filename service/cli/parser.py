@@ -1,0 +1,195 @@
+"""The argument parser. Handlers are named "module.function" and imported only when run."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from ..domain.model import RelationStatus, SubjectType
+from .values import default_target, duration
+
+DEFAULT_TARGET_HELP = "server address host:port (default: $TOLLGATE_TARGET or 127.0.0.1:50051)"
+
+
+class UsageError(Exception):
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+
+
+class Parser(argparse.ArgumentParser):
+    """Raises UsageError instead of exiting, so main() reports it like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.format_usage())
+
+
+def _global_options() -> argparse.ArgumentParser:
+    """Accepted on every (sub)command; SUPPRESS keeps a later parser from resetting an earlier value."""
+    common = Parser(add_help=False)
+    group = common.add_argument_group("global options")
+    group.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="machine-readable output: one JSON document on stdout")
+    group.add_argument("--database-url", metavar="URL", default=argparse.SUPPRESS,
+                       help="sqlite:///… or postgresql+psycopg://… (default: $TOLLGATE_DATABASE_URL, "
+                            "else a SQLite file in the data dir)")
+    group.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS,
+                       help="data directory (default: $TOLLGATE_DATA_DIR or data/ in the project)")
+    group.add_argument("--policy", metavar="PATH", default=argparse.SUPPRESS,
+                       help="policy YAML file (default: $TOLLGATE_POLICY_PATH or the project's examples/policy.yaml)")
+    return common
+
+
+GLOBAL = _global_options()
+
+
+def _client_options() -> argparse.ArgumentParser:
+    client = Parser(add_help=False)
+    group = client.add_argument_group("server and credential")
+    group.add_argument("--target", default=default_target(), metavar="HOST:PORT", help=DEFAULT_TARGET_HELP)
+    credential = group.add_mutually_exclusive_group()
+    credential.add_argument("--key", metavar="KEY", help="an API key (default: $TOLLGATE_CREDENTIAL)")
+    credential.add_argument("--token", metavar="JWT", help="a JWT access token (default: $TOLLGATE_CREDENTIAL)")
+    return client
+
+
+def _group(subparsers, name: str, help_text: str):
+    parser = subparsers.add_parser(name, help=help_text, description=help_text, parents=[GLOBAL])
+    return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+
+
+def _leaf(subparsers, name: str, handler: str, help_text: str, parents=()) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text, parents=[GLOBAL, *parents])
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _grant_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grant", action="append", default=[], metavar="GRANT",
+                        help="a permission such as user:read or read:user, or admin (repeatable)")
+    parser.add_argument("--role", action="append", default=[], metavar="ROLE",
+                        help="a role from the policy file (repeatable)")
+
+
+def _relation_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--partner", metavar="PARTNER_ID", help="only this partner's relations")
+    parser.add_argument("--subject-type", choices=[t.value for t in SubjectType])
+    parser.add_argument("--subject-id", metavar="ID")
+    parser.add_argument("--status", choices=[s.value for s in RelationStatus])
+    parser.add_argument("--page-size", type=int, default=0, metavar="N", help="1..500 (default 50)")
+    parser.add_argument("--page-token", default="", metavar="TOKEN")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="tollgate", parents=[GLOBAL],
+                    description="Tollgate: the central authorization decision point.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _server_commands(commands)
+    _partner_commands(_group(commands, "partner", "manage partners (client applications)"))
+    _key_commands(_group(commands, "key", "issue, list and revoke API keys"))
+    _issuer_commands(_group(commands, "issuer", "register trusted JWT issuers"))
+    _token_commands(_group(commands, "token", "revoke JWTs"))
+    _relation_commands(_group(commands, "relation", "inspect and sweep relations in the store"))
+    _client_commands(_group(commands, "client", "call a running server over gRPC"))
+    return parser
+
+
+def _server_commands(commands) -> None:
+    serve = _leaf(commands, "serve", "commands.serve", "run the gRPC server until SIGTERM/SIGINT")
+    serve.add_argument("--host", help="address to bind (default: $TOLLGATE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default: $TOLLGATE_PORT or 50051)")
+    serve.add_argument("--max-workers", type=int, help="RPC worker threads (default: $TOLLGATE_MAX_WORKERS or 16)")
+    _leaf(commands, "migrate", "commands.migrate", "create or upgrade the database schema")
+
+
+def _partner_commands(partner) -> None:
+    create = _leaf(partner, "create", "commands.partner_create", "create a partner")
+    create.add_argument("partner_id", metavar="ID")
+    create.add_argument("--name", required=True)
+    _grant_options(create)
+    _leaf(partner, "list", "commands.partner_list", "list partners")
+    for name, help_text in (("show", "show one partner"), ("suspend", "suspend a partner (all its credentials "
+                            "are refused)"), ("activate", "reactivate a suspended partner")):
+        _leaf(partner, name, f"commands.partner_{name}", help_text).add_argument("partner_id", metavar="ID")
+    set_grants = _leaf(partner, "set-grants", "commands.partner_set_grants", "replace a partner's grants and roles")
+    set_grants.add_argument("partner_id", metavar="ID")
+    _grant_options(set_grants)
+
+
+def _key_commands(key) -> None:
+    issue = _leaf(key, "issue", "commands.key_issue", "issue an API key (shown once)")
+    issue.add_argument("partner_id", metavar="PARTNER_ID")
+    issue.add_argument("--name", default="", help="a label for the key")
+    _grant_options(issue)
+    issue.add_argument("--customer", action="append", default=[], metavar="NUMBER",
+                       help="a customer number the key may act for (repeatable)")
+    issue.add_argument("--expires-in", type=duration, metavar="DURATION", help="e.g. 30d, 12h, 15m")
+    _leaf(key, "revoke", "commands.key_revoke", "revoke an API key").add_argument("key_id", metavar="KEY_ID")
+    _leaf(key, "list", "commands.key_list", "list a partner's keys").add_argument("partner_id", metavar="PARTNER_ID")
+
+
+def _jwks_source(parser: argparse.ArgumentParser, *, hmac: bool):
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--jwks-file", metavar="PATH", help="a public JWK Set file")
+    source.add_argument("--jwks", metavar="JSON", help="a public JWK Set as JSON")
+    if hmac:
+        source.add_argument("--hmac-secret-file", metavar="PATH", help="a file holding the HS* shared secret")
+        source.add_argument("--hmac-secret-env", metavar="VAR", help="an environment variable holding it")
+
+
+def _issuer_commands(issuer) -> None:
+    add = _leaf(issuer, "add", "commands.issuer_add", "register a JWT issuer")
+    add.add_argument("issuer", metavar="ISS", help="the exact iss claim value")
+    add.add_argument("--audience", required=True, metavar="AUD", help="the aud the tokens must carry")
+    add.add_argument("--alg", action="append", required=True, metavar="ALG", help="an accepted algorithm (repeatable)")
+    _jwks_source(add, hmac=True)
+    add.add_argument("--allow-any-typ", action="store_true", help="accept tokens without typ at+jwt (unsafe)")
+    add.add_argument("--customer-claim", default="customer_numbers", metavar="NAME",
+                     help="the claim holding customer numbers (default: customer_numbers)")
+    rotate = _leaf(issuer, "rotate", "commands.issuer_rotate", "replace an issuer's JWKS")
+    rotate.add_argument("issuer", metavar="ISS_OR_ID")
+    _jwks_source(rotate, hmac=False)
+    _leaf(issuer, "list", "commands.issuer_list", "list issuers (never secrets)")
+
+
+def _token_commands(token) -> None:
+    revoke = _leaf(token, "revoke", "commands.token_revoke", "revoke one JWT by its jti")
+    revoke.add_argument("--issuer", required=True, metavar="ISS", help="the issuer's iss or id")
+    revoke.add_argument("--jti", required=True)
+
+
+def _relation_commands(relation) -> None:
+    _relation_filters(_leaf(relation, "list", "commands.relation_list", "list relations (as the operator)"))
+    _leaf(relation, "expire", "commands.relation_expire", "record the expiry of overdue relations once")
+
+
+def _client_commands(client) -> None:
+    remote = [_client_options()]
+    check = _leaf(client, "check", "client.check", "ask for a decision (exit 0 even when denied)", remote)
+    check.add_argument("--operation", required=True, metavar="OP")
+    check.add_argument("--permission", action="append", default=[], metavar="P")
+    for name in ("--user-id", "--organization-id", "--customer-id"):
+        check.add_argument(name, default="")
+    request = _leaf(client, "request-relation", "client.request_relation", "request a user relation", remote)
+    request.add_argument("--user-id", required=True)
+    request.add_argument("--partner-id", default="", help="platform callers: the partner it is for")
+    for name, help_text in (("approve", "approve a pending user relation (platform)"),
+                            ("reject", "reject a pending user relation (platform)"),
+                            ("revoke", "revoke an active relation")):
+        action = _leaf(client, f"{name}-relation", f"client.{name}_relation", help_text, remote)
+        action.add_argument("relation_id", metavar="RELATION_ID")
+        action.add_argument("--reason", default="")
+        if name == "approve":
+            action.add_argument("--ttl", type=duration, metavar="DURATION", help="relation lifetime, e.g. 90d")
+    issue = _leaf(client, "issue-connect-token", "client.issue_connect_token",
+                  "issue an organization connect token (platform)", remote)
+    issue.add_argument("--organization-id", required=True)
+    issue.add_argument("--issued-by", default="", metavar="ADMIN")
+    issue.add_argument("--ttl", type=duration, metavar="DURATION")
+    issue.add_argument("--relation-ttl", type=duration, metavar="DURATION")
+    claim = _leaf(client, "claim-organization", "client.claim_organization", "claim a connect token", remote)
+    claim.add_argument("connect_token", metavar="TOKEN")
+    _leaf(client, "get-relation", "client.get_relation", "show a relation and its events",
+          remote).add_argument("relation_id", metavar="RELATION_ID")
+    _relation_filters(_leaf(client, "list-relations", "client.list_relations", "list relations", remote))

@@ -1,0 +1,386 @@
+"""The repositories of service/domain/ports.py on one SQLAlchemy session (one transaction).
+
+They never commit: the unit of work does. Reads return domain records, never rows. Inserts are
+INSERT statements rather than session.add(), so a duplicate is an IntegrityError from the
+database (not an identity-map clash) and the identity map never holds a row twice. Changes are
+single UPDATE statements whose WHERE clause is the precondition (compare-and-set); the ORM keeps
+rows already loaded in this session in step with them (synchronize_session).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Insert, exists, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..domain.errors import Conflict, InvalidRequest
+from ..domain.model import (
+    ApiKeyRecord,
+    ConnectTokenRecord,
+    IssuerRecord,
+    PartnerRecord,
+    PartnerStatus,
+    RelationEventRecord,
+    RelationFilter,
+    RelationRecord,
+    RelationStatus,
+    SubjectType,
+)
+from .models import (
+    ApiKeyRow,
+    ConnectTokenRow,
+    IssuerRow,
+    PartnerRow,
+    RelationEventRow,
+    RelationRow,
+    RevokedTokenRow,
+)
+
+OPEN_STATUSES = (RelationStatus.PENDING.value, RelationStatus.ACTIVE.value)
+
+
+class _Repository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def _inserted(self, statement: Insert) -> bool:
+        """Runs the INSERT in a savepoint; False when a unique constraint refused it. Only the
+        savepoint is rolled back, so the transaction stays usable (PostgreSQL would otherwise
+        abort it)."""
+        try:
+            with self._session.begin_nested():
+                self._session.execute(statement)
+        except IntegrityError:
+            return False
+        return True
+
+
+# -- partners ------------------------------------------------------------------------------------
+
+
+class SqlPartnerRepository(_Repository):
+    def get(self, partner_id: str) -> PartnerRecord | None:
+        if not _storable(partner_id):
+            return None
+        row = self._session.get(PartnerRow, partner_id)
+        return _partner(row) if row is not None else None
+
+    def add(self, partner: PartnerRecord) -> None:
+        statement = insert(PartnerRow).values(
+            id=partner.id, name=partner.name, status=partner.status.value, grants=list(partner.grants),
+            roles=list(partner.roles), created_at=partner.created_at)
+        if not self._inserted(statement):
+            raise Conflict(f"partner {partner.id} already exists", reason="partner_exists", field="partner_id")
+
+    def set_status(self, partner_id: str, status: PartnerStatus) -> bool:
+        return _update_one(self._session, PartnerRow, PartnerRow.id == partner_id, status=status.value)
+
+    def set_grants(self, partner_id: str, grants: tuple[str, ...], roles: tuple[str, ...]) -> bool:
+        return _update_one(self._session, PartnerRow, PartnerRow.id == partner_id,
+                           grants=list(grants), roles=list(roles))
+
+    def list(self) -> list[PartnerRecord]:
+        return [_partner(row) for row in self._session.scalars(select(PartnerRow).order_by(PartnerRow.id))]
+
+
+def _partner(row: PartnerRow) -> PartnerRecord:
+    return PartnerRecord(id=row.id, name=row.name, status=PartnerStatus(row.status), grants=tuple(row.grants),
+                         roles=tuple(row.roles), created_at=row.created_at)
+
+
+# -- API keys ------------------------------------------------------------------------------------
+
+
+class SqlApiKeyRepository(_Repository):
+    def find_by_digest(self, digest: str) -> ApiKeyRecord | None:
+        if not _storable(digest):
+            return None
+        row = self._session.scalars(select(ApiKeyRow).where(ApiKeyRow.digest == digest)).one_or_none()
+        return _api_key(row) if row is not None else None
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        if not _storable(key_id):
+            return None
+        row = self._session.get(ApiKeyRow, key_id)
+        return _api_key(row) if row is not None else None
+
+    def add(self, key: ApiKeyRecord) -> None:
+        self._session.execute(insert(ApiKeyRow).values(
+            id=key.id, partner_id=key.partner_id, digest=key.digest, name=key.name, grants=list(key.grants),
+            roles=list(key.roles), customer_numbers=list(key.customer_numbers), created_at=key.created_at,
+            expires_at=key.expires_at, revoked_at=key.revoked_at))
+
+    def revoke(self, key_id: str, at: datetime) -> bool:
+        return _update_one(self._session, ApiKeyRow, (ApiKeyRow.id == key_id) & ApiKeyRow.revoked_at.is_(None),
+                           revoked_at=at)
+
+    def list_for_partner(self, partner_id: str) -> list[ApiKeyRecord]:
+        rows = self._session.scalars(select(ApiKeyRow).where(ApiKeyRow.partner_id == partner_id)
+                                     .order_by(ApiKeyRow.created_at, ApiKeyRow.id))
+        return [_api_key(row) for row in rows]
+
+
+def _api_key(row: ApiKeyRow) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row.id, partner_id=row.partner_id, digest=row.digest, name=row.name, grants=tuple(row.grants),
+        roles=tuple(row.roles), customer_numbers=tuple(row.customer_numbers), created_at=row.created_at,
+        expires_at=row.expires_at, revoked_at=row.revoked_at)
+
+
+# -- JWT issuers and revoked tokens --------------------------------------------------------------
+
+
+class SqlIssuerRepository(_Repository):
+    def find_by_issuer(self, issuer: str) -> IssuerRecord | None:
+        if not _storable(issuer):  # `iss` comes from a token not yet verified
+            return None
+        row = self._session.scalars(select(IssuerRow).where(IssuerRow.issuer == issuer)).one_or_none()
+        return _issuer(row) if row is not None else None
+
+    def get(self, issuer_id: str) -> IssuerRecord | None:
+        if not _storable(issuer_id):
+            return None
+        row = self._session.get(IssuerRow, issuer_id)
+        return _issuer(row) if row is not None else None
+
+    def add(self, issuer: IssuerRecord) -> None:
+        statement = insert(IssuerRow).values(
+            id=issuer.id, issuer=issuer.issuer, audience=issuer.audience, algorithms=list(issuer.algorithms),
+            jwks=issuer.jwks, hmac_secret_sealed=issuer.hmac_secret_sealed,
+            require_at_jwt_typ=issuer.require_at_jwt_typ, customer_claim=issuer.customer_claim,
+            created_at=issuer.created_at)
+        # A taken id or a taken iss: either way this issuer is already registered.
+        if not self._inserted(statement):
+            raise Conflict(f"issuer {issuer.issuer} is already registered", reason="issuer_exists", field="issuer")
+
+    def replace_keys(self, issuer_id: str, jwks: dict) -> bool:
+        return _update_one(self._session, IssuerRow, IssuerRow.id == issuer_id, jwks=jwks)
+
+    def list(self) -> list[IssuerRecord]:
+        return [_issuer(row) for row in self._session.scalars(select(IssuerRow).order_by(IssuerRow.issuer))]
+
+
+def _issuer(row: IssuerRow) -> IssuerRecord:
+    return IssuerRecord(
+        id=row.id, issuer=row.issuer, audience=row.audience, algorithms=tuple(row.algorithms), jwks=row.jwks,
+        hmac_secret_sealed=row.hmac_secret_sealed, require_at_jwt_typ=row.require_at_jwt_typ,
+        customer_claim=row.customer_claim, created_at=row.created_at)
+
+
+class SqlRevokedTokenRepository(_Repository):
+    def is_revoked(self, issuer_id: str, jti: str) -> bool:
+        if not _storable(issuer_id, jti):
+            return False
+        # Primary-key lookup, without loading the row.
+        query = select(exists().where(RevokedTokenRow.issuer_id == issuer_id, RevokedTokenRow.jti == jti))
+        return bool(self._session.scalar(query))
+
+    def revoke(self, issuer_id: str, jti: str, at: datetime, expires_at: datetime | None) -> None:
+        # Idempotent without a read first: the database skips a second revocation of the same jti.
+        dialect = postgresql if self._session.get_bind().dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(RevokedTokenRow).values(issuer_id=issuer_id, jti=jti, revoked_at=at,
+                                                           expires_at=expires_at)
+        self._session.execute(statement.on_conflict_do_nothing(index_elements=["issuer_id", "jti"]))
+
+
+# -- relations -----------------------------------------------------------------------------------
+
+
+class SqlRelationRepository(_Repository):
+    def get(self, relation_id: str) -> RelationRecord | None:
+        if not _storable(relation_id):
+            return None
+        row = self._session.scalars(select(RelationRow).where(RelationRow.id == relation_id)).one_or_none()
+        return _relation(row) if row is not None else None
+
+    def find_open(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
+        if not _storable(partner_id, subject_id):
+            return None
+        query = select(RelationRow).where(*_triple(partner_id, subject_type, subject_id),
+                                          RelationRow.status.in_(OPEN_STATUSES))
+        row = self._session.scalars(query).one_or_none()
+        return _relation(row) if row is not None else None
+
+    def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
+        # Check asks this on every relation-bound request: one EXISTS over ix_relations_triple.
+        if not _storable(partner_id, subject_id):
+            return False
+        query = select(exists().where(
+            *_triple(partner_id, subject_type, subject_id), RelationRow.status == RelationStatus.ACTIVE.value,
+            or_(RelationRow.expires_at.is_(None), RelationRow.expires_at > now)))
+        return bool(self._session.scalar(query))
+
+    def insert_open(self, relation: RelationRecord) -> bool:
+        if relation.status.value not in OPEN_STATUSES:
+            raise ValueError(f"insert_open takes a pending or active relation, not {relation.status.value}")
+        statement = insert(RelationRow).values(
+            id=relation.id, partner_id=relation.partner_id, subject_type=relation.subject_type.value,
+            subject_id=relation.subject_id, status=relation.status.value, created_at=relation.created_at,
+            updated_at=relation.updated_at, expires_at=relation.expires_at)
+        # uq_relations_open decides: False when another open relation of the triple exists, or
+        # was inserted concurrently (PostgreSQL makes this insert wait for that one's commit).
+        return self._inserted(statement)
+
+    def transition(self, relation_id: str, from_status: RelationStatus, to_status: RelationStatus, at: datetime,
+                   expires_at: datetime | None) -> bool:
+        return _update_one(self._session, RelationRow,
+                           (RelationRow.id == relation_id) & (RelationRow.status == from_status.value),
+                           status=to_status.value, updated_at=at, expires_at=expires_at)
+
+    def append_event(self, event: RelationEventRecord) -> RelationEventRecord:
+        statement = insert(RelationEventRow).values(
+            relation_id=event.relation_id, actor=event.actor, at=event.at,
+            from_status=event.from_status.value if event.from_status is not None else None,
+            to_status=event.to_status.value, reason=event.reason).returning(RelationEventRow.id)
+        return RelationEventRecord(
+            relation_id=event.relation_id, actor=event.actor, at=event.at, from_status=event.from_status,
+            to_status=event.to_status, reason=event.reason, id=self._session.execute(statement).scalar_one())
+
+    def events(self, relation_id: str) -> list[RelationEventRecord]:
+        rows = self._session.scalars(select(RelationEventRow).where(RelationEventRow.relation_id == relation_id)
+                                     .order_by(RelationEventRow.id))
+        return [_event(row) for row in rows]
+
+    def list(self, relation_filter: RelationFilter, page_size: int,
+             page_token: str) -> tuple[list[RelationRecord], str]:
+        if page_size < 1:
+            raise InvalidRequest("page_size must be positive", field="page_size")
+        # Keyset paging on seq: stable while rows are added, and no OFFSET scan.
+        query = (select(RelationRow)
+                 .where(RelationRow.seq > _decode_page_token(page_token), *_filtered(relation_filter))
+                 .order_by(RelationRow.seq).limit(page_size + 1))  # one more tells whether a next page exists
+        rows = self._session.scalars(query).all()
+        page = rows[:page_size]
+        next_token = _encode_page_token(page[-1].seq) if len(rows) > page_size else ""
+        return [_relation(row) for row in page], next_token
+
+    def due_for_expiry(self, now: datetime, limit: int) -> list[RelationRecord]:
+        query = (select(RelationRow)
+                 .where(RelationRow.status.in_(OPEN_STATUSES), RelationRow.expires_at <= now)
+                 .order_by(RelationRow.expires_at, RelationRow.seq).limit(limit))
+        return [_relation(row) for row in self._session.scalars(query)]
+
+
+def _triple(partner_id: str, subject_type: SubjectType, subject_id: str) -> tuple[ColumnElement[bool], ...]:
+    return (RelationRow.partner_id == partner_id, RelationRow.subject_type == subject_type.value,
+            RelationRow.subject_id == subject_id)
+
+
+def _filtered(relation_filter: RelationFilter) -> list[ColumnElement[bool]]:
+    conditions = []
+    if relation_filter.partner_id is not None:
+        conditions.append(RelationRow.partner_id == relation_filter.partner_id)
+    if relation_filter.subject_type is not None:
+        conditions.append(RelationRow.subject_type == relation_filter.subject_type.value)
+    if relation_filter.subject_id is not None:
+        conditions.append(RelationRow.subject_id == relation_filter.subject_id)
+    if relation_filter.status is not None:
+        conditions.append(RelationRow.status == relation_filter.status.value)
+    return conditions
+
+
+def _relation(row: RelationRow) -> RelationRecord:
+    return RelationRecord(
+        id=row.id, partner_id=row.partner_id, subject_type=SubjectType(row.subject_type), subject_id=row.subject_id,
+        status=RelationStatus(row.status), created_at=row.created_at, updated_at=row.updated_at,
+        expires_at=row.expires_at)
+
+
+def _event(row: RelationEventRow) -> RelationEventRecord:
+    return RelationEventRecord(
+        relation_id=row.relation_id, actor=row.actor, at=row.at,
+        from_status=RelationStatus(row.from_status) if row.from_status is not None else None,
+        to_status=RelationStatus(row.to_status), reason=row.reason, id=row.id)
+
+
+# Page tokens: urlsafe base64 of "r1:<seq>" without padding. Only the exact encoding this module
+# produces is accepted, so a token is opaque to clients and anything else is refused.
+_PAGE_TOKEN_PREFIX = "r1:"
+_PAGE_TOKEN_SEQ = re.compile(r"[1-9][0-9]{0,17}")  # below 2**63 on every backend
+
+
+def _encode_page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{_PAGE_TOKEN_PREFIX}{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_page_token(token: str) -> int:
+    """The seq after which the page starts; 0 for the first page (no token)."""
+    if not token:
+        return 0
+    seq = _page_token_seq(token)
+    # Re-encoding must give the token back: no padding, whitespace or other spelling gets through.
+    if seq is None or _encode_page_token(seq) != token:
+        raise InvalidRequest("page_token is not valid", field="page_token")
+    return seq
+
+
+def _page_token_seq(token: str) -> int | None:
+    if len(token) > 64:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+    digits = text.removeprefix(_PAGE_TOKEN_PREFIX)
+    return int(digits) if text.startswith(_PAGE_TOKEN_PREFIX) and _PAGE_TOKEN_SEQ.fullmatch(digits) else None
+
+
+# -- connect tokens ------------------------------------------------------------------------------
+
+
+class SqlConnectTokenRepository(_Repository):
+    def add(self, token: ConnectTokenRecord) -> None:
+        self._session.execute(insert(ConnectTokenRow).values(
+            id=token.id, digest=token.digest, organization_id=token.organization_id, issued_by=token.issued_by,
+            created_at=token.created_at, expires_at=token.expires_at,
+            relation_ttl_seconds=token.relation_ttl_seconds, used_at=token.used_at,
+            used_by_partner_id=token.used_by_partner_id))
+
+    def find_by_digest(self, digest: str) -> ConnectTokenRecord | None:
+        if not _storable(digest):
+            return None
+        row = self._session.scalars(select(ConnectTokenRow).where(ConnectTokenRow.digest == digest)).one_or_none()
+        return _connect_token(row) if row is not None else None
+
+    def mark_used(self, token_id: str, partner_id: str, at: datetime) -> bool:
+        # The WHERE clause is the claim: of racing transactions exactly one matches the row; the
+        # others wait for its lock (PostgreSQL) or the write lock (SQLite) and then match nothing.
+        claimable = ((ConnectTokenRow.id == token_id) & ConnectTokenRow.used_at.is_(None)
+                     & (ConnectTokenRow.expires_at > at))
+        return _update_one(self._session, ConnectTokenRow, claimable, used_at=at, used_by_partner_id=partner_id)
+
+
+def _connect_token(row: ConnectTokenRow) -> ConnectTokenRecord:
+    return ConnectTokenRecord(
+        id=row.id, digest=row.digest, organization_id=row.organization_id, issued_by=row.issued_by,
+        created_at=row.created_at, expires_at=row.expires_at, relation_ttl_seconds=row.relation_ttl_seconds,
+        used_at=row.used_at, used_by_partner_id=row.used_by_partner_id)
+
+
+# -- shared --------------------------------------------------------------------------------------
+
+
+def _storable(*values: str) -> bool:
+    """False for a string no row can hold (a NUL, which PostgreSQL refuses, or a lone surrogate,
+    which is not UTF-8). Lookups of such keys find nothing instead of failing in the driver."""
+    for value in values:
+        if "\x00" in value:
+            return False
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def _update_one(session: Session, model: type, where: ColumnElement[bool], **values: Any) -> bool:
+    """One UPDATE … WHERE `where`; True when it changed exactly one row."""
+    result = session.execute(update(model).where(where).values(**values))
+    return result.rowcount == 1  # type: ignore[attr-defined]

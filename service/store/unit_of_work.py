@@ -1,0 +1,81 @@
+"""The unit of work: one transaction, the repositories bound to it, and the translation of database
+failures into the domain's typed errors (no SQLAlchemy exception leaves the store)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..domain.errors import Conflict, InvalidRequest, StoreUnavailable
+from ..domain.ports import Repositories
+from .engine import WRITE_INTENT
+from .repositories import (
+    SqlApiKeyRepository,
+    SqlConnectTokenRepository,
+    SqlIssuerRepository,
+    SqlPartnerRepository,
+    SqlRelationRepository,
+    SqlRevokedTokenRepository,
+)
+
+UNAVAILABLE_MESSAGE = "the store is unavailable"
+
+
+class SqlUnitOfWork:
+    """Implements service.domain.ports.UnitOfWork on a SQLAlchemy sessionmaker."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+
+    @contextmanager
+    def __call__(self, *, read_only: bool = False) -> Iterator[Repositories]:
+        """Commits when the block ends normally, rolls back on any exception."""
+        with translated_errors(), self._session_factory.begin() as session:
+            # Connect now, so an outage surfaces on entry; a writer takes SQLite's write lock here.
+            session.connection(execution_options={WRITE_INTENT: not read_only})
+            yield repositories(session)
+
+    def ping(self) -> None:
+        with translated_errors(), self._session_factory() as session:
+            session.execute(text("SELECT 1"))
+
+
+def repositories(session: Session) -> Repositories:
+    return Repositories(
+        partners=SqlPartnerRepository(session),
+        api_keys=SqlApiKeyRepository(session),
+        issuers=SqlIssuerRepository(session),
+        revoked_tokens=SqlRevokedTokenRepository(session),
+        relations=SqlRelationRepository(session),
+        connect_tokens=SqlConnectTokenRepository(session),
+    )
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """SQLAlchemy errors become domain errors, mostly StoreUnavailable, with the original chained
+    but never in the message (driver text can name hosts). Domain errors pass through unchanged."""
+    try:
+        yield
+    except sa_exc.SQLAlchemyError as error:
+        raise _translated(error) from error
+
+
+def _translated(error: sa_exc.SQLAlchemyError) -> Exception:
+    if isinstance(error, sa_exc.IntegrityError):
+        # A constraint the repositories did not expect to hit (they map the expected ones).
+        return Conflict("the change conflicts with the stored data", reason="conflict")
+    if isinstance(error, sa_exc.DataError):
+        # The database refused a value (e.g. a NUL character on PostgreSQL): the request's fault.
+        return InvalidRequest("a value cannot be stored: it has characters the database refuses")
+    if isinstance(error, sa_exc.StatementError) and not isinstance(error, sa_exc.DBAPIError) \
+            and isinstance(error.orig, Exception):
+        # Our own bug caught while binding a value (e.g. a naive datetime): not an outage.
+        return error.orig
+    # OperationalError, InterfaceError, pool TimeoutError, a DBAPIError with connection_invalidated,
+    # and a missing or broken schema: all leave the store unusable, so decisions fail closed.
+    return StoreUnavailable(UNAVAILABLE_MESSAGE)
