@@ -37,6 +37,13 @@ class Settings:
     # How often the sweeper records expired relations.
     expiry_sweep_seconds: float = 30.0
     max_workers: int = 16
+    # Prometheus /metrics on its own HTTP port (same host as gRPC); 0 turns it off.
+    metrics_port: int = 9464
+    # How often the store is pinged to keep the health status true.
+    health_check_seconds: float = 2.0
+    log_level: str = "INFO"
+    # "json" (one object per line) or "text".
+    log_format: str = "json"
     db_pool_size: int = 10
     db_pool_timeout_seconds: float = 5.0
     db_connect_timeout_seconds: float = 5.0
@@ -84,8 +91,11 @@ def _convert(name: str, kind: object, raw: str) -> object:
 
 
 def _validated(settings: Settings) -> Settings:
-    if not 0 <= settings.port <= 65535:
-        raise ConfigError(f"port must be 0..65535, got {settings.port}")
+    for name in ("port", "metrics_port"):
+        if not 0 <= getattr(settings, name) <= 65535:
+            raise ConfigError(f"{name} must be 0..65535, got {getattr(settings, name)}")
+    if settings.log_format not in ("json", "text"):
+        raise ConfigError(f"log_format must be json or text, got {settings.log_format!r}")
     for name in ("jwt_leeway_seconds", "pending_relation_ttl_seconds", "connect_token_ttl_seconds"):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name} must not be negative")

@@ -16,11 +16,13 @@ from grpc_reflection.v1alpha import reflection
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2, relations_pb2_grpc
 
 from .config import Settings
+from .domain.errors import DomainError
 from .domain.policy import Policy
 from .domain.ports import Clock, SystemClock
 from .keyring import load_key_encryption_key
 from .policy_file import load_policy
 from .store import Store, create_store
+from .telemetry import Telemetry
 from .tokens import TokenVerifier
 from .transport.authorization import AuthorizationServicer
 from .transport.ext_authz import ExtAuthzServicer
@@ -55,32 +57,64 @@ class PolicyHolder:
 
 @dataclass
 class App:
+    settings: Settings
     server: grpc.Server
     port: int
     store: Store
     policy: PolicyHolder
     relations: RelationService
     health: health.HealthServicer
+    telemetry: Telemetry
+    metrics_port: int = 0
     _stopping: threading.Event = field(default_factory=threading.Event)
 
-    def start_sweeper(self, interval_seconds: float) -> threading.Thread:
-        """Records the expiry of relations past their deadline, every interval, until stop()."""
+    def start(self) -> None:
+        """Serves RPCs and metrics, and starts the expiry sweeper and the health watcher."""
+        self.server.start()
+        if self.settings.metrics_port:
+            self.metrics_port = self.telemetry.serve_metrics(self.settings.host, self.settings.metrics_port)
+        self._every(self.settings.expiry_sweep_seconds, "relation-sweeper", self.relations.expire_due)
+        self._every(self.settings.health_check_seconds, "health-watcher", self.check_health)
 
-        def sweep() -> None:
+    def check_health(self) -> bool:
+        """SERVING while the store answers, NOT_SERVING while it does not (the policy is loaded
+        before the server starts, and a reload never leaves it without one)."""
+        try:
+            self.store.unit_of_work.ping()
+            serving = True
+        except DomainError:
+            serving = False
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, status)
+        return serving
+
+    def reload_policy(self) -> bool:
+        """Loads the policy file again; a broken file is refused and the old policy keeps serving."""
+        try:
+            self.policy.replace(load_policy(self.settings.policy_path))
+        except DomainError as error:
+            log.error("policy reload refused, the previous policy stays in force: %s", error.message)
+            return False
+        log.info("policy reloaded from %s", self.settings.policy_path)
+        return True
+
+    def _every(self, interval_seconds: float, name: str, action) -> None:
+        def loop() -> None:
             while not self._stopping.wait(interval_seconds):
                 try:
-                    self.relations.expire_due()
-                except Exception:  # noqa: BLE001  (a store outage must not kill the sweeper)
-                    log.warning("relation expiry sweep failed", exc_info=True)
+                    action()
+                except Exception:  # noqa: BLE001  (a store outage must not kill the loop)
+                    log.warning("%s failed", name, exc_info=True)
 
-        thread = threading.Thread(target=sweep, name="relation-sweeper", daemon=True)
-        thread.start()
-        return thread
+        threading.Thread(target=loop, name=name, daemon=True).start()
 
     def stop(self, grace: float = 5.0) -> None:
+        """Stops accepting calls, lets in-flight ones finish within `grace`, then closes the store."""
         self._stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self.telemetry.stop()
         self.store.dispose()
 
 
@@ -99,23 +133,25 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         pending_ttl=timedelta(seconds=settings.pending_relation_ttl_seconds),
         connect_token_ttl=timedelta(seconds=settings.connect_token_ttl_seconds)))
     callers = CallerAuthenticator(policy.current, store.unit_of_work, verifier, clock)
+    telemetry = Telemetry()
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_metadata_size", 64 * 1024)],
     )
-    authorization_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(checks, settings.realm), server)
-    relations_pb2_grpc.add_RelationsServicer_to_server(RelationsServicer(relations, callers), server)
+    authorization_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationServicer(checks, settings.realm, telemetry), server)
+    relations_pb2_grpc.add_RelationsServicer_to_server(RelationsServicer(relations, callers, telemetry), server)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        ExtAuthzServicer(checks, policy.current, settings.realm), server)
+        ExtAuthzServicer(checks, policy.current, settings.realm, telemetry), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = _step("bind the port", lambda: server.add_insecure_port(f"{settings.host}:{settings.port}"))
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return App(server, port, store, policy, relations, health_servicer)
+    app = App(settings, server, port, store, policy, relations, health_servicer, telemetry)
+    app.check_health()
+    return app
 
 
 def _step(name: str, action):
@@ -126,16 +162,21 @@ def _step(name: str, action):
 
 
 def serve(settings: Settings) -> None:
-    """Serves until SIGTERM or SIGINT, then stops accepting and lets in-flight calls finish."""
+    """Serves until SIGTERM or SIGINT, then stops accepting and lets in-flight calls finish.
+    SIGHUP reloads the policy file."""
     app = build_app(settings)
-    app.server.start()
-    app.start_sweeper(settings.expiry_sweep_seconds)
-    log.info("Tollgate serving on %s:%d (store: %s)", settings.host, app.port,
-             "postgresql" if settings.effective_database_url.startswith("postgresql") else "sqlite")
+    app.start()
+    log.info("Tollgate serving on %s:%d (store: %s, metrics: %s)", settings.host, app.port,
+             "postgresql" if settings.effective_database_url.startswith("postgresql") else "sqlite",
+             app.metrics_port or "off")
     print(f"Tollgate serving on {settings.host}:{app.port}", flush=True)
-    stopped = threading.Event()
+    stopped, reload_requested = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopped.set())
-    stopped.wait()
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+    while not stopped.wait(0.2):
+        if reload_requested.is_set():  # reload outside the signal handler: it reads a file and logs
+            reload_requested.clear()
+            app.reload_policy()
     log.info("shutting down")
     app.stop()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from datetime import datetime, timezone
 from typing import Any
 
 from ..domain.ids import new_id
+from ..telemetry import configure_logging
 from ..domain.model import IssuerRecord, PartnerStatus, RelationFilter, RelationStatus, SubjectType
 from ..usecases.callers import OPERATOR
 from . import values
@@ -33,8 +33,9 @@ KEY_WARNING = "this is the only time the key is shown; store it now, it cannot b
 def serve(args: argparse.Namespace, out: Output) -> None:
     from ..server import serve as run_server
 
-    settings = settings_from(args, host=args.host, port=args.port, max_workers=args.max_workers)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from(args, host=args.host, port=args.port, max_workers=args.max_workers,
+                             metrics_port=args.metrics_port)
+    configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     try:
         run_server(settings)
     except RuntimeError as error:

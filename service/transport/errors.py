@@ -62,6 +62,9 @@ def translate_errors(handler: Handler) -> Handler:
             code = status_code_for(error)
             if code is grpc.StatusCode.UNAVAILABLE:
                 log.warning("store unavailable in %s: %r", handler.__qualname__, error.__cause__)
+                telemetry = getattr(self, "_telemetry", None)  # every servicer of ours carries one
+                if telemetry is not None:
+                    telemetry.record_store_error(handler.__name__)
             context.abort_with_status(rich_status(code, error.message, error.reason, error.field))
         except Exception:  # noqa: BLE001  (the last line of defence: never leak a stack trace)
             log.exception("unexpected error in %s", handler.__qualname__)

@@ -7,6 +7,7 @@ operation cannot be checked on, and error_response (503) for our own failures â€
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Callable
 
@@ -14,6 +15,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from ..domain.errors import InvalidRequest
 from ..domain.policy import Policy
+from ..telemetry import Telemetry
 from ..usecases.check import CheckService
 from .ext_authz_convert import (
     check_query_from_ext_authz,
@@ -26,12 +28,14 @@ log = logging.getLogger("tollgate.ext_authz")
 
 
 class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, checks: CheckService, policy: Callable[[], Policy], realm: str) -> None:
+    def __init__(self, checks: CheckService, policy: Callable[[], Policy], realm: str, telemetry: Telemetry) -> None:
         self._checks = checks
         self._policy = policy
         self._realm = realm
+        self._telemetry = telemetry
 
     def Check(self, request: external_auth_pb2.CheckRequest, context) -> external_auth_pb2.CheckResponse:
+        started = time.perf_counter()
         decision_id = uuid.uuid4().hex
         policy = self._policy()
         try:
@@ -41,6 +45,9 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
             return ext_authz_invalid(error.message, error.field, decision_id)
         except Exception:  # noqa: BLE001  (store down or a bug: fail closed, let Envoy's failure policy apply)
             log.warning("ext_authz check failed; answering 503", exc_info=True)
+            self._telemetry.record_store_error("ext_authz")
             return ext_authz_unavailable(decision_id)
+        self._telemetry.record_decision("ext_authz", query.operation, decision, decision_id,
+                                        time.perf_counter() - started)
         return ext_authz_response(decision, realm=self._realm, decision_id=decision_id, operation=query.operation,
                                   strip_credentials=policy.strip_credential_headers)

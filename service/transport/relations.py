@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from tollgate.v1 import relations_pb2, relations_pb2_grpc
 
-from ..domain.errors import InvalidRequest
+from ..domain.errors import DomainError, InvalidRequest
+from ..telemetry import Telemetry
 from ..usecases.callers import Caller, CallerAuthenticator
 from ..usecases.relations import RelationService
 from .convert import (
@@ -21,9 +22,10 @@ Response = relations_pb2.ManageRelationResponse
 
 
 class RelationsServicer(relations_pb2_grpc.RelationsServicer):
-    def __init__(self, relations: RelationService, callers: CallerAuthenticator) -> None:
+    def __init__(self, relations: RelationService, callers: CallerAuthenticator, telemetry: Telemetry) -> None:
         self._relations = relations
         self._callers = callers
+        self._telemetry = telemetry
 
     def _caller(self, context) -> Caller:
         return self._callers.authenticate(*credential_headers(context))
@@ -33,8 +35,13 @@ class RelationsServicer(relations_pb2_grpc.RelationsServicer):
         action = request.WhichOneof("action")
         if action is None:
             raise InvalidRequest("exactly one action must be set", field="action")
-        caller = self._caller(context)
-        return getattr(self, f"_{action}")(caller, getattr(request, action))
+        try:
+            response = getattr(self, f"_{action}")(self._caller(context), getattr(request, action))
+        except DomainError as error:
+            self._telemetry.record_relation_change(action, error.reason)
+            raise
+        self._telemetry.record_relation_change(action, "ok")
+        return response
 
     def _request_user_relation(self, caller: Caller, action: relations_pb2.RequestUserRelation) -> Response:
         relation, created = self._relations.request_user_relation(caller, action.user_id, action.partner_id)

@@ -81,12 +81,14 @@ class World:
 
 
 def start_world(database_url: str, data_dir: Path, **settings) -> World:
+    settings.setdefault("metrics_port", 0)
+    settings.setdefault("policy_path", EXAMPLE_POLICY)
     clock = MovableClock()
     kek = new_key_encryption_key()
     config = load_settings(environ={}, host="127.0.0.1", port=0, database_url=database_url, data_dir=data_dir,
-                           policy_path=EXAMPLE_POLICY, key_encryption_key=kek, **settings)
+                           key_encryption_key=kek, **settings)
     app = build_app(config, clock=clock)
-    app.server.start()
+    app.start()
     world = World(app, clock, grpc.insecure_channel(f"127.0.0.1:{app.port}"))
     _seed(world, kek)
     return world

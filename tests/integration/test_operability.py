@@ -1,0 +1,131 @@
+"""Operating Tollgate: metrics, decision logs, health that follows the store, reflection, reload."""
+
+import json
+import logging
+import shutil
+import signal
+import time
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2 as pb
+
+from tests.support.envoy import ext_authz_request, ext_authz_stub
+from tests.support.processes import free_port, start_server, stop_server
+from tests.support.world import EXAMPLE_POLICY, start_world, stop_world
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def test_metrics_count_decisions_relations_and_never_secrets(database_url, tmp_path):
+    world = start_world(database_url, tmp_path, metrics_port=free_port())
+    try:
+        world.check("getUser", authorization=world.bearer("acme"), user_id="u-active")
+        world.check("getUser", user_id="u-active")
+        world.check("getUser", user_id="u-active")
+        ext_authz_stub(world.channel).Check(ext_authz_request("GET", "/health"), timeout=10)
+        world.manage("acme", request_user_relation=pb.RequestUserRelation(user_id="u-m"))
+        metrics = scrape(world.app.metrics_port)
+    finally:
+        stop_world(world)
+    assert 'tollgate_checks_total{adapter="native",decision="allow",reason=""} 1.0' in metrics
+    assert 'tollgate_checks_total{adapter="native",decision="deny",reason="missing_token"} 2.0' in metrics
+    assert 'tollgate_checks_total{adapter="ext_authz",decision="allow",reason=""} 1.0' in metrics
+    assert 'tollgate_check_duration_seconds_count{adapter="native"} 3.0' in metrics
+    assert 'tollgate_relation_changes_total{action="request_user_relation",outcome="ok"} 1.0' in metrics
+    assert not any(key in metrics for key in world.keys.values())
+
+
+def test_one_json_log_line_per_denied_decision_without_the_token(shared_world, caplog):
+    token = shared_world.jwt("rsa", scope="read:user")
+    with caplog.at_level(logging.INFO, logger="tollgate.decisions"):
+        shared_world.check("updateUser", authorization=f"Bearer {token}", user_id="u-active")
+        shared_world.check("getUser", authorization=f"Bearer {token}", user_id="u-active")  # allowed: no line
+    records = [r for r in caplog.records if r.name == "tollgate.decisions"]
+    assert len(records) == 1
+    from service.telemetry import JsonFormatter
+
+    line = json.loads(JsonFormatter().format(records[0]))
+    assert {k: line[k] for k in ("reason", "partner_id", "operation", "http_status", "adapter")} == {
+        "reason": "insufficient_scope", "partner_id": "", "operation": "updateUser", "http_status": 403,
+        "adapter": "native"}
+    assert line["decision_id"] and token not in caplog.text
+
+
+def health_status(channel, service=""):
+    stub = health_pb2_grpc.HealthStub(channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def wait_for(predicate, seconds=15.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.postgres
+def test_health_follows_the_store(postgres_url, postgres_admin_url, tmp_path):
+    world = start_world(postgres_url, tmp_path, health_check_seconds=0.2, db_connect_timeout_seconds=2)
+    name = make_url(postgres_url).database
+    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert health_status(world.channel) == serving
+        assert health_status(world.channel, "tollgate.v1.Authorization") == serving
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                               {"n": name})
+        assert wait_for(lambda: health_status(world.channel) == health_pb2.HealthCheckResponse.NOT_SERVING)
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        assert wait_for(lambda: health_status(world.channel) == serving)
+    finally:
+        admin.dispose()
+        stop_world(world)
+
+
+def test_reflection_lists_every_service(shared_world):
+    stub = reflection_pb2_grpc.ServerReflectionStub(shared_world.channel)
+    answer = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                            timeout=10))
+    assert {s.name for s in answer.list_services_response.service} >= {
+        "tollgate.v1.Authorization", "tollgate.v1.Relations", "envoy.service.auth.v3.Authorization",
+        "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+
+
+def test_sighup_reloads_the_policy_and_refuses_a_broken_one(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    shutil.copy(EXAMPLE_POLICY, policy)
+    port = free_port()
+    process = start_server(port, {"TOLLGATE_DATA_DIR": str(tmp_path / "data"), "TOLLGATE_POLICY_PATH": str(policy),
+                                  "TOLLGATE_METRICS_PORT": "0", "TOLLGATE_LOG_FORMAT": "json"})
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = authorization_pb2_grpc.AuthorizationStub(channel)
+    reason = lambda: stub.Check(authorization_pb2.CheckRequest(operation="status"), timeout=5).reason  # noqa: E731
+    try:
+        assert reason() == "unknown_operation"
+        policy.write_text(policy.read_text().replace("operations:\n", "operations:\n  status:\n    public: true\n", 1))
+        process.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: reason() == ""), "the reloaded policy makes status public"
+        policy.write_text("operations: [broken\n")
+        process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert reason() == "", "a broken policy is refused; the previous one keeps serving"
+    finally:
+        channel.close()
+        code, output = stop_server(process)
+    assert code == 0, output
+    assert "policy reload refused" in output and "policy reloaded" in output
+    assert all(json.loads(line) for line in output.splitlines() if line.startswith("{"))
