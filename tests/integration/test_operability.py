@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 import signal
 import time
@@ -109,7 +110,7 @@ def test_sighup_reloads_the_policy_and_refuses_a_broken_one(tmp_path):
     policy = tmp_path / "policy.yaml"
     shutil.copy(EXAMPLE_POLICY, policy)
     port = free_port()
-    process = start_server(port, {"TOLLGATE_DATA_DIR": str(tmp_path / "data"), "TOLLGATE_POLICY_PATH": str(policy),
+    process = start_server(port, {**os.environ, "TOLLGATE_DATA_DIR": str(tmp_path / "data"), "TOLLGATE_POLICY_PATH": str(policy),
                                   "TOLLGATE_METRICS_PORT": "0", "TOLLGATE_LOG_FORMAT": "json"})
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = authorization_pb2_grpc.AuthorizationStub(channel)

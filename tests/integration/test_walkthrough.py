@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 import pytest
+
+from tests.support.processes import free_port, start_server, stop_server
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 README = PROJECT_ROOT / "README.md"
@@ -40,12 +39,6 @@ def readme_walkthrough() -> list[str]:
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith(TOLLGATE)]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def fields(output: str) -> dict[str, str]:
     """The `label  value` lines of a human-readable record (label and value are two spaces apart)."""
     pairs = (re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in output.splitlines())
@@ -62,27 +55,10 @@ def environment(database_url, tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(environment, tmp_path):
-    port = environment["TOLLGATE_TARGET"].rsplit(":", 1)[1]
-    log = (tmp_path / "server.log").open("w+")
-    process = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", port], cwd=PROJECT_ROOT,
-                               env=environment, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        with grpc.insecure_channel(environment["TOLLGATE_TARGET"]) as channel:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=15)
-            except grpc.FutureTimeoutError:
-                log.seek(0)
-                pytest.fail(f"the server did not start (exit {process.poll()}):\n{log.read()}")
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        log.close()
+def server(environment):
+    process = start_server(int(environment["TOLLGATE_TARGET"].rsplit(":", 1)[1]), environment)
+    yield process
+    stop_server(process)
 
 
 def run(line: str, variables: dict[str, str], environment: dict[str, str]) -> str:

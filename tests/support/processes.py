@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import grpc
@@ -21,18 +21,19 @@ def free_port() -> int:
 
 
 def start_server(port: int, env: dict[str, str], *args: str) -> subprocess.Popen:
-    """Starts `python -m service serve` and waits (at most 30 s) until it accepts gRPC calls."""
+    """Starts `python -m service serve` with exactly `env` and waits (at most 30 s) until it
+    accepts gRPC calls. Output goes to a file (a pipe nobody reads could stall the server)."""
+    log = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-        cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        grpc.channel_ready_future(channel).result(timeout=30)
-    except grpc.FutureTimeoutError:
-        process.kill()
-        raise AssertionError(f"the server did not start:\n{process.communicate(timeout=10)[0]}") from None
-    finally:
-        channel.close()
+        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    process.log = log  # type: ignore[attr-defined]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=30)
+        except grpc.FutureTimeoutError:
+            code, output = stop_server(process)
+            raise AssertionError(f"the server did not start (exit {code}):\n{output}") from None
     return process
 
 
@@ -41,8 +42,12 @@ def stop_server(process: subprocess.Popen, timeout: float = 15) -> tuple[int, st
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
-        output, _ = process.communicate(timeout=timeout)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
-        output, _ = process.communicate(timeout=10)
+        process.wait(timeout=10)
+    log = process.log  # type: ignore[attr-defined]
+    log.seek(0)
+    output = log.read()
+    log.close()
     return process.returncode, output
