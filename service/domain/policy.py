@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 from .errors import PolicyError
 from .model import SubjectType
 from .routes import RouteTable, parse_routes
-from .scopes import ADMIN_GRANT, ALL_SCOPES_WRITE, LEVEL_WORDS, AccessLevel, GrantSet, Permission
+from .scopes import ADMIN_GRANT, ALL_SCOPES_WRITE, LEVEL_WORDS, GrantSet, Permission
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from tollgate.v1 import authorization_pb2, common_pb2, relations_pb2
 
 from ..domain.decide import Resource
