@@ -37,6 +37,11 @@ class Settings:
     # How often the sweeper records expired relations.
     expiry_sweep_seconds: float = 30.0
     max_workers: int = 16
+    # Check's fact cache: at most this many entries (0 turns caching off) ...
+    cache_max_entries: int = 100_000
+    # ... and how often other replicas' changes are looked for. A replica sees another's change
+    # within this; cached facts older than twice this are not used (Check reads the store).
+    cache_refresh_seconds: float = 0.5
     # Prometheus /metrics on its own HTTP port (same host as gRPC); 0 turns it off.
     metrics_port: int = 9464
     # How often the store is pinged to keep the health status true.

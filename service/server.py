@@ -29,6 +29,7 @@ from .transport.ext_authz import ExtAuthzServicer
 from .transport.relations import RelationsServicer
 from .usecases.callers import CallerAuthenticator
 from .usecases.check import CheckService
+from .usecases.fact_cache import FactCache
 from .usecases.relations import RelationService, RelationSettings
 
 log = logging.getLogger("tollgate.server")
@@ -65,6 +66,7 @@ class App:
     relations: RelationService
     health: health.HealthServicer
     telemetry: Telemetry
+    cache: FactCache | None
     metrics_port: int = 0
     _stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -75,6 +77,9 @@ class App:
             self.metrics_port = self.telemetry.serve_metrics(self.settings.host, self.settings.metrics_port)
         self._every(self.settings.expiry_sweep_seconds, "relation-sweeper", self.relations.expire_due)
         self._every(self.settings.health_check_seconds, "health-watcher", self.check_health)
+        if self.cache is not None:
+            self.cache.refresh()
+            self._every(self.settings.cache_refresh_seconds, "cache-refresh", self.cache.refresh)
 
     def check_health(self) -> bool:
         """SERVING while the store answers, NOT_SERVING while it does not (the policy is loaded
@@ -128,7 +133,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     verifier = _step("load the key-encryption key", lambda: TokenVerifier(
         key_encryption_key=load_key_encryption_key(settings), leeway=settings.jwt_leeway))
     clock = clock or SystemClock()
-    checks = CheckService(policy.current, store.unit_of_work, verifier, clock)
+    cache = FactCache(store.unit_of_work, settings.cache_max_entries,
+                      max_age_seconds=2 * settings.cache_refresh_seconds) if settings.cache_max_entries else None
+    checks = CheckService(policy.current, store.unit_of_work, verifier, clock, cache)
     relations = RelationService(store.unit_of_work, clock, RelationSettings(
         pending_ttl=timedelta(seconds=settings.pending_relation_ttl_seconds),
         connect_token_ttl=timedelta(seconds=settings.connect_token_ttl_seconds)))
@@ -149,7 +156,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = _step("bind the port", lambda: server.add_insecure_port(f"{settings.host}:{settings.port}"))
-    app = App(settings, server, port, store, policy, relations, health_servicer, telemetry)
+    app = App(settings, server, port, store, policy, relations, health_servicer, telemetry, cache)
     app.check_health()
     return app
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Callable, Protocol
 
 from .model import (
     ApiKeyRecord,
@@ -176,6 +176,14 @@ class UnitOfWork(Protocol):
 
     def ping(self) -> None:
         """Raises StoreUnavailable when the store cannot be reached."""
+        ...
+
+    def revision(self) -> int:
+        """The store revision: it grows with every committed writing unit of work, on any replica."""
+        ...
+
+    def on_write(self, listener: Callable[[], None]) -> None:
+        """Calls `listener` after each writing unit of work this process commits."""
         ...
 
 

@@ -191,3 +191,12 @@ class ConnectTokenRow(Base):
     relation_ttl_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     used_by_partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"), nullable=True)
+
+
+class StoreRevisionRow(Base):
+    """A single row (id 1): the revision every writing unit of work advances before it commits."""
+
+    __tablename__ = "store_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)

@@ -3,16 +3,18 @@ failures into the domain's typed errors (no SQLAlchemy exception leaves the stor
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain.errors import Conflict, InvalidRequest, StoreUnavailable
 from ..domain.ports import Repositories
 from .engine import WRITE_INTENT
+from .models import StoreRevisionRow
 from .repositories import (
     SqlApiKeyRepository,
     SqlConnectTokenRepository,
@@ -30,14 +32,32 @@ class SqlUnitOfWork:
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
+        self._write_listeners: list[Callable[[], None]] = []
+        self._listeners_lock = threading.Lock()
 
     @contextmanager
     def __call__(self, *, read_only: bool = False) -> Iterator[Repositories]:
-        """Commits when the block ends normally, rolls back on any exception."""
+        """Commits when the block ends normally, rolls back on any exception. A writing unit of
+        work advances the store revision in the same transaction, then tells the listeners."""
         with translated_errors(), self._session_factory.begin() as session:
             # Connect now, so an outage surfaces on entry; a writer takes SQLite's write lock here.
             session.connection(execution_options={WRITE_INTENT: not read_only})
             yield repositories(session)
+            if not read_only:
+                # Last statement before COMMIT: the row lock is held only for the commit itself.
+                session.execute(update(StoreRevisionRow).where(StoreRevisionRow.id == 1)
+                                .values(revision=StoreRevisionRow.revision + 1))
+        if not read_only:
+            for listener in tuple(self._write_listeners):
+                listener()
+
+    def revision(self) -> int:
+        with translated_errors(), self._session_factory() as session:
+            return session.execute(select(StoreRevisionRow.revision).where(StoreRevisionRow.id == 1)).scalar_one()
+
+    def on_write(self, listener: Callable[[], None]) -> None:
+        with self._listeners_lock:
+            self._write_listeners.append(listener)
 
     def ping(self) -> None:
         with translated_errors(), self._session_factory() as session:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable
 
 from ..domain.credentials import parse_presented
-from ..domain.decide import CheckInput, Resource, decide, effective_grants, plan_check
+from ..domain.decide import CheckInput, CheckPlan, Resource, decide, effective_grants, plan_check
 from ..domain.decision import Decision
 from ..domain.errors import CredentialRejected
 from ..domain.policy import Policy
-from ..domain.ports import Clock, CredentialVerifier, UnitOfWork
+from ..domain.ports import Clock, CredentialVerifier, Repositories, UnitOfWork
+from .fact_cache import FactCache
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,8 @@ class CheckQuery:
     operation: str = ""
     permissions: list[str] = field(default_factory=list)
     resource: Resource = Resource()
+    # A store revision (from ManageRelation) the decision must reflect; 0 for "any recent one".
+    at_least_as_fresh: int = 0
 
 
 class CheckService:
@@ -29,11 +33,13 @@ class CheckService:
         unit_of_work: UnitOfWork,
         verifier: CredentialVerifier,
         clock: Clock,
+        cache: FactCache | None = None,
     ) -> None:
         self._policy = policy
         self._unit_of_work = unit_of_work
         self._verifier = verifier
         self._clock = clock
+        self._cache = cache
 
     def check(self, query: CheckQuery) -> Decision:
         """Raises InvalidRequest for a malformed query and StoreUnavailable when the store is down;
@@ -49,16 +55,33 @@ class CheckService:
         if presented is None:
             return decide(CheckInput(plan, None))
         now = self._clock.now()
+        if self._cache is not None and self._fresh_enough(query.at_least_as_fresh):
+            cache = self._cache
+            verify = lambda: self._verifier.verify(presented, cache.reader, now)  # noqa: E731
+            return self._decide(policy, plan, lambda: cache.credential(presented.value, now, verify),
+                                cache.reader, now)
         with self._unit_of_work(read_only=True) as repos:
-            try:
-                credential = self._verifier.verify(presented, repos, now)
-            except CredentialRejected as rejected:
-                return decide(CheckInput(plan, rejected))
-            partner_id = credential.principal.partner_id
-            active = frozenset(
-                subject_type
-                for subject_type in plan.relations
-                if repos.relations.is_active(partner_id, subject_type, plan.resource.subject_id(subject_type), now)
-            )
-        grants = effective_grants(policy, credential)
-        return decide(CheckInput(plan, credential, grants, active, policy.scope_names))
+            return self._decide(policy, plan, lambda: self._verifier.verify(presented, repos, now), repos, now)
+
+    def _fresh_enough(self, wanted: int) -> bool:
+        """The cache is used only while it was confirmed against the store within its bound, and
+        only for requests that do not ask for a newer revision than it holds; otherwise it is
+        refreshed first (which fails with StoreUnavailable while the store is down)."""
+        cache = self._cache
+        assert cache is not None
+        if cache.is_current() and wanted <= cache.revision:
+            return True
+        return wanted <= cache.refresh()
+
+    def _decide(self, policy: Policy, plan: CheckPlan, verify: Callable, facts: Repositories, now: datetime) -> Decision:
+        try:
+            credential = verify()
+        except CredentialRejected as rejected:
+            return decide(CheckInput(plan, rejected))
+        partner_id = credential.principal.partner_id
+        active = frozenset(
+            subject_type
+            for subject_type in plan.relations
+            if facts.relations.is_active(partner_id, subject_type, plan.resource.subject_id(subject_type), now)
+        )
+        return decide(CheckInput(plan, credential, effective_grants(policy, credential), active, policy.scope_names))

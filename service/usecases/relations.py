@@ -162,8 +162,11 @@ class RelationService:
     def expire_due(self, limit: int = 500) -> int:
         """Records the expiry of relations past their deadline (the sweeper). Returns how many."""
         now = self._clock.now()
-        with self._unit_of_work() as repos:
+        with self._unit_of_work(read_only=True) as repos:
             due = repos.relations.due_for_expiry(now, limit)
+        if not due:  # the usual case: no write, so no revision change and no cache flush
+            return 0
+        with self._unit_of_work() as repos:
             expired = 0
             for relation in due:
                 if repos.relations.transition(relation.id, relation.status, RelationStatus.EXPIRED, now,

@@ -69,11 +69,29 @@ def seed(store, *records: PartnerRecord) -> None:
 # -- schema and migrations ---------------------------------------------------------------------
 
 
+def test_every_committed_write_advances_the_revision_and_tells_listeners(store):
+    heard = []
+    store.unit_of_work.on_write(lambda: heard.append(store.unit_of_work.revision()))
+    start = store.unit_of_work.revision()
+    with store.unit_of_work(read_only=True) as repos:
+        repos.partners.get("acme")
+    assert store.unit_of_work.revision() == start and heard == []
+    seed(store)
+    assert store.unit_of_work.revision() == start + 1 and heard == [start + 1]
+    try:
+        with store.unit_of_work() as repos:
+            repos.partners.set_status("acme", PartnerStatus.SUSPENDED)
+            raise RuntimeError("abandon the change")
+    except RuntimeError:
+        pass
+    assert store.unit_of_work.revision() == start + 1 and heard == [start + 1]
+
+
 def test_migrate_twice_is_a_no_op(store):
     seed(store)
     store.migrate()
     store.migrate()
-    assert current_revision(store.engine) == "0001"
+    assert current_revision(store.engine) == "0002"
     with store.unit_of_work(read_only=True) as repos:
         assert repos.partners.get("acme") == partner()
 

@@ -1,0 +1,139 @@
+"""Read-through caches of the facts Check reads, valid for one store revision.
+
+Every writing unit of work advances the store revision. This process's own writes clear the
+caches as they commit (so the replica that made a change sees it at once); other replicas' writes
+are noticed by refresh(), which the server runs every `cache_refresh_seconds` (the bound on how
+stale a replica can be), and which Check runs at once for a request that asks to be at least as
+fresh as a given revision. Time-dependent facts (key and relation expiry, token exp) are cached as
+the records themselves and re-judged against the clock on every check, never as yes/no answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from datetime import datetime
+from typing import Callable, TypeVar
+
+from ..domain.model import (
+    ApiKeyRecord,
+    AuthenticatedCredential,
+    IssuerRecord,
+    PartnerRecord,
+    RelationRecord,
+    RelationStatus,
+    SubjectType,
+)
+from ..domain.ports import UnitOfWork
+
+Value = TypeVar("Value")
+_MISSING = object()
+
+
+class FactCache:
+    def __init__(self, unit_of_work: UnitOfWork, max_entries: int = 100_000, max_age_seconds: float = 1.0) -> None:
+        self._unit_of_work = unit_of_work
+        self._max_entries = max_entries
+        self._max_age = max_age_seconds
+        # When the revision was last confirmed against the store (monotonic); None: never, or the
+        # last attempt failed. Past max_age the cache is not used: Check reads through, and so
+        # fails closed while the store is down instead of answering from old facts.
+        self._confirmed_at: float | None = None
+        self._entries: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
+        # Bumped on every clear; a load that started under an older generation is not stored.
+        self._generation = 0
+        self._revision = 0
+        self.reader = CachedReader(self)
+        unit_of_work.on_write(self.clear)
+
+    @property
+    def revision(self) -> int:
+        """The store revision the cached facts are at least as fresh as (0 before the first refresh)."""
+        return self._revision
+
+    def refresh(self) -> int:
+        """Reads the store revision; a newer one clears the caches. Returns the revision."""
+        try:
+            revision = self._unit_of_work.revision()
+        except Exception:
+            self._confirmed_at = None
+            raise
+        with self._lock:
+            if revision != self._revision:
+                self._clear_locked()
+                self._revision = revision
+            self._confirmed_at = time.monotonic()
+        return revision
+
+    def is_current(self) -> bool:
+        confirmed = self._confirmed_at
+        return confirmed is not None and time.monotonic() - confirmed <= self._max_age
+
+    def clear(self) -> None:
+        with self._lock:
+            self._clear_locked()
+
+    def _clear_locked(self) -> None:
+        self._entries.clear()
+        self._generation += 1
+
+    def get(self, key: tuple, load: Callable[[], Value]) -> Value:
+        with self._lock:
+            found = self._entries.get(key, _MISSING)
+            if found is not _MISSING:
+                self._entries.move_to_end(key)
+                return found  # type: ignore[return-value]
+            generation = self._generation
+        value = load()
+        with self._lock:
+            if generation == self._generation:  # nothing changed while loading
+                self._entries[key] = value
+                if len(self._entries) > self._max_entries:
+                    self._entries.popitem(last=False)
+        return value
+
+    def credential(self, token: str, now: datetime, verify: Callable[[], AuthenticatedCredential]) -> AuthenticatedCredential:
+        """A verified credential by the digest of its token; re-verified once it may have expired
+        (verification then answers token_expired, with the leeway). Rejections are not cached."""
+        key = ("credential", hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest())
+        credential = self.get(key, verify)
+        if credential.expires_at is not None and now >= credential.expires_at:
+            return verify()
+        return credential
+
+
+class CachedReader:
+    """The read side of the repositories that credential verification and Check use, cached.
+    Each miss reads in its own read-only unit of work."""
+
+    def __init__(self, cache: FactCache) -> None:
+        self._cache = cache
+        self.api_keys = self.partners = self.issuers = self.revoked_tokens = self.relations = self
+
+    def _read(self, key: tuple, read: Callable) -> object:
+        def load():
+            with self._cache._unit_of_work(read_only=True) as repos:
+                return read(repos)
+        return self._cache.get(key, load)
+
+    def find_by_digest(self, digest: str) -> ApiKeyRecord | None:
+        return self._read(("api_key", digest), lambda r: r.api_keys.find_by_digest(digest))  # type: ignore
+
+    def get(self, partner_id: str) -> PartnerRecord | None:
+        return self._read(("partner", partner_id), lambda r: r.partners.get(partner_id))  # type: ignore
+
+    def find_by_issuer(self, issuer: str) -> IssuerRecord | None:
+        return self._read(("issuer", issuer), lambda r: r.issuers.find_by_issuer(issuer))  # type: ignore
+
+    def is_revoked(self, issuer_id: str, jti: str) -> bool:
+        return self._read(("jti", issuer_id, jti), lambda r: r.revoked_tokens.is_revoked(issuer_id, jti))  # type: ignore
+
+    def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
+        relation: RelationRecord | None = self._read(  # type: ignore[assignment]
+            ("relation", partner_id, subject_type, subject_id),
+            lambda r: r.relations.find_open(partner_id, subject_type, subject_id))
+        return (relation is not None and relation.status is RelationStatus.ACTIVE
+                and (relation.expires_at is None or relation.expires_at > now))
