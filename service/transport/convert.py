@@ -43,7 +43,22 @@ def check_query_from_proto(request: authorization_pb2.CheckRequest) -> CheckQuer
         operation=request.operation,
         permissions=list(request.permissions),
         resource=Resource(resource.user_id, resource.organization_id, resource.customer_id),
+        at_least_as_fresh=revision_from_token(request.at_least_as_fresh),
     )
+
+
+def revision_token(revision: int) -> str:
+    return str(revision)
+
+
+def revision_from_token(token: str) -> int:
+    """"" -> 0 (no requirement); a token we issued -> its revision; anything else INVALID_ARGUMENT."""
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 19:
+        raise InvalidRequest("at_least_as_fresh is not a revision token from ManageRelation",
+                             field="at_least_as_fresh")
+    return int(token)
 
 
 def check_response_to_proto(decision: Decision, *, realm: str, decision_id: str) -> authorization_pb2.CheckResponse:

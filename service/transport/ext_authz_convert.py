@@ -21,8 +21,9 @@ from ..domain.decision import Decision, error_body, www_authenticate
 from ..domain.routes import RESOURCE_FIELDS, RouteTable, ValueSource
 from ..usecases.check import CheckQuery
 
-# Identity headers set for the upstream on allow. Clients may send look-alikes: they are removed on
-# every allow (and overwritten when we set them), so an upstream can trust them.
+# Identity headers set for the upstream on allow. Clients may send look-alikes: the ones we set
+# overwrite them, the ones we do not set are removed (Envoy applies headers_to_remove after
+# headers, so a header may never be in both), so an upstream can trust them.
 PARTNER_HEADER = "x-tollgate-partner-id"
 CREDENTIAL_HEADER = "x-tollgate-credential-id"
 SCOPES_HEADER = "x-tollgate-scopes"
@@ -85,11 +86,12 @@ def ext_authz_response(decision: Decision, *, realm: str, decision_id: str, oper
                        strip_credentials: bool) -> external_auth_pb2.CheckResponse:
     metadata = _metadata(decision, decision_id, operation)
     if decision.allowed:
+        identity = _identity_headers(decision, decision_id)
+        unset = [name for name in IDENTITY_HEADERS if name not in {o.header.key for o in identity}]
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),
             ok_response=external_auth_pb2.OkHttpResponse(
-                headers=_identity_headers(decision, decision_id),
-                headers_to_remove=[*IDENTITY_HEADERS, *(CREDENTIAL_HEADERS if strip_credentials else ())],
+                headers=identity, headers_to_remove=[*unset, *(CREDENTIAL_HEADERS if strip_credentials else ())],
                 dynamic_metadata=metadata),
             dynamic_metadata=metadata)
     headers = [_header("content-type", _JSON)]

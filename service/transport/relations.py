@@ -13,6 +13,7 @@ from .convert import (
     event_to_proto,
     relation_filter_from_proto,
     relation_to_proto,
+    revision_token,
     timestamp,
 )
 from .errors import translate_errors
@@ -41,6 +42,7 @@ class RelationsServicer(relations_pb2_grpc.RelationsServicer):
             self._telemetry.record_relation_change(action, error.reason)
             raise
         self._telemetry.record_relation_change(action, "ok")
+        response.revision = revision_token(self._relations.current_revision())
         return response
 
     def _request_user_relation(self, caller: Caller, action: relations_pb2.RequestUserRelation) -> Response:

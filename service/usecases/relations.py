@@ -140,6 +140,10 @@ class RelationService:
 
     # -- reads -----------------------------------------------------------------------------------
 
+    def current_revision(self) -> int:
+        """The store revision now: at or after every change this process has committed."""
+        return self._unit_of_work.revision()
+
     def get_relation(self, caller: Caller, relation_id: str) -> tuple[RelationRecord, list[RelationEventRecord]]:
         _require(relation_id, "relation_id")
         with self._unit_of_work(read_only=True) as repos:

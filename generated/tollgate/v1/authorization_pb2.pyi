@@ -42,18 +42,20 @@ class Resource(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
 
 class CheckRequest(_message.Message):
-    __slots__ = ("authorization", "api_key", "operation", "permissions", "resource")
+    __slots__ = ("authorization", "api_key", "operation", "permissions", "resource", "at_least_as_fresh")
     AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    AT_LEAST_AS_FRESH_FIELD_NUMBER: _ClassVar[int]
     authorization: str
     api_key: str
     operation: str
     permissions: _containers.RepeatedScalarFieldContainer[str]
     resource: Resource
-    def __init__(self, authorization: _Optional[str] = ..., api_key: _Optional[str] = ..., operation: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+    at_least_as_fresh: str
+    def __init__(self, authorization: _Optional[str] = ..., api_key: _Optional[str] = ..., operation: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ..., at_least_as_fresh: _Optional[str] = ...) -> None: ...
 
 class CheckResponse(_message.Message):
     __slots__ = ("allowed", "http_status", "reason", "deny_reason", "message", "field", "body", "www_authenticate", "principal", "grants", "decision_id")

@@ -154,14 +154,16 @@ class ConnectToken(_message.Message):
     def __init__(self, id: _Optional[str] = ..., token: _Optional[str] = ..., organization_id: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ManageRelationResponse(_message.Message):
-    __slots__ = ("relation", "connect_token", "created")
+    __slots__ = ("relation", "connect_token", "created", "revision")
     RELATION_FIELD_NUMBER: _ClassVar[int]
     CONNECT_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     relation: Relation
     connect_token: ConnectToken
     created: bool
-    def __init__(self, relation: _Optional[_Union[Relation, _Mapping]] = ..., connect_token: _Optional[_Union[ConnectToken, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+    revision: str
+    def __init__(self, relation: _Optional[_Union[Relation, _Mapping]] = ..., connect_token: _Optional[_Union[ConnectToken, _Mapping]] = ..., created: _Optional[bool] = ..., revision: _Optional[str] = ...) -> None: ...
 
 class GetRelationRequest(_message.Message):
     __slots__ = ("relation_id",)
