@@ -37,6 +37,8 @@ class Settings:
     # How often the sweeper records expired relations.
     expiry_sweep_seconds: float = 30.0
     max_workers: int = 16
+    # Server processes sharing the port (SO_REUSEPORT); 0 means one per core.
+    workers: int = 0
     # Check's fact cache: at most this many entries (0 turns caching off) ...
     cache_max_entries: int = 100_000
     # ... and how often other replicas' changes are looked for. A replica sees another's change
@@ -56,6 +58,10 @@ class Settings:
     @property
     def jwt_leeway(self) -> timedelta:
         return timedelta(seconds=self.jwt_leeway_seconds)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
 
     @property
     def effective_database_url(self) -> str:
@@ -104,6 +110,8 @@ def _validated(settings: Settings) -> Settings:
     for name in ("jwt_leeway_seconds", "pending_relation_ttl_seconds", "connect_token_ttl_seconds"):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name} must not be negative")
+    if settings.workers < 0:
+        raise ConfigError("workers must be 0 (one per core) or more")
     if settings.max_workers < 1 or settings.db_pool_size < 1:
         raise ConfigError("max_workers and db_pool_size must be at least 1")
     if settings.database_url and not settings.database_url.startswith(("sqlite", "postgresql")):

@@ -123,6 +123,16 @@ class App:
         self.store.dispose()
 
 
+def prepare_store(settings: Settings) -> None:
+    """Creates or upgrades the schema, once, before any worker starts."""
+    store = _step("open the store", lambda: create_store(settings.effective_database_url,
+                                                         connect_timeout=settings.db_connect_timeout_seconds))
+    try:
+        _step("migrate the store", store.migrate)
+    finally:
+        store.dispose()
+
+
 def build_app(settings: Settings, clock: Clock | None = None) -> App:
     """Builds everything in order; each failure names its step. `clock` is for tests."""
     policy = PolicyHolder(_step("load the policy", lambda: load_policy(settings.policy_path)))
@@ -145,7 +155,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_metadata_size", 64 * 1024)],
+                 ("grpc.max_metadata_size", 64 * 1024),
+                 # Several worker processes bind one port; the kernel balances connections.
+                 ("grpc.so_reuseport", 1)],
     )
     authorization_pb2_grpc.add_AuthorizationServicer_to_server(
         AuthorizationServicer(checks, settings.realm, telemetry), server)

@@ -32,11 +32,14 @@ KEY_WARNING = "this is the only time the key is shown; store it now, it cannot b
 
 def serve(args: argparse.Namespace, out: Output) -> None:
     from ..server import serve as run_server
+    from ..workers import serve_workers
 
     settings = settings_from(args, host=args.host, port=args.port, max_workers=args.max_workers,
-                             metrics_port=args.metrics_port)
+                             metrics_port=args.metrics_port, workers=args.workers)
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     try:
+        if settings.worker_count > 1:
+            raise SystemExit(serve_workers(settings, settings.worker_count))
         run_server(settings)
     except RuntimeError as error:
         raise CommandFailed(str(error)) from None

@@ -100,6 +100,8 @@ def _server_commands(commands) -> None:
     serve.add_argument("--host", help="address to bind (default: $TOLLGATE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default: $TOLLGATE_PORT or 50051)")
     serve.add_argument("--max-workers", type=int, help="RPC worker threads (default: $TOLLGATE_MAX_WORKERS or 16)")
+    serve.add_argument("--workers", type=int,
+                       help="server processes sharing the port, 0 for one per core (default: $TOLLGATE_WORKERS or 0)")
     serve.add_argument("--metrics-port", type=int,
                        help="Prometheus /metrics port, 0 to turn off (default: $TOLLGATE_METRICS_PORT or 9464)")
     _leaf(commands, "migrate", "commands.migrate", "create or upgrade the database schema")

@@ -9,7 +9,7 @@ from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
 
 from ..telemetry import Telemetry
 from ..usecases.check import CheckService
-from .convert import check_query_from_proto, check_response_to_proto
+from .convert import check_items_from_proto, check_query_from_proto, check_response_to_proto, revision_from_token
 from .errors import translate_errors
 
 
@@ -28,3 +28,17 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
         self._telemetry.record_decision("native", query.operation, decision, decision_id,
                                         time.perf_counter() - started)
         return check_response_to_proto(decision, realm=self._realm, decision_id=decision_id)
+
+    @translate_errors
+    def BatchCheck(self, request: authorization_pb2.BatchCheckRequest, context) -> authorization_pb2.BatchCheckResponse:
+        started = time.perf_counter()
+        items = check_items_from_proto(request)
+        decisions = self._checks.check_batch(request.authorization, request.api_key, items,
+                                             revision_from_token(request.at_least_as_fresh))
+        seconds = (time.perf_counter() - started) / len(decisions)
+        results = []
+        for item, decision in zip(items, decisions):
+            decision_id = uuid.uuid4().hex
+            self._telemetry.record_decision("batch", item.operation, decision, decision_id, seconds)
+            results.append(check_response_to_proto(decision, realm=self._realm, decision_id=decision_id))
+        return authorization_pb2.BatchCheckResponse(results=results)

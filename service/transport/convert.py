@@ -19,7 +19,7 @@ from ..domain.model import (
     SubjectType,
 )
 from ..domain.scopes import AccessLevel
-from ..usecases.check import CheckQuery
+from ..usecases.check import CheckItem, CheckQuery
 
 _DENY_REASONS = {reason: getattr(authorization_pb2, f"DENY_REASON_{reason.name}") for reason in Reason}
 _LEVELS = {
@@ -45,6 +45,12 @@ def check_query_from_proto(request: authorization_pb2.CheckRequest) -> CheckQuer
         resource=Resource(resource.user_id, resource.organization_id, resource.customer_id),
         at_least_as_fresh=revision_from_token(request.at_least_as_fresh),
     )
+
+
+def check_items_from_proto(request: authorization_pb2.BatchCheckRequest) -> list[CheckItem]:
+    return [CheckItem(item.operation, list(item.permissions),
+                      Resource(item.resource.user_id, item.resource.organization_id, item.resource.customer_id))
+            for item in request.items]
 
 
 def revision_token(revision: int) -> str:

@@ -1,4 +1,4 @@
-"""Check: one request in, one Decision out."""
+"""Check: requests in, Decisions out. A batch verifies its one credential once."""
 
 from __future__ import annotations
 
@@ -9,10 +9,20 @@ from typing import Callable
 from ..domain.credentials import parse_presented
 from ..domain.decide import CheckInput, CheckPlan, Resource, decide, effective_grants, plan_check
 from ..domain.decision import Decision
-from ..domain.errors import CredentialRejected
+from ..domain.errors import CredentialRejected, InvalidRequest
+from ..domain.model import AuthenticatedCredential
 from ..domain.policy import Policy
 from ..domain.ports import Clock, CredentialVerifier, Repositories, UnitOfWork
 from .fact_cache import FactCache
+
+MAX_BATCH = 100
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    operation: str = ""
+    permissions: list[str] = field(default_factory=list)
+    resource: Resource = Resource()
 
 
 @dataclass(frozen=True)
@@ -46,22 +56,40 @@ class CheckService:
         every other outcome, allow or deny, is the returned Decision."""
         policy = self._policy()
         plan = plan_check(policy, query.operation, query.permissions, query.resource)
-        if not plan.known or plan.public:
-            return decide(CheckInput(plan, None))
+        return self._decide_all(policy, [plan], query.authorization, query.api_key, query.at_least_as_fresh)[0]
+
+    def check_batch(self, authorization: str, api_key: str, items: list[CheckItem],
+                    at_least_as_fresh: int = 0) -> list[Decision]:
+        """As check() for each item; an InvalidRequest names the item ("items[3].resource.user_id")."""
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise InvalidRequest(f"a batch has 1 to {MAX_BATCH} items", field="items")
+        policy = self._policy()
+        plans = []
+        for index, item in enumerate(items):
+            try:
+                plans.append(plan_check(policy, item.operation, item.permissions, item.resource))
+            except InvalidRequest as error:
+                raise InvalidRequest(f"items[{index}]: {error.message}", field=f"items[{index}].{error.field}") from None
+        return self._decide_all(policy, plans, authorization, api_key, at_least_as_fresh)
+
+    def _decide_all(self, policy: Policy, plans: list[CheckPlan], authorization: str, api_key: str,
+                    at_least_as_fresh: int) -> list[Decision]:
+        if all(not plan.known or plan.public for plan in plans):
+            return [decide(CheckInput(plan, None)) for plan in plans]
         try:
-            presented = parse_presented(query.authorization, query.api_key)
+            presented = parse_presented(authorization, api_key)
         except CredentialRejected as rejected:
-            return decide(CheckInput(plan, rejected))
+            return [decide(CheckInput(plan, rejected)) for plan in plans]
         if presented is None:
-            return decide(CheckInput(plan, None))
+            return [decide(CheckInput(plan, None)) for plan in plans]
         now = self._clock.now()
-        if self._cache is not None and self._fresh_enough(query.at_least_as_fresh):
+        if self._cache is not None and self._fresh_enough(at_least_as_fresh):
             cache = self._cache
             verify = lambda: self._verifier.verify(presented, cache.reader, now)  # noqa: E731
-            return self._decide(policy, plan, lambda: cache.credential(presented.value, now, verify),
+            return self._decide(policy, plans, lambda: cache.credential(presented.value, now, verify),
                                 cache.reader, now)
         with self._unit_of_work(read_only=True) as repos:
-            return self._decide(policy, plan, lambda: self._verifier.verify(presented, repos, now), repos, now)
+            return self._decide(policy, plans, lambda: self._verifier.verify(presented, repos, now), repos, now)
 
     def _fresh_enough(self, wanted: int) -> bool:
         """The cache is used only while it was confirmed against the store within its bound, and
@@ -73,15 +101,18 @@ class CheckService:
             return True
         return wanted <= cache.refresh()
 
-    def _decide(self, policy: Policy, plan: CheckPlan, verify: Callable, facts: Repositories, now: datetime) -> Decision:
+    def _decide(self, policy: Policy, plans: list[CheckPlan], verify: Callable[[], AuthenticatedCredential],
+                facts: Repositories, now: datetime) -> list[Decision]:
         try:
-            credential = verify()
+            credential: AuthenticatedCredential | CredentialRejected = verify()
         except CredentialRejected as rejected:
-            return decide(CheckInput(plan, rejected))
+            credential = rejected
+        if isinstance(credential, CredentialRejected):
+            return [decide(CheckInput(plan, credential)) for plan in plans]
+        grants = effective_grants(policy, credential)
         partner_id = credential.principal.partner_id
-        active = frozenset(
-            subject_type
-            for subject_type in plan.relations
-            if facts.relations.is_active(partner_id, subject_type, plan.resource.subject_id(subject_type), now)
-        )
-        return decide(CheckInput(plan, credential, effective_grants(policy, credential), active, policy.scope_names))
+        return [decide(CheckInput(
+            plan, credential, grants,
+            frozenset(subject_type for subject_type in plan.relations
+                      if facts.relations.is_active(partner_id, subject_type, plan.resource.subject_id(subject_type), now)),
+            policy.scope_names)) for plan in plans]

@@ -57,6 +57,34 @@ class CheckRequest(_message.Message):
     at_least_as_fresh: str
     def __init__(self, authorization: _Optional[str] = ..., api_key: _Optional[str] = ..., operation: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ..., at_least_as_fresh: _Optional[str] = ...) -> None: ...
 
+class BatchCheckItem(_message.Message):
+    __slots__ = ("operation", "permissions", "resource")
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    operation: str
+    permissions: _containers.RepeatedScalarFieldContainer[str]
+    resource: Resource
+    def __init__(self, operation: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+
+class BatchCheckRequest(_message.Message):
+    __slots__ = ("authorization", "api_key", "items", "at_least_as_fresh")
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    AT_LEAST_AS_FRESH_FIELD_NUMBER: _ClassVar[int]
+    authorization: str
+    api_key: str
+    items: _containers.RepeatedCompositeFieldContainer[BatchCheckItem]
+    at_least_as_fresh: str
+    def __init__(self, authorization: _Optional[str] = ..., api_key: _Optional[str] = ..., items: _Optional[_Iterable[_Union[BatchCheckItem, _Mapping]]] = ..., at_least_as_fresh: _Optional[str] = ...) -> None: ...
+
+class BatchCheckResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CheckResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[CheckResponse, _Mapping]]] = ...) -> None: ...
+
 class CheckResponse(_message.Message):
     __slots__ = ("allowed", "http_status", "reason", "deny_reason", "message", "field", "body", "www_authenticate", "principal", "grants", "decision_id")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class AuthorizationStub:
                 request_serializer=tollgate_dot_v1_dot_authorization__pb2.CheckRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_authorization__pb2.CheckResponse.FromString,
                 _registered_method=True)
+        self.BatchCheck = channel.unary_unary(
+                '/tollgate.v1.Authorization/BatchCheck',
+                request_serializer=tollgate_dot_v1_dot_authorization__pb2.BatchCheckRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_authorization__pb2.BatchCheckResponse.FromString,
+                _registered_method=True)
 
 
 class AuthorizationServicer:
@@ -54,6 +59,15 @@ class AuthorizationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchCheck(self, request, context):
+        """BatchCheck decides up to 100 requests made with one credential (verified once), e.g. a list
+        page that shows many resources. Results are in the order of the items; each is exactly what
+        Check would answer for that item.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthorizationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +75,11 @@ def add_AuthorizationServicer_to_server(servicer, server):
                     servicer.Check,
                     request_deserializer=tollgate_dot_v1_dot_authorization__pb2.CheckRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_authorization__pb2.CheckResponse.SerializeToString,
+            ),
+            'BatchCheck': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCheck,
+                    request_deserializer=tollgate_dot_v1_dot_authorization__pb2.BatchCheckRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_authorization__pb2.BatchCheckResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +110,33 @@ class Authorization:
             '/tollgate.v1.Authorization/Check',
             tollgate_dot_v1_dot_authorization__pb2.CheckRequest.SerializeToString,
             tollgate_dot_v1_dot_authorization__pb2.CheckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCheck(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.Authorization/BatchCheck',
+            tollgate_dot_v1_dot_authorization__pb2.BatchCheckRequest.SerializeToString,
+            tollgate_dot_v1_dot_authorization__pb2.BatchCheckResponse.FromString,
             options,
             channel_credentials,
             insecure,
