@@ -1,13 +1,16 @@
-"""A store outage is UNAVAILABLE on Check and ManageRelation, never an allow and never a crash."""
+"""A store outage is UNAVAILABLE on Check and ManageRelation and a 503 error_response on ext_authz:
+never an allow, never a crash, and service resumes without a restart."""
 
 import time
 
 import grpc
+from google.rpc import code_pb2
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from tollgate.v1 import relations_pb2 as pb
 
+from tests.support.envoy import ext_authz_request, ext_authz_stub
 from tests.support.grpc_errors import expect_error
 from tests.support.world import start_world, stop_world
 
@@ -28,6 +31,11 @@ def test_check_fails_closed_when_the_database_goes_away(postgres_url, postgres_a
             error = expect_error(world.check, "getUser", authorization=world.bearer("acme"), user_id="u-active")
             assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "store_unavailable")
             assert "postgres" not in error.message  # no URL, no driver text
+        envoy = ext_authz_stub(world.channel).Check(ext_authz_request(
+            "GET", "/v1/users/u-active", {"authorization": world.bearer("acme")}), timeout=10)
+        assert envoy.HasField("error_response") and not envoy.HasField("ok_response")
+        assert envoy.error_response.status.code == 503 and envoy.status.code == code_pb2.UNAVAILABLE
+        assert envoy.dynamic_metadata["reason"] == "authorization_unavailable"
         error = expect_error(world.manage, "acme", request_user_relation=pb.RequestUserRelation(user_id="u-x"))
         assert error.code is grpc.StatusCode.UNAVAILABLE
         assert world.check("health").allowed, "public operations need no store"
