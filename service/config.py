@@ -65,12 +65,10 @@ class Settings:
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'tollgate.db'}"
+        from .store import default_sqlite_url  # the store names its own file
 
-    def with_overrides(self, **overrides: object) -> "Settings":
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return _validated(Settings(**values))  # type: ignore[arg-type]
+        return self.database_url or default_sqlite_url(self.data_dir)
+
 
 
 _ENV_PREFIX = "TOLLGATE_"

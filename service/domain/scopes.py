@@ -70,9 +70,6 @@ class GrantSet:
             min(self.every_scope, ceiling.every_scope),
         )
 
-    def is_empty(self) -> bool:
-        return self.every_scope == AccessLevel.NONE and not any(self.levels.values())
-
     def listed(self, known_scopes: Iterable[str]) -> tuple[Permission, ...]:
         """The grants as a sorted list; an every-scope floor is spelled out over `known_scopes`."""
         scopes = set(self.levels) | (set(known_scopes) if self.every_scope else set())
@@ -80,5 +77,4 @@ class GrantSet:
         return tuple(sorted(p for p in found if p.level > AccessLevel.NONE))
 
 
-EMPTY_GRANTS = GrantSet()
 ALL_SCOPES_WRITE = GrantSet({}, AccessLevel.WRITE)
