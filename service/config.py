@@ -37,6 +37,9 @@ class Settings:
     # How often the sweeper records expired relations.
     expiry_sweep_seconds: float = 30.0
     max_workers: int = 16
+    # Checks per second each partner may make, per process (0: no limit), and the burst allowed.
+    rate_limit_per_second: float = 0.0
+    rate_limit_burst: int = 100
     # Server processes sharing the port (SO_REUSEPORT); 0 means one per core.
     workers: int = 0
     # Check's fact cache: at most this many entries (0 turns caching off) ...
@@ -110,6 +113,8 @@ def _validated(settings: Settings) -> Settings:
             raise ConfigError(f"{name} must not be negative")
     if settings.workers < 0:
         raise ConfigError("workers must be 0 (one per core) or more")
+    if settings.rate_limit_per_second < 0 or settings.rate_limit_burst < 1:
+        raise ConfigError("rate_limit_per_second must not be negative and rate_limit_burst must be at least 1")
     if settings.max_workers < 1 or settings.db_pool_size < 1:
         raise ConfigError("max_workers and db_pool_size must be at least 1")
     if settings.database_url and not settings.database_url.startswith(("sqlite", "postgresql")):

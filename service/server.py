@@ -19,6 +19,7 @@ from .config import Settings
 from .domain.errors import DomainError
 from .domain.policy import Policy
 from .domain.ports import Clock, SystemClock
+from .domain.rate_limit import RateLimiter
 from .keyring import load_key_encryption_key
 from .policy_file import load_policy
 from .store import Store, create_store
@@ -145,7 +146,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     clock = clock or SystemClock()
     cache = FactCache(store.unit_of_work, settings.cache_max_entries,
                       max_age_seconds=2 * settings.cache_refresh_seconds) if settings.cache_max_entries else None
-    checks = CheckService(policy.current, store.unit_of_work, verifier, clock, cache)
+    limiter = (RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+               if settings.rate_limit_per_second else None)
+    checks = CheckService(policy.current, store.unit_of_work, verifier, clock, cache, limiter)
     relations = RelationService(store.unit_of_work, clock, RelationSettings(
         pending_ttl=timedelta(seconds=settings.pending_relation_ttl_seconds),
         connect_token_ttl=timedelta(seconds=settings.connect_token_ttl_seconds)))

@@ -108,6 +108,8 @@ class CheckInput:
     # The subjects (among plan.relations) with which the partner has an active relation.
     active_relations: frozenset[SubjectType] = frozenset()
     known_scopes: frozenset[str] = frozenset()
+    # Seconds the partner must wait, when it has spent its rate of checks; 0 when it has not.
+    retry_after: int = 0
 
 
 def decide(check: CheckInput) -> Decision:
@@ -122,6 +124,9 @@ def decide(check: CheckInput) -> Decision:
         return deny(Reason.MISSING_TOKEN, "a bearer token or API key is required")
     if isinstance(credential, CredentialRejected):
         return deny(Reason(credential.reason), credential.message)
+    if check.retry_after:
+        return deny(Reason.RATE_LIMIT_EXCEEDED, f"too many checks; retry in {check.retry_after} s",
+                    retry_after=check.retry_after)
     missing = [p for p in plan.permissions if not check.grants.allows(p)]
     if missing:
         needed = " ".join(str(p) for p in missing)

@@ -32,9 +32,13 @@ class Reason(enum.StrEnum):
     ORGANIZATION_ACCESS_DENIED = "organization_access_denied"
     # 403, field customerId: the customer number is not among the credential's customer numbers.
     CUSTOMER_ACCESS_DENIED = "customer_access_denied"
+    # 429: the partner spent its rate of checks (decided right after the credential is proven).
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
 
     @property
     def http_status(self) -> int:
+        if self is Reason.RATE_LIMIT_EXCEEDED:
+            return 429
         return 401 if self in _UNAUTHENTICATED else 403
 
     @property
@@ -58,6 +62,8 @@ class Decision:
     grants: tuple[Permission, ...] = ()
     # For insufficient_scope: the missing permissions, space-separated ("user:read").
     missing_scope: str = ""
+    # For rate_limit_exceeded: seconds until a retry can succeed (the Retry-After value).
+    retry_after: int = 0
 
     @property
     def http_status(self) -> int:
@@ -67,8 +73,9 @@ class Decision:
 ALLOW_PUBLIC = Decision(allowed=True, message="public operation")
 
 
-def deny(reason: Reason, message: str, *, field: str = "", missing_scope: str = "") -> Decision:
-    return Decision(allowed=False, reason=reason, message=message, field=field, missing_scope=missing_scope)
+def deny(reason: Reason, message: str, *, field: str = "", missing_scope: str = "", retry_after: int = 0) -> Decision:
+    return Decision(allowed=False, reason=reason, message=message, field=field, missing_scope=missing_scope,
+                    retry_after=retry_after)
 
 
 def error_body(decision: Decision) -> str:

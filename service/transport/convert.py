@@ -80,6 +80,7 @@ def check_response_to_proto(decision: Decision, *, realm: str, decision_id: str)
         response.deny_reason = _DENY_REASONS[decision.reason]
         response.body = error_body(decision)
         response.www_authenticate = www_authenticate(decision, realm)
+        response.retry_after_seconds = decision.retry_after
     if decision.principal is not None:
         principal = decision.principal
         response.principal.partner_id = principal.partner_id

@@ -35,6 +35,7 @@ OPERATION_EXTENSION = "operation"
 MAX_UNROUTED_LENGTH = 200
 
 _JSON = "application/json"
+_RPC_CODE_OF_STATUS = {401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED, 429: code_pb2.RESOURCE_EXHAUSTED}
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -98,7 +99,9 @@ def ext_authz_response(decision: Decision, *, realm: str, decision_id: str, oper
     challenge = www_authenticate(decision, realm)
     if challenge:
         headers.append(_header("www-authenticate", challenge))
-    code = code_pb2.UNAUTHENTICATED if decision.http_status == 401 else code_pb2.PERMISSION_DENIED
+    if decision.retry_after:
+        headers.append(_header("retry-after", str(decision.retry_after)))
+    code = _RPC_CODE_OF_STATUS.get(decision.http_status, code_pb2.PERMISSION_DENIED)
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code, message=decision.message),
         denied_response=external_auth_pb2.DeniedHttpResponse(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
@@ -13,6 +14,7 @@ from ..domain.errors import CredentialRejected, InvalidRequest
 from ..domain.model import AuthenticatedCredential
 from ..domain.policy import Policy
 from ..domain.ports import Clock, CredentialVerifier, Repositories, UnitOfWork
+from ..domain.rate_limit import RateLimiter
 from .fact_cache import FactCache
 
 MAX_BATCH = 100
@@ -44,12 +46,16 @@ class CheckService:
         verifier: CredentialVerifier,
         clock: Clock,
         cache: FactCache | None = None,
+        limiter: RateLimiter | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._policy = policy
         self._unit_of_work = unit_of_work
         self._verifier = verifier
         self._clock = clock
         self._cache = cache
+        self._limiter = limiter
+        self._monotonic = monotonic
 
     def check(self, query: CheckQuery) -> Decision:
         """Raises InvalidRequest for a malformed query and StoreUnavailable when the store is down;
@@ -109,8 +115,11 @@ class CheckService:
             credential = rejected
         if isinstance(credential, CredentialRejected):
             return [decide(CheckInput(plan, credential)) for plan in plans]
-        grants = effective_grants(policy, credential)
         partner_id = credential.principal.partner_id
+        retry_after = self._limiter.retry_after(partner_id, len(plans), self._monotonic()) if self._limiter else 0
+        if retry_after:
+            return [decide(CheckInput(plan, credential, retry_after=retry_after)) for plan in plans]
+        grants = effective_grants(policy, credential)
         return [decide(CheckInput(
             plan, credential, grants,
             frozenset(subject_type for subject_type in plan.relations

@@ -20,6 +20,7 @@ class DenyReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DENY_REASON_USER_ACCESS_DENIED: _ClassVar[DenyReason]
     DENY_REASON_ORGANIZATION_ACCESS_DENIED: _ClassVar[DenyReason]
     DENY_REASON_CUSTOMER_ACCESS_DENIED: _ClassVar[DenyReason]
+    DENY_REASON_RATE_LIMIT_EXCEEDED: _ClassVar[DenyReason]
 DENY_REASON_UNSPECIFIED: DenyReason
 DENY_REASON_UNKNOWN_OPERATION: DenyReason
 DENY_REASON_MISSING_TOKEN: DenyReason
@@ -30,6 +31,7 @@ DENY_REASON_INSUFFICIENT_SCOPE: DenyReason
 DENY_REASON_USER_ACCESS_DENIED: DenyReason
 DENY_REASON_ORGANIZATION_ACCESS_DENIED: DenyReason
 DENY_REASON_CUSTOMER_ACCESS_DENIED: DenyReason
+DENY_REASON_RATE_LIMIT_EXCEEDED: DenyReason
 
 class Resource(_message.Message):
     __slots__ = ("user_id", "organization_id", "customer_id")
@@ -86,7 +88,7 @@ class BatchCheckResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[CheckResponse, _Mapping]]] = ...) -> None: ...
 
 class CheckResponse(_message.Message):
-    __slots__ = ("allowed", "http_status", "reason", "deny_reason", "message", "field", "body", "www_authenticate", "principal", "grants", "decision_id")
+    __slots__ = ("allowed", "http_status", "reason", "deny_reason", "message", "field", "body", "www_authenticate", "principal", "grants", "decision_id", "retry_after_seconds")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +100,7 @@ class CheckResponse(_message.Message):
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     GRANTS_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     http_status: int
     reason: str
@@ -109,4 +112,5 @@ class CheckResponse(_message.Message):
     principal: _common_pb2.Principal
     grants: _containers.RepeatedCompositeFieldContainer[_common_pb2.Grant]
     decision_id: str
-    def __init__(self, allowed: _Optional[bool] = ..., http_status: _Optional[int] = ..., reason: _Optional[str] = ..., deny_reason: _Optional[_Union[DenyReason, str]] = ..., message: _Optional[str] = ..., field: _Optional[str] = ..., body: _Optional[str] = ..., www_authenticate: _Optional[str] = ..., principal: _Optional[_Union[_common_pb2.Principal, _Mapping]] = ..., grants: _Optional[_Iterable[_Union[_common_pb2.Grant, _Mapping]]] = ..., decision_id: _Optional[str] = ...) -> None: ...
+    retry_after_seconds: int
+    def __init__(self, allowed: _Optional[bool] = ..., http_status: _Optional[int] = ..., reason: _Optional[str] = ..., deny_reason: _Optional[_Union[DenyReason, str]] = ..., message: _Optional[str] = ..., field: _Optional[str] = ..., body: _Optional[str] = ..., www_authenticate: _Optional[str] = ..., principal: _Optional[_Union[_common_pb2.Principal, _Mapping]] = ..., grants: _Optional[_Iterable[_Union[_common_pb2.Grant, _Mapping]]] = ..., decision_id: _Optional[str] = ..., retry_after_seconds: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,52 @@
+"""Token buckets: each partner may spend `rate` checks per second, with bursts up to `burst`."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    burst: float
+    tokens: float
+    updated: float  # monotonic seconds
+
+    def take(self, cost: float, now: float) -> float:
+        """Spends `cost` tokens if there are enough: returns 0.0. Otherwise spends nothing and
+        returns the seconds until there will be enough."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        return (cost - self.tokens) / self.rate
+
+
+class RateLimiter:
+    """One bucket per key, at most `max_keys` of them (the least recently used go first: a
+    forgotten bucket restarts full, which only ever errs towards allowing a burst)."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self._rate, self._burst, self._max_keys = rate, burst, max_keys
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, key: str, cost: int, now: float) -> int:
+        """0 when the checks may proceed (and are counted); else whole seconds to wait (>= 1)."""
+        cost = min(cost, self._burst)  # a batch larger than the burst is never refused forever
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = TokenBucket(self._rate, self._burst, self._burst, now)
+                if len(self._buckets) > self._max_keys:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(key)
+            wait = bucket.take(cost, now)
+        return 0 if wait == 0 else max(1, math.ceil(wait))
