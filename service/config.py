@@ -37,6 +37,11 @@ class Settings:
     # How often the sweeper records expired relations.
     expiry_sweep_seconds: float = 30.0
     max_workers: int = 16
+    # TLS on the gRPC port: PEM certificate chain and key (both or neither). With a client CA,
+    # callers must present a certificate it signed (mutual TLS for sidecars and admins).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
     # Checks per second each partner may make, per process (0: no limit), and the burst allowed.
     rate_limit_per_second: float = 0.0
     rate_limit_burst: int = 100
@@ -95,7 +100,7 @@ def _convert(name: str, kind: object, raw: str) -> object:
             return int(raw)
         if kind in (float, "float"):
             return float(raw)
-        if kind in (Path, "Path"):
+        if kind in (Path, "Path", "Path | None"):
             return Path(raw)
     except ValueError:
         raise ConfigError(f"{_ENV_PREFIX}{name.upper()} must be a number, got {raw!r}") from None
@@ -113,6 +118,10 @@ def _validated(settings: Settings) -> Settings:
             raise ConfigError(f"{name} must not be negative")
     if settings.workers < 0:
         raise ConfigError("workers must be 0 (one per core) or more")
+    if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+        raise ConfigError("tls_cert_file and tls_key_file go together")
+    if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:
+        raise ConfigError("tls_client_ca_file needs tls_cert_file and tls_key_file")
     if settings.rate_limit_per_second < 0 or settings.rate_limit_burst < 1:
         raise ConfigError("rate_limit_per_second must not be negative and rate_limit_burst must be at least 1")
     if settings.max_workers < 1 or settings.db_pool_size < 1:

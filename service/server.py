@@ -170,10 +170,21 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = _step("bind the port", lambda: server.add_insecure_port(f"{settings.host}:{settings.port}"))
+    port = _step("bind the port", lambda: _bind(server, settings))
     app = App(settings, server, port, store, policy, relations, health_servicer, telemetry, cache)
     app.check_health()
     return app
+
+
+def _bind(server: grpc.Server, settings: Settings) -> int:
+    address = f"{settings.host}:{settings.port}"
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return server.add_insecure_port(address)
+    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    credentials = grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=client_ca, require_client_auth=client_ca is not None)
+    return server.add_secure_port(address, credentials)
 
 
 def _step(name: str, action):

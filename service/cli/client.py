@@ -13,6 +13,7 @@ from google.protobuf import duration_pb2
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, common_pb2, relations_pb2, relations_pb2_grpc
 
 from .output import Column, CommandFailed, Output
+from .values import read_text
 
 CALL_TIMEOUT_SECONDS = 10.0
 CONNECT_TOKEN_WARNING = "this is the only time the connect token is shown; hand it to the partner now"
@@ -31,9 +32,18 @@ def credential(args: argparse.Namespace) -> str:
     return args.key or args.token or os.environ.get("TOLLGATE_CREDENTIAL", "")
 
 
+def _open_channel(args: argparse.Namespace) -> grpc.Channel:
+    """Plaintext, or TLS when a CA file is given (with a client certificate for mutual TLS)."""
+    if not args.tls_ca:
+        return grpc.insecure_channel(args.target)
+    read = lambda path: read_text(path, "TLS file").encode() if path else None  # noqa: E731
+    return grpc.secure_channel(args.target, grpc.ssl_channel_credentials(
+        read(args.tls_ca), read(args.tls_client_key), read(args.tls_client_cert)))
+
+
 @contextmanager
 def channel(args: argparse.Namespace) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(args.target) as opened:
+    with _open_channel(args) as opened:
         try:
             yield opened
         except grpc.RpcError as error:
