@@ -37,6 +37,8 @@ class Settings:
     # How often the sweeper records expired relations.
     expiry_sweep_seconds: float = 30.0
     max_workers: int = 16
+    # On SIGTERM: stop accepting calls, then give in-flight ones this long to finish.
+    shutdown_grace_seconds: float = 10.0
     # TLS on the gRPC port: PEM certificate chain and key (both or neither). With a client CA,
     # callers must present a certificate it signed (mutual TLS for sidecars and admins).
     tls_cert_file: Path | None = None

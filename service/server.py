@@ -212,4 +212,4 @@ def serve(settings: Settings) -> None:
             reload_requested.clear()
             app.reload_policy()
     log.info("shutting down")
-    app.stop()
+    app.stop(settings.shutdown_grace_seconds)

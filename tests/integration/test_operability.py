@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 import urllib.request
 
@@ -130,3 +131,35 @@ def test_sighup_reloads_the_policy_and_refuses_a_broken_one(tmp_path):
     assert code == 0, output
     assert "policy reload refused" in output and "policy reloaded" in output
     assert all(json.loads(line) for line in output.splitlines() if line.startswith("{"))
+
+
+def test_sigterm_under_load_finishes_cleanly(tmp_path):
+    port = free_port()
+    process = start_server(port, {**os.environ, "TOLLGATE_DATA_DIR": str(tmp_path), "TOLLGATE_METRICS_PORT": "0",
+                                  "TOLLGATE_POLICY_PATH": str(EXAMPLE_POLICY), "TOLLGATE_WORKERS": "1"})
+    outcomes: list[str] = []
+    stop = time.monotonic() + 20
+
+    def load():
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = authorization_pb2_grpc.AuthorizationStub(channel)
+            while time.monotonic() < stop:
+                try:
+                    stub.Check(authorization_pb2.CheckRequest(operation="health"), timeout=5)
+                    outcomes.append("ok")
+                except grpc.RpcError as error:
+                    outcomes.append(error.code().name)
+                    return
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    code, output = stop_server(process)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert code == 0 and time.monotonic() - started < 12, output
+    assert outcomes.count("ok") > 10
+    # Calls arriving after the stop are refused (UNAVAILABLE, or CANCELLED by grpcio): never INTERNAL.
+    assert set(outcomes) <= {"ok", "UNAVAILABLE", "CANCELLED"}, set(outcomes)
