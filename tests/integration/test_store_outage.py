@@ -1,6 +1,7 @@
 """A store outage is UNAVAILABLE on Check and ManageRelation and a 503 error_response on ext_authz:
 never an allow, never a crash, and service resumes without a restart."""
 
+import threading
 import time
 
 import grpc
@@ -20,6 +21,7 @@ def test_check_fails_closed_when_the_database_goes_away(postgres_url, postgres_a
     world = start_world(postgres_url, tmp_path, db_connect_timeout_seconds=2, cache_refresh_seconds=0.2)
     try:
         assert world.check("getUser", authorization=world.bearer("acme"), user_id="u-active").allowed
+        threads_before = threading.active_count()
         name = make_url(postgres_url).database
         admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:  # the store vanishes under the running server
@@ -44,5 +46,6 @@ def test_check_fails_closed_when_the_database_goes_away(postgres_url, postgres_a
             connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
         admin.dispose()
         assert world.check("getUser", authorization=world.bearer("acme"), user_id="u-active").allowed
+        assert threading.active_count() <= threads_before + 2, "the outage leaked threads"
     finally:
         stop_world(world)
