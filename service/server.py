@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -13,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from tollgate.v1 import admin_pb2, admin_pb2_grpc
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2, relations_pb2_grpc
 
 from .config import Settings
@@ -24,10 +26,12 @@ from .keyring import load_key_encryption_key
 from .policy_file import load_policy
 from .store import Store, create_store
 from .telemetry import Telemetry
-from .tokens import TokenVerifier
+from .tokens import TokenVerifier, load_jwks, seal_secret
+from .transport.admin import AdminServicer
 from .transport.authorization import AuthorizationServicer
 from .transport.ext_authz import ExtAuthzServicer
 from .transport.relations import RelationsServicer
+from .usecases.admin import AdminService
 from .usecases.callers import CallerAuthenticator
 from .usecases.check import CheckService
 from .usecases.fact_cache import FactCache
@@ -38,6 +42,7 @@ log = logging.getLogger("tollgate.server")
 SERVICE_NAMES = (
     authorization_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
     relations_pb2.DESCRIPTOR.services_by_name["Relations"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
     external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
 )
 # Bounds what one call may send us; real requests are a few KB.
@@ -141,8 +146,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         settings.effective_database_url, pool_size=settings.db_pool_size,
         pool_timeout=settings.db_pool_timeout_seconds, connect_timeout=settings.db_connect_timeout_seconds))
     _step("migrate the store", store.migrate)
+    key_encryption_key = _step("load the key-encryption key", lambda: load_key_encryption_key(settings))
     verifier = _step("load the key-encryption key", lambda: TokenVerifier(
-        key_encryption_key=load_key_encryption_key(settings), leeway=settings.jwt_leeway))
+        key_encryption_key=key_encryption_key, leeway=settings.jwt_leeway))
     clock = clock or SystemClock()
     cache = FactCache(store.unit_of_work, settings.cache_max_entries,
                       max_age_seconds=2 * settings.cache_refresh_seconds) if settings.cache_max_entries else None
@@ -165,6 +171,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     authorization_pb2_grpc.add_AuthorizationServicer_to_server(
         AuthorizationServicer(checks, settings.realm, telemetry), server)
     relations_pb2_grpc.add_RelationsServicer_to_server(RelationsServicer(relations, callers, telemetry), server)
+    # Admin seals HMAC issuer secrets with the key-encryption key and validates JWKS (service.tokens).
+    admin = AdminService(policy.current, store.unit_of_work, clock, validate_jwks=load_jwks,
+                         seal=functools.partial(seal_secret, kek=key_encryption_key))
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(admin, callers, telemetry), server)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         ExtAuthzServicer(checks, policy.current, settings.realm, telemetry), server)
     health_servicer = health.HealthServicer()

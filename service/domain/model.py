@@ -159,3 +159,22 @@ class AuthenticatedCredential:
     customer_numbers: frozenset[str] = field(default_factory=frozenset)
     # When the credential stops being valid (JWT exp, API key expiry); bounds any caching of it.
     expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AdminAuditRecord:
+    """One administrative action, recorded with the change it made (or alone, when refused).
+
+    `actor`: "operator" (the command line) or "admin:<partner id>"; a refused non-admin caller is
+    named as in relation events ("partner:<id>", "platform:<id>"). `action`: e.g. "partner.create".
+    `target`: what was acted on (partner id, key id, issuer id, ...). `outcome`: "ok" or the error
+    reason. `details`: JSON-ready facts of the action, never a secret. `id` is 0 until stored.
+    """
+
+    actor: str
+    action: str
+    target: str
+    at: datetime
+    outcome: str
+    details: dict[str, Any] = field(default_factory=dict)
+    id: int = 0

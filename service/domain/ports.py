@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Callable, Protocol
 
 from .model import (
+    AdminAuditRecord,
     ApiKeyRecord,
     AuthenticatedCredential,
     ConnectTokenRecord,
@@ -154,6 +155,37 @@ class ConnectTokenRepository(Protocol):
         ...
 
 
+class AdminAuditRepository(Protocol):
+    def append(self, record: AdminAuditRecord) -> AdminAuditRecord:
+        """Stores the record and returns it with its id (ids grow in insertion order)."""
+        ...
+
+    def list(
+        self,
+        *,
+        actor: str | None,
+        action: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[AdminAuditRecord], str]:
+        """A page, oldest first, of the records matching every filter given (`since` inclusive,
+        `until` exclusive), and the token of the next page ("" on the last page).
+        Raises InvalidRequest(field="page_token") for a token it did not produce."""
+        ...
+
+
+class _AuditNotWired:
+    """Repositories built without an audit repository (fakes of code that never audits)."""
+
+    def append(self, record: AdminAuditRecord) -> AdminAuditRecord:
+        raise RuntimeError("this unit of work has no audit repository")
+
+    def list(self, **_filters: object) -> tuple[list[AdminAuditRecord], str]:
+        raise RuntimeError("this unit of work has no audit repository")
+
+
 @dataclass(frozen=True)
 class Repositories:
     """The repositories of one unit of work (one transaction)."""
@@ -164,13 +196,16 @@ class Repositories:
     revoked_tokens: RevokedTokenRepository
     relations: RelationRepository
     connect_tokens: ConnectTokenRepository
+    audit: AdminAuditRepository = _AuditNotWired()
 
 
 class UnitOfWork(Protocol):
-    def __call__(self, *, read_only: bool = False) -> AbstractContextManager[Repositories]:
+    def __call__(self, *, read_only: bool = False, changes_facts: bool = True) -> AbstractContextManager[Repositories]:
         """Opens a transaction; commits when the block ends normally, rolls back on an exception.
         A writing unit of work takes the write lock up front where the database needs it
-        (SQLite's BEGIN IMMEDIATE), so concurrent writers queue instead of failing.
+        (SQLite's BEGIN IMMEDIATE), so concurrent writers queue instead of failing. A write that
+        changes no fact Check reads (an audit record of a refusal) passes changes_facts=False and
+        leaves the store revision, and so every replica's cache, alone.
         Raises StoreUnavailable when the store cannot be reached."""
         ...
 

@@ -200,3 +200,25 @@ class StoreRevisionRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger)
+
+
+class AdminAuditRow(Base):
+    """One administrative action: who, what, on what, when, and how it ended. Append-only."""
+
+    __tablename__ = "admin_audit"
+    __table_args__ = (
+        # ListAuditEvents filters by actor, action and time, paging on id.
+        Index("ix_admin_audit_actor", "actor", "id"),
+        Index("ix_admin_audit_action", "action", "id"),
+        Index("ix_admin_audit_at", "at"),
+        # Never reuse an id on SQLite, so paging order is insertion order.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String)
+    action: Mapped[str] = mapped_column(String)
+    target: Mapped[str] = mapped_column(String)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    outcome: Mapped[str] = mapped_column(String)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from ..domain.errors import Conflict, InvalidRequest
 from ..domain.model import (
+    AdminAuditRecord,
     ApiKeyRecord,
     ConnectTokenRecord,
     IssuerRecord,
@@ -34,6 +35,7 @@ from ..domain.model import (
     SubjectType,
 )
 from .models import (
+    AdminAuditRow,
     ApiKeyRow,
     ConnectTokenRow,
     IssuerRow,
@@ -384,3 +386,70 @@ def _update_one(session: Session, model: type, where: ColumnElement[bool], **val
     """One UPDATE … WHERE `where`; True when it changed exactly one row."""
     result = session.execute(update(model).where(where).values(**values))
     return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+# -- admin audit ---------------------------------------------------------------------------------
+
+
+class SqlAdminAuditRepository(_Repository):
+    def append(self, record: AdminAuditRecord) -> AdminAuditRecord:
+        statement = insert(AdminAuditRow).values(
+            actor=record.actor, action=record.action, target=record.target, at=record.at, outcome=record.outcome,
+            details=record.details).returning(AdminAuditRow.id)
+        return AdminAuditRecord(
+            actor=record.actor, action=record.action, target=record.target, at=record.at, outcome=record.outcome,
+            details=record.details, id=self._session.execute(statement).scalar_one())
+
+    def list(self, *, actor: str | None, action: str | None, since: datetime | None, until: datetime | None,
+             page_size: int, page_token: str) -> tuple[list[AdminAuditRecord], str]:
+        if page_size < 1:
+            raise InvalidRequest("page_size must be positive", field="page_size")
+        if not _storable(actor or "", action or ""):
+            return [], ""
+        conditions = [AdminAuditRow.id > _decode_audit_page_token(page_token)]
+        if actor is not None:
+            conditions.append(AdminAuditRow.actor == actor)
+        if action is not None:
+            conditions.append(AdminAuditRow.action == action)
+        if since is not None:
+            conditions.append(AdminAuditRow.at >= since)
+        if until is not None:
+            conditions.append(AdminAuditRow.at < until)
+        # Keyset paging on id (insertion order), one more row than the page to know if one follows.
+        rows = self._session.scalars(select(AdminAuditRow).where(*conditions).order_by(AdminAuditRow.id)
+                                     .limit(page_size + 1)).all()
+        page = rows[:page_size]
+        next_token = _encode_audit_page_token(page[-1].id) if len(rows) > page_size else ""
+        return [_audit(row) for row in page], next_token
+
+
+def _audit(row: AdminAuditRow) -> AdminAuditRecord:
+    return AdminAuditRecord(actor=row.actor, action=row.action, target=row.target, at=row.at, outcome=row.outcome,
+                            details=dict(row.details or {}), id=row.id)
+
+
+# Audit page tokens: urlsafe base64 of "a1:<id>" without padding, decoded as strictly as the
+# relation page tokens (and never accepted for one another).
+_AUDIT_PAGE_TOKEN_PREFIX = "a1:"
+
+
+def _encode_audit_page_token(audit_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{_AUDIT_PAGE_TOKEN_PREFIX}{audit_id}".encode()).decode().rstrip("=")
+
+
+def _decode_audit_page_token(token: str) -> int:
+    """The id after which the page starts; 0 for the first page (no token)."""
+    if not token:
+        return 0
+    audit_id = None
+    if len(token) <= 64:
+        try:
+            text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+        except (binascii.Error, UnicodeError, ValueError):
+            text = ""
+        digits = text.removeprefix(_AUDIT_PAGE_TOKEN_PREFIX)
+        if text.startswith(_AUDIT_PAGE_TOKEN_PREFIX) and _PAGE_TOKEN_SEQ.fullmatch(digits):
+            audit_id = int(digits)
+    if audit_id is None or _encode_audit_page_token(audit_id) != token:
+        raise InvalidRequest("page_token is not valid", field="page_token")
+    return audit_id

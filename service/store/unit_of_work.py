@@ -16,6 +16,7 @@ from ..domain.ports import Repositories
 from .engine import WRITE_INTENT
 from .models import StoreRevisionRow
 from .repositories import (
+    SqlAdminAuditRepository,
     SqlApiKeyRepository,
     SqlConnectTokenRepository,
     SqlIssuerRepository,
@@ -36,18 +37,19 @@ class SqlUnitOfWork:
         self._listeners_lock = threading.Lock()
 
     @contextmanager
-    def __call__(self, *, read_only: bool = False) -> Iterator[Repositories]:
+    def __call__(self, *, read_only: bool = False, changes_facts: bool = True) -> Iterator[Repositories]:
         """Commits when the block ends normally, rolls back on any exception. A writing unit of
-        work advances the store revision in the same transaction, then tells the listeners."""
+        work that changes facts advances the store revision in the same transaction, then tells
+        the listeners."""
         with translated_errors(), self._session_factory.begin() as session:
             # Connect now, so an outage surfaces on entry; a writer takes SQLite's write lock here.
             session.connection(execution_options={WRITE_INTENT: not read_only})
             yield repositories(session)
-            if not read_only:
+            if not read_only and changes_facts:
                 # Last statement before COMMIT: the row lock is held only for the commit itself.
                 session.execute(update(StoreRevisionRow).where(StoreRevisionRow.id == 1)
                                 .values(revision=StoreRevisionRow.revision + 1))
-        if not read_only:
+        if not read_only and changes_facts:
             for listener in tuple(self._write_listeners):
                 listener()
 
@@ -72,6 +74,7 @@ def repositories(session: Session) -> Repositories:
         revoked_tokens=SqlRevokedTokenRepository(session),
         relations=SqlRelationRepository(session),
         connect_tokens=SqlConnectTokenRepository(session),
+        audit=SqlAdminAuditRepository(session),
     )
 
 

@@ -1,23 +1,36 @@
-"""Administration of the facts Check relies on: partners, API keys, issuers and revoked tokens.
+"""Administration of the facts Check relies on: partners, API keys, issuers and revoked tokens,
+and the audit trail of that administration.
 
-Used by the local operator (the command line). Every method is one unit of work and raises only
-the typed errors of service/domain/errors.py.
+Used by the local operator (the command line, as OPERATOR) and by tollgate.v1.Admin (as an admin
+Caller). Every method is one unit of work and raises only the typed errors of
+service/domain/errors.py. Only admin callers get through (NotPermitted, reason "admin_only").
+
+Audit: every change appends an AdminAuditRecord in the same transaction as the change, so both
+commit or neither does. A refused call (any domain error, including "admin_only", of a change;
+"admin_only" of a read) is recorded in a small transaction of its own. Successful reads are not
+recorded: reading the audit trail must not grow it. Secrets (API keys, HMAC secrets, tokens) are
+never recorded; anything that looks like one is redacted before it is stored.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from ..domain import opaque
-from ..domain.errors import InvalidRequest, NotFound, PreconditionFailed
+from ..domain.errors import DomainError, InvalidRequest, NotFound, NotPermitted, PreconditionFailed, \
+    StoreUnavailable
 from ..domain.ids import new_id
-from ..domain.model import ApiKeyRecord, IssuerRecord, PartnerRecord, PartnerStatus
+from ..domain.model import AdminAuditRecord, ApiKeyRecord, IssuerRecord, PartnerRecord, PartnerStatus
 from ..domain.policy import Policy
 from ..domain.ports import Clock, Repositories, UnitOfWork
 from ..domain.scopes import GrantSet
+from .callers import OPERATOR, Caller
+
+log = logging.getLogger("tollgate.admin")
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_NAME_LENGTH = 200
@@ -28,44 +41,117 @@ ASYMMETRIC_ALGORITHMS = frozenset({
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 })
 ALLOWED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+# RFC 7518 section 3.2: an HMAC key is at least as long as the hash output.
+HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+DEFAULT_CUSTOMER_CLAIM = "customer_numbers"
+
+OUTCOME_OK = "ok"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+MAX_AUDIT_TEXT = 300
+
+Result = TypeVar("Result")
+# What a change hands back to be audited: its result, the target it acted on, and the details.
+Change = Callable[[Repositories, datetime], tuple[Result, str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class NewIssuer:
+    """An issuer to register from its raw key material (tollgate.v1.Admin/RegisterIssuer).
+
+    Exactly one of `jwks` (a public JWK Set, as JSON text or an object) and `hmac_secret` (the
+    plaintext shared secret, sealed before it is stored) is set.
+    """
+
+    issuer: str
+    audience: str
+    algorithms: tuple[str, ...]
+    jwks: str | dict[str, Any] | None = None
+    hmac_secret: bytes | None = field(default=None, repr=False)
+    require_at_jwt_typ: bool = True
+    customer_claim: str = DEFAULT_CUSTOMER_CLAIM
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters of list_audit_events; None (or empty) means any."""
+
+    actor: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 class AdminService:
-    def __init__(self, policy: Callable[[], Policy], unit_of_work: UnitOfWork, clock: Clock) -> None:
+    """`seal` turns an HMAC secret into what the store keeps (the server passes
+    service.tokens.seal_secret with its key-encryption key); `validate_jwks` checks and normalizes
+    a public JWK Set, raising ValueError (service.tokens.load_jwks). Without them (the command line,
+    which does both itself) JWKS get only a shape check and raw HMAC secrets are refused."""
+
+    def __init__(
+        self,
+        policy: Callable[[], Policy],
+        unit_of_work: UnitOfWork,
+        clock: Clock,
+        *,
+        seal: Callable[[bytes], str] | None = None,
+        validate_jwks: Callable[[Any], dict[str, Any]] | None = None,
+    ) -> None:
         self._policy = policy
         self._unit_of_work = unit_of_work
         self._clock = clock
+        self._seal = seal
+        self._validate_jwks = validate_jwks
 
     # -- partners --------------------------------------------------------------------------------
 
-    def create_partner(self, partner_id: str, name: str, grants: Iterable[str], roles: Iterable[str]) -> PartnerRecord:
+    def create_partner(self, partner_id: str, name: str, grants: Iterable[str], roles: Iterable[str], *,
+                       caller: Caller = OPERATOR) -> PartnerRecord:
         """Raises Conflict(reason="partner_exists") when the id is taken."""
-        _check_id(partner_id, "partner_id")
-        _check_text(name, "name", required=True)
-        grants, roles = self._checked_grants(grants, roles)
-        partner = PartnerRecord(partner_id, name.strip(), PartnerStatus.ACTIVE, grants, roles, self._clock.now())
-        with self._unit_of_work() as repos:
+        def change(repos: Repositories, now: datetime):
+            _check_id(partner_id, "partner_id")
+            _check_text(name, "name", required=True)
+            checked_grants, checked_roles = self._checked_grants(grants, roles)
+            partner = PartnerRecord(partner_id, name.strip(), PartnerStatus.ACTIVE, checked_grants, checked_roles, now)
             repos.partners.add(partner)
-        return partner
+            return partner, partner.id, {"name": partner.name, "grants": list(partner.grants),
+                                         "roles": list(partner.roles)}
 
-    def set_partner_status(self, partner_id: str, status: PartnerStatus) -> PartnerRecord:
-        with self._unit_of_work() as repos:
+        return self._change(caller, "partner.create", partner_id, change)
+
+    def set_partner_status(self, partner_id: str, status: PartnerStatus | None, *,
+                           caller: Caller = OPERATOR) -> PartnerRecord:
+        """`status` None (not a known status) is refused with InvalidRequest(field="status")."""
+        def change(repos: Repositories, now: datetime):
+            if not isinstance(status, PartnerStatus):
+                raise InvalidRequest("status must be active or suspended", field="status")
             partner = _partner(repos, partner_id)
             repos.partners.set_status(partner_id, status)
-            return replace(partner, status=status)
+            return replace(partner, status=status), partner.id, {"from": partner.status.value, "to": status.value}
 
-    def set_partner_grants(self, partner_id: str, grants: Iterable[str], roles: Iterable[str]) -> PartnerRecord:
-        grants, roles = self._checked_grants(grants, roles)
-        with self._unit_of_work() as repos:
+        action = ("partner.suspend" if status is PartnerStatus.SUSPENDED
+                  else "partner.activate" if status is PartnerStatus.ACTIVE else "partner.set_status")
+        return self._change(caller, action, partner_id, change)
+
+    def set_partner_grants(self, partner_id: str, grants: Iterable[str], roles: Iterable[str], *,
+                           caller: Caller = OPERATOR) -> PartnerRecord:
+        def change(repos: Repositories, now: datetime):
+            checked_grants, checked_roles = self._checked_grants(grants, roles)
             partner = _partner(repos, partner_id)
-            repos.partners.set_grants(partner_id, grants, roles)
-            return replace(partner, grants=grants, roles=roles)
+            repos.partners.set_grants(partner_id, checked_grants, checked_roles)
+            return replace(partner, grants=checked_grants, roles=checked_roles), partner.id, {
+                "grants": list(checked_grants), "roles": list(checked_roles),
+                "previous_grants": list(partner.grants), "previous_roles": list(partner.roles)}
 
-    def get_partner(self, partner_id: str) -> PartnerRecord:
+        return self._change(caller, "partner.set_grants", partner_id, change)
+
+    def get_partner(self, partner_id: str, *, caller: Caller = OPERATOR) -> PartnerRecord:
+        self._require_admin(caller, "partner.get", partner_id)
         with self._unit_of_work(read_only=True) as repos:
             return _partner(repos, partner_id)
 
-    def list_partners(self) -> list[PartnerRecord]:
+    def list_partners(self, *, caller: Caller = OPERATOR) -> list[PartnerRecord]:
+        self._require_admin(caller, "partner.list", "")
         with self._unit_of_work(read_only=True) as repos:
             return list(repos.partners.list())
 
@@ -79,70 +165,188 @@ class AdminService:
         roles: Iterable[str],
         customer_numbers: Iterable[str],
         expires_at: datetime | None,
+        *,
+        caller: Caller = OPERATOR,
     ) -> tuple[ApiKeyRecord, str]:
-        """Returns the record and the plaintext key; the plaintext is never stored, only its digest."""
-        _check_text(name, "name", required=False)
-        grants, roles = self._checked_grants(grants, roles)
-        customers = _checked_customers(customer_numbers)
-        now = self._clock.now()
-        if expires_at is not None and expires_at <= now:
-            raise InvalidRequest("expires_at must be in the future", field="expires_at")
+        """Returns the record and the plaintext key; the plaintext is never stored, only its digest
+        (and it is never audited)."""
         plaintext = opaque.generate(opaque.API_KEY_PREFIX)
-        record = ApiKeyRecord(new_id("key"), partner_id, opaque.digest(plaintext), name.strip(), grants, roles,
-                              customers, now, expires_at)
-        with self._unit_of_work() as repos:
-            partner = _partner(repos, partner_id)
-            self._ensure_within_partner(partner, grants, roles)
-            repos.api_keys.add(record)
-        return record, plaintext
 
-    def revoke_api_key(self, key_id: str) -> ApiKeyRecord:
-        now = self._clock.now()
-        with self._unit_of_work() as repos:
+        def change(repos: Repositories, now: datetime):
+            _check_text(name, "name", required=False)
+            checked_grants, checked_roles = self._checked_grants(grants, roles)
+            customers = _checked_customers(customer_numbers)
+            if expires_at is not None and expires_at <= now:
+                raise InvalidRequest("expires_at must be in the future", field="expires_at")
+            record = ApiKeyRecord(new_id("key"), partner_id, opaque.digest(plaintext), name.strip(), checked_grants,
+                                  checked_roles, customers, now, expires_at)
+            partner = _partner(repos, partner_id)
+            self._ensure_within_partner(partner, checked_grants, checked_roles)
+            repos.api_keys.add(record)
+            return (record, plaintext), record.id, {
+                "partner_id": partner_id, "name": record.name, "grants": list(record.grants),
+                "roles": list(record.roles), "customer_numbers": list(record.customer_numbers),
+                "expires_at": _iso(record.expires_at)}
+
+        return self._change(caller, "api_key.issue", partner_id, change)
+
+    def revoke_api_key(self, key_id: str, *, caller: Caller = OPERATOR) -> ApiKeyRecord:
+        def change(repos: Repositories, now: datetime):
             key = repos.api_keys.get(key_id) if key_id else None
             if key is None:
                 raise NotFound(f"API key {key_id!r} does not exist", reason="key_not_found", field="key_id")
             if key.revoked_at is not None or not repos.api_keys.revoke(key_id, now):
                 raise PreconditionFailed(f"API key {key_id} is already revoked", reason="already_revoked")
-            return replace(key, revoked_at=now)
+            return replace(key, revoked_at=now), key.id, {"partner_id": key.partner_id, "name": key.name}
 
-    def list_api_keys(self, partner_id: str) -> list[ApiKeyRecord]:
+        return self._change(caller, "api_key.revoke", key_id, change)
+
+    def list_api_keys(self, partner_id: str, *, caller: Caller = OPERATOR) -> list[ApiKeyRecord]:
+        self._require_admin(caller, "api_key.list", partner_id)
         with self._unit_of_work(read_only=True) as repos:
             _partner(repos, partner_id)
             return list(repos.api_keys.list_for_partner(partner_id))
 
     # -- issuers and tokens ----------------------------------------------------------------------
 
-    def register_issuer(self, record: IssuerRecord) -> IssuerRecord:
-        """Raises Conflict(reason="issuer_exists") when the iss is already registered."""
-        _check_issuer(record)
-        with self._unit_of_work() as repos:
+    def register_issuer(self, record: IssuerRecord, *, caller: Caller = OPERATOR) -> IssuerRecord:
+        """Registers an issuer whose keys are already checked and sealed (the command line).
+        Raises Conflict(reason="issuer_exists") when the iss is already registered."""
+        def change(repos: Repositories, now: datetime):
+            _check_issuer(record)
             repos.issuers.add(record)
-        return record
+            return record, record.id, _issuer_details(record)
 
-    def rotate_issuer_keys(self, issuer_id_or_iss: str, jwks: dict[str, Any]) -> IssuerRecord:
-        _check_jwks(jwks)
-        with self._unit_of_work() as repos:
+        return self._change(caller, "issuer.register", record.issuer, change)
+
+    def register_new_issuer(self, new: NewIssuer, *, caller: Caller = OPERATOR) -> IssuerRecord:
+        """Registers an issuer from raw key material: the JWKS is validated (public keys only),
+        the HMAC secret sealed. Raises Conflict(reason="issuer_exists") when the iss is taken."""
+        def change(repos: Repositories, now: datetime):
+            record = IssuerRecord(
+                id=new_id("iss"), issuer=new.issuer, audience=new.audience,
+                algorithms=tuple(dict.fromkeys(a.strip() for a in new.algorithms)), jwks=None,
+                hmac_secret_sealed=None, require_at_jwt_typ=new.require_at_jwt_typ,
+                customer_claim=new.customer_claim or DEFAULT_CUSTOMER_CLAIM, created_at=now)
+            if (new.jwks is None) == (new.hmac_secret is None):
+                raise InvalidRequest("exactly one of jwks and hmac_secret is required", field="jwks")
+            if new.hmac_secret is not None:
+                record = replace(record, hmac_secret_sealed=self._sealed(new.hmac_secret, record.algorithms))
+            else:
+                record = replace(record, jwks=self._checked_jwks(new.jwks))
+            _check_issuer(record)
+            repos.issuers.add(record)
+            return record, record.id, _issuer_details(record)
+
+        return self._change(caller, "issuer.register", new.issuer, change)
+
+    def rotate_issuer_keys(self, issuer_id_or_iss: str, jwks: dict[str, Any] | str, *,
+                           caller: Caller = OPERATOR) -> IssuerRecord:
+        def change(repos: Repositories, now: datetime):
+            checked = self._checked_jwks(jwks)
             issuer = _issuer(repos, issuer_id_or_iss)
             if issuer.hmac_secret_sealed is not None:
                 raise PreconditionFailed(f"issuer {issuer.issuer} uses an HMAC secret, not a JWKS",
                                          reason="hmac_issuer")
-            repos.issuers.replace_keys(issuer.id, jwks)
-            return replace(issuer, jwks=jwks)
+            repos.issuers.replace_keys(issuer.id, checked)
+            return replace(issuer, jwks=checked), issuer.id, {
+                "issuer": issuer.issuer, "kids": _kids(checked), "previous_kids": _kids(issuer.jwks)}
 
-    def list_issuers(self) -> list[IssuerRecord]:
+        return self._change(caller, "issuer.rotate_keys", issuer_id_or_iss, change)
+
+    def list_issuers(self, *, caller: Caller = OPERATOR) -> list[IssuerRecord]:
+        self._require_admin(caller, "issuer.list", "")
         with self._unit_of_work(read_only=True) as repos:
             return list(repos.issuers.list())
 
-    def revoke_token(self, issuer: str, jti: str, expires_at: datetime | None = None) -> IssuerRecord:
+    def revoke_token(self, issuer: str, jti: str, expires_at: datetime | None = None, *,
+                     caller: Caller = OPERATOR) -> IssuerRecord:
         """Revokes one JWT by its jti (idempotent). `issuer` is the issuer id or its iss string."""
-        _check_text(jti, "jti", required=True)
-        with self._unit_of_work() as repos:
+        def change(repos: Repositories, now: datetime):
+            _check_text(jti, "jti", required=True)
             record = _issuer(repos, issuer)
-            repos.revoked_tokens.revoke(record.id, jti, self._clock.now(), expires_at)
-            return record
+            repos.revoked_tokens.revoke(record.id, jti, now, expires_at)
+            return record, f"{record.id}:{jti}", {"issuer": record.issuer, "jti": jti,
+                                                  "expires_at": _iso(expires_at)}
+
+        return self._change(caller, "token.revoke", f"{issuer}:{jti}", change)
+
+    # -- the audit trail -------------------------------------------------------------------------
+
+    def list_audit_events(self, query: AuditQuery = AuditQuery(), page_size: int = 0, page_token: str = "", *,
+                          caller: Caller = OPERATOR) -> tuple[list[AdminAuditRecord], str]:
+        """A page of audit records, oldest first, and the next page's token ("" on the last page)."""
+        self._require_admin(caller, "audit.list", "")
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidRequest(f"page_size must be between 0 and {MAX_PAGE_SIZE}", field="page_size")
+        if query.since is not None and query.until is not None and query.until <= query.since:
+            raise InvalidRequest("the end of the time range must be after its start", field="end_time")
+        with self._unit_of_work(read_only=True) as repos:
+            return repos.audit.list(actor=query.actor or None, action=query.action or None, since=query.since,
+                                    until=query.until, page_size=page_size or DEFAULT_PAGE_SIZE,
+                                    page_token=page_token)
 
     # -- shared steps ----------------------------------------------------------------------------
+
+    def _change(self, caller: Caller, action: str, target: str, change: Change[Result]) -> Result:
+        """Runs `change` in one unit of work that also appends its audit record (both commit or
+        neither). Any domain error, including "admin_only", is audited on its own and re-raised."""
+        try:
+            _require_admin(caller)
+            now = self._clock.now()
+            with self._unit_of_work() as repos:
+                result, audited_target, details = change(repos, now)
+                repos.audit.append(_record(caller, action, audited_target, now, OUTCOME_OK, details))
+            return result
+        except DomainError as error:
+            self._record_refusal(caller, action, target, error)
+            raise
+
+    def _require_admin(self, caller: Caller, action: str, target: str) -> None:
+        try:
+            _require_admin(caller)
+        except NotPermitted as error:
+            self._record_refusal(caller, action, target, error)
+            raise
+
+    def _record_refusal(self, caller: Caller, action: str, target: str, error: DomainError) -> None:
+        """Audits a refused call in its own transaction. When even that fails (the store is down),
+        the refusal is logged instead and the caller still gets the original error."""
+        if isinstance(error, StoreUnavailable):
+            log.warning("admin action %s by %s not audited: the store is unavailable", action, audit_actor(caller))
+            return
+        details: dict[str, Any] = {"message": error.message}
+        if error.field:
+            details["field"] = error.field
+        try:
+            with self._unit_of_work(changes_facts=False) as repos:
+                repos.audit.append(_record(caller, action, target, self._clock.now(), error.reason, details))
+        except DomainError as failure:
+            log.warning("admin action %s by %s (refused: %s) not audited: %s", action, audit_actor(caller),
+                        error.reason, failure.reason)
+
+    def _checked_jwks(self, jwks: Any) -> dict[str, Any]:
+        if self._validate_jwks is None:
+            if isinstance(jwks, str):
+                raise InvalidRequest("a JWKS as text cannot be checked here", field="jwks")
+            _check_jwks(jwks)
+            return jwks
+        try:
+            return self._validate_jwks(jwks)
+        except (ValueError, TypeError) as error:
+            raise InvalidRequest(f"invalid JWKS: {error}", field="jwks") from None
+
+    def _sealed(self, secret: bytes, algorithms: tuple[str, ...]) -> str:
+        if self._seal is None:
+            raise InvalidRequest("HMAC secrets cannot be sealed here", field="hmac_secret")
+        needed = max((HMAC_KEY_BYTES.get(a, 0) for a in algorithms), default=0)
+        if len(secret) < needed:
+            raise InvalidRequest(f"the HMAC secret has {len(secret)} bytes; {', '.join(algorithms)} needs at least "
+                                 f"{needed} (RFC 7518 section 3.2)", field="hmac_secret")
+        try:
+            return self._seal(secret)
+        except ValueError:
+            raise InvalidRequest("the HMAC secret cannot be sealed", field="hmac_secret") from None
 
     def _checked_grants(self, grants: Iterable[str], roles: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         grants = tuple(dict.fromkeys(g.strip() for g in grants))
@@ -237,3 +441,72 @@ def _check_jwks(jwks: Any) -> None:
     keys = jwks.get("keys") if isinstance(jwks, dict) else None
     if not isinstance(keys, list) or not keys or not all(isinstance(k, dict) for k in keys):
         raise InvalidRequest("the JWKS must be an object with a non-empty list of keys", field="jwks")
+
+
+# -- authorization and audit records -------------------------------------------------------------
+
+
+def _require_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise NotPermitted("only an admin credential may administer Tollgate", reason="admin_only")
+
+
+def audit_actor(caller: Caller) -> str:
+    """"operator" (the command line), "admin:<partner id>", or for a refused non-admin the name
+    relation events give it ("partner:<id>", "platform:<id>")."""
+    if caller is OPERATOR:
+        return "operator"
+    if caller.is_admin:
+        return f"admin:{caller.partner_id}"
+    return caller.actor
+
+
+def _record(caller: Caller, action: str, target: str, at: datetime, outcome: str,
+            details: dict[str, Any]) -> AdminAuditRecord:
+    details = dict(details)
+    if caller is not OPERATOR:
+        details["credential_id"] = caller.principal.credential_id
+    return AdminAuditRecord(actor=_scrubbed(audit_actor(caller)), action=action, target=_scrubbed(target), at=at,
+                            outcome=_scrubbed(outcome), details=_scrubbed_json(details))
+
+
+# What a pasted secret looks like: an opaque Tollgate secret, or a JWT (three base64url parts).
+_SECRET_LOOKALIKES = re.compile(
+    rf"(?:{re.escape(opaque.API_KEY_PREFIX)}|{re.escape(opaque.CONNECT_TOKEN_PREFIX)})[A-Za-z0-9]*"
+    r"|eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?")
+
+
+def _scrubbed(text: str) -> str:
+    """Audit text: secret look-alikes redacted (e.g. a key pasted as a key id), non-printable
+    characters replaced (the store refuses some), and at most MAX_AUDIT_TEXT characters."""
+    text = _SECRET_LOOKALIKES.sub("[redacted]", text)
+    text = "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else "?" for c in text[:MAX_AUDIT_TEXT])
+    return text
+
+
+def _scrubbed_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _scrubbed(value)
+    if isinstance(value, dict):
+        return {_scrubbed(str(k)): _scrubbed_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed_json(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return _scrubbed(str(value))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _kids(jwks: dict[str, Any] | None) -> list[str]:
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    return [str(k.get("kid", "")) for k in keys if isinstance(k, dict)] if isinstance(keys, list) else []
+
+
+def _issuer_details(record: IssuerRecord) -> dict[str, Any]:
+    """What an issuer registration records: never the (sealed) secret, only public key ids."""
+    return {"issuer": record.issuer, "audience": record.audience, "algorithms": list(record.algorithms),
+            "key_source": "hmac_secret" if record.hmac_secret_sealed else "jwks", "kids": _kids(record.jwks),
+            "require_at_jwt_typ": record.require_at_jwt_typ, "customer_claim": record.customer_claim}

@@ -16,12 +16,17 @@ from ..domain.scopes import AccessLevel, Permission
 # The grant that makes a credential a platform credential ("relations:admin" or "relations:write"):
 # it may act on users' and org admins' behalf and on every partner's relations.
 PLATFORM_PERMISSION = Permission("relations", AccessLevel.WRITE)
+# The grant that makes a credential an admin credential (tollgate.v1.Admin). No policy scope is
+# named "admin": the `admin` grant (every scope at write) is what holds it.
+ADMIN_PERMISSION = Permission("admin", AccessLevel.WRITE)
 
 
 @dataclass(frozen=True)
 class Caller:
     principal: Principal
     is_platform: bool
+    # May call tollgate.v1.Admin (holds ADMIN_PERMISSION).
+    is_admin: bool = False
 
     @property
     def partner_id(self) -> str:
@@ -36,8 +41,9 @@ class Caller:
         return f"{role}:{self.principal.partner_id}"
 
 
-# The local operator using the command line: platform rights, named "operator" in events.
-OPERATOR = Caller(Principal(partner_id="", credential_id="cli", kind=CredentialKind.API_KEY), is_platform=True)
+# The local operator using the command line: platform and admin rights, named "operator" in events.
+OPERATOR = Caller(Principal(partner_id="", credential_id="cli", kind=CredentialKind.API_KEY), is_platform=True,
+                  is_admin=True)
 
 
 class CallerAuthenticator:
@@ -60,4 +66,4 @@ class CallerAuthenticator:
         except CredentialRejected as rejected:
             raise Unauthenticated(rejected.message, reason=rejected.reason) from None
         grants = effective_grants(self._policy(), credential)
-        return Caller(credential.principal, grants.allows(PLATFORM_PERMISSION))
+        return Caller(credential.principal, grants.allows(PLATFORM_PERMISSION), grants.allows(ADMIN_PERMISSION))

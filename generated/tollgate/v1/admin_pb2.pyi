@@ -1,0 +1,315 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PartnerStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PARTNER_STATUS_UNSPECIFIED: _ClassVar[PartnerStatus]
+    PARTNER_STATUS_ACTIVE: _ClassVar[PartnerStatus]
+    PARTNER_STATUS_SUSPENDED: _ClassVar[PartnerStatus]
+
+class IssuerKeySource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ISSUER_KEY_SOURCE_UNSPECIFIED: _ClassVar[IssuerKeySource]
+    ISSUER_KEY_SOURCE_JWKS: _ClassVar[IssuerKeySource]
+    ISSUER_KEY_SOURCE_HMAC_SECRET: _ClassVar[IssuerKeySource]
+PARTNER_STATUS_UNSPECIFIED: PartnerStatus
+PARTNER_STATUS_ACTIVE: PartnerStatus
+PARTNER_STATUS_SUSPENDED: PartnerStatus
+ISSUER_KEY_SOURCE_UNSPECIFIED: IssuerKeySource
+ISSUER_KEY_SOURCE_JWKS: IssuerKeySource
+ISSUER_KEY_SOURCE_HMAC_SECRET: IssuerKeySource
+
+class Partner(_message.Message):
+    __slots__ = ("id", "name", "status", "grants", "roles", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    status: PartnerStatus
+    grants: _containers.RepeatedScalarFieldContainer[str]
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[PartnerStatus, str]] = ..., grants: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ApiKey(_message.Message):
+    __slots__ = ("id", "partner_id", "name", "grants", "roles", "customer_numbers", "create_time", "expire_time", "revoke_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    partner_id: str
+    name: str
+    grants: _containers.RepeatedScalarFieldContainer[str]
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    customer_numbers: _containers.RepeatedScalarFieldContainer[str]
+    create_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    revoke_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., partner_id: _Optional[str] = ..., name: _Optional[str] = ..., grants: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[str]] = ..., customer_numbers: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Issuer(_message.Message):
+    __slots__ = ("id", "issuer", "audience", "algorithms", "key_source", "jwks", "require_at_jwt_typ", "customer_claim", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHMS_FIELD_NUMBER: _ClassVar[int]
+    KEY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    JWKS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_AT_JWT_TYP_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_CLAIM_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    issuer: str
+    audience: str
+    algorithms: _containers.RepeatedScalarFieldContainer[str]
+    key_source: IssuerKeySource
+    jwks: str
+    require_at_jwt_typ: bool
+    customer_claim: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., issuer: _Optional[str] = ..., audience: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., key_source: _Optional[_Union[IssuerKeySource, str]] = ..., jwks: _Optional[str] = ..., require_at_jwt_typ: _Optional[bool] = ..., customer_claim: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("id", "actor", "action", "target", "time", "outcome", "details")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    actor: str
+    action: str
+    target: str
+    time: _timestamp_pb2.Timestamp
+    outcome: str
+    details: str
+    def __init__(self, id: _Optional[int] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[str] = ..., details: _Optional[str] = ...) -> None: ...
+
+class CreatePartnerRequest(_message.Message):
+    __slots__ = ("partner_id", "name", "grants", "roles")
+    PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    partner_id: str
+    name: str
+    grants: _containers.RepeatedScalarFieldContainer[str]
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, partner_id: _Optional[str] = ..., name: _Optional[str] = ..., grants: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreatePartnerResponse(_message.Message):
+    __slots__ = ("partner",)
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    partner: Partner
+    def __init__(self, partner: _Optional[_Union[Partner, _Mapping]] = ...) -> None: ...
+
+class GetPartnerRequest(_message.Message):
+    __slots__ = ("partner_id",)
+    PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    partner_id: str
+    def __init__(self, partner_id: _Optional[str] = ...) -> None: ...
+
+class GetPartnerResponse(_message.Message):
+    __slots__ = ("partner",)
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    partner: Partner
+    def __init__(self, partner: _Optional[_Union[Partner, _Mapping]] = ...) -> None: ...
+
+class ListPartnersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPartnersResponse(_message.Message):
+    __slots__ = ("partners",)
+    PARTNERS_FIELD_NUMBER: _ClassVar[int]
+    partners: _containers.RepeatedCompositeFieldContainer[Partner]
+    def __init__(self, partners: _Optional[_Iterable[_Union[Partner, _Mapping]]] = ...) -> None: ...
+
+class SetPartnerStatusRequest(_message.Message):
+    __slots__ = ("partner_id", "status")
+    PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    partner_id: str
+    status: PartnerStatus
+    def __init__(self, partner_id: _Optional[str] = ..., status: _Optional[_Union[PartnerStatus, str]] = ...) -> None: ...
+
+class SetPartnerStatusResponse(_message.Message):
+    __slots__ = ("partner",)
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    partner: Partner
+    def __init__(self, partner: _Optional[_Union[Partner, _Mapping]] = ...) -> None: ...
+
+class SetPartnerGrantsRequest(_message.Message):
+    __slots__ = ("partner_id", "grants", "roles")
+    PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    partner_id: str
+    grants: _containers.RepeatedScalarFieldContainer[str]
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, partner_id: _Optional[str] = ..., grants: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetPartnerGrantsResponse(_message.Message):
+    __slots__ = ("partner",)
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    partner: Partner
+    def __init__(self, partner: _Optional[_Union[Partner, _Mapping]] = ...) -> None: ...
+
+class IssueApiKeyRequest(_message.Message):
+    __slots__ = ("partner_id", "name", "grants", "roles", "customer_numbers", "expire_time")
+    PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    partner_id: str
+    name: str
+    grants: _containers.RepeatedScalarFieldContainer[str]
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    customer_numbers: _containers.RepeatedScalarFieldContainer[str]
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, partner_id: _Optional[str] = ..., name: _Optional[str] = ..., grants: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[str]] = ..., customer_numbers: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class IssueApiKeyResponse(_message.Message):
+    __slots__ = ("api_key", "key")
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    api_key: ApiKey
+    key: str
+    def __init__(self, api_key: _Optional[_Union[ApiKey, _Mapping]] = ..., key: _Optional[str] = ...) -> None: ...
+
+class RevokeApiKeyRequest(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
+class RevokeApiKeyResponse(_message.Message):
+    __slots__ = ("api_key",)
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    api_key: ApiKey
+    def __init__(self, api_key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
+
+class ListApiKeysRequest(_message.Message):
+    __slots__ = ("partner_id",)
+    PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    partner_id: str
+    def __init__(self, partner_id: _Optional[str] = ...) -> None: ...
+
+class ListApiKeysResponse(_message.Message):
+    __slots__ = ("api_keys",)
+    API_KEYS_FIELD_NUMBER: _ClassVar[int]
+    api_keys: _containers.RepeatedCompositeFieldContainer[ApiKey]
+    def __init__(self, api_keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ...) -> None: ...
+
+class RegisterIssuerRequest(_message.Message):
+    __slots__ = ("issuer", "audience", "algorithms", "jwks", "hmac_secret", "allow_any_typ", "customer_claim")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHMS_FIELD_NUMBER: _ClassVar[int]
+    JWKS_FIELD_NUMBER: _ClassVar[int]
+    HMAC_SECRET_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_ANY_TYP_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_CLAIM_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    audience: str
+    algorithms: _containers.RepeatedScalarFieldContainer[str]
+    jwks: str
+    hmac_secret: bytes
+    allow_any_typ: bool
+    customer_claim: str
+    def __init__(self, issuer: _Optional[str] = ..., audience: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., jwks: _Optional[str] = ..., hmac_secret: _Optional[bytes] = ..., allow_any_typ: _Optional[bool] = ..., customer_claim: _Optional[str] = ...) -> None: ...
+
+class RegisterIssuerResponse(_message.Message):
+    __slots__ = ("issuer",)
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    issuer: Issuer
+    def __init__(self, issuer: _Optional[_Union[Issuer, _Mapping]] = ...) -> None: ...
+
+class RotateIssuerKeysRequest(_message.Message):
+    __slots__ = ("issuer", "jwks")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    JWKS_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    jwks: str
+    def __init__(self, issuer: _Optional[str] = ..., jwks: _Optional[str] = ...) -> None: ...
+
+class RotateIssuerKeysResponse(_message.Message):
+    __slots__ = ("issuer",)
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    issuer: Issuer
+    def __init__(self, issuer: _Optional[_Union[Issuer, _Mapping]] = ...) -> None: ...
+
+class ListIssuersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListIssuersResponse(_message.Message):
+    __slots__ = ("issuers",)
+    ISSUERS_FIELD_NUMBER: _ClassVar[int]
+    issuers: _containers.RepeatedCompositeFieldContainer[Issuer]
+    def __init__(self, issuers: _Optional[_Iterable[_Union[Issuer, _Mapping]]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("issuer", "jti", "expire_time")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    JTI_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    jti: str
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, issuer: _Optional[str] = ..., jti: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ("issuer_id", "jti")
+    ISSUER_ID_FIELD_NUMBER: _ClassVar[int]
+    JTI_FIELD_NUMBER: _ClassVar[int]
+    issuer_id: str
+    jti: str
+    def __init__(self, issuer_id: _Optional[str] = ..., jti: _Optional[str] = ...) -> None: ...
+
+class ListAuditEventsRequest(_message.Message):
+    __slots__ = ("actor", "action", "start_time", "end_time", "page_size", "page_token")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    actor: str
+    action: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, actor: _Optional[str] = ..., action: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAuditEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
