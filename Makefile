@@ -19,7 +19,7 @@ CLIENTS_DIR    ?= build/clients
 # Languages protoc generates message code for without plugins (ruby also gets .rbs, python .pyi).
 PROTOC_LANGS   := cpp csharp java kotlin objc php ruby rust
 
-.PHONY: install serve test proto clean lint-proto clients
+.PHONY: install serve test proto clean lint-proto clients bench
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ serve: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Load benchmark against a same-stack floor; not part of `make test`. Writes bench/results.md.
+# BENCH_ARGS: --quick (2-minute smoke), --store sqlite|postgres|both, --seconds N, --small.
+bench: $(STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 proto: $(STAMP)
 	$(PY) -m service.protogen generated

@@ -1,0 +1,1 @@
+"""Load benchmark of Tollgate's Check against a same-stack gRPC floor: `make bench` (see README.md)."""

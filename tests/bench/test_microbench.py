@@ -1,0 +1,198 @@
+"""Microbenchmarks of one Check's steps, on a cache hit and on a miss (pytest-benchmark).
+
+Not part of `make test` (see conftest.py): run them with
+
+    TOLLGATE_BENCH=1 .venv/bin/python -m pytest tests/bench
+
+The store is a small migrated SQLite file seeded through the repositories. "hit": the fact cache
+(`FactCache.reader`) already holds every record the step reads; "miss": the cache is cleared before
+each round, so the step reads the store (one read-only unit of work per record). The whole
+`CheckService.check` on a cache hit is what the handler spends deciding, the gRPC stack aside
+(target: at most 30 µs).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+pytest.importorskip("pytest_benchmark")
+
+from service.domain import opaque  # noqa: E402
+from service.domain.credentials import PresentedCredential, PresentedKind  # noqa: E402
+from service.domain.decide import CheckInput, Resource, decide, effective_grants, plan_check  # noqa: E402
+from service.domain.model import (  # noqa: E402
+    ApiKeyRecord,
+    IssuerRecord,
+    PartnerRecord,
+    PartnerStatus,
+    RelationRecord,
+    RelationStatus,
+    SubjectType,
+)
+from service.domain.ports import SystemClock  # noqa: E402
+from service.policy_file import load_policy  # noqa: E402
+from service.store import create_store  # noqa: E402
+from service.tokens import TokenVerifier  # noqa: E402
+from service.usecases.check import CheckQuery, CheckService  # noqa: E402
+from service.usecases.fact_cache import FactCache  # noqa: E402
+from tests.support.keys import access_token_claims, generate_signing_key, jwks  # noqa: E402
+from tests.support.world import EXAMPLE_POLICY  # noqa: E402
+
+pytestmark = pytest.mark.bench
+
+AUDIENCE = "https://api.bench.test"
+PARTNER = "acme"
+USER = "u-1"
+ORGANIZATION = "o-1"
+ISSUERS = {"RS256": "https://rsa.bench.test", "ES256": "https://ec.bench.test"}
+MISS_ROUNDS = 300
+
+
+class Facts:
+    """The seeded store, the verifier, a warm fact cache and the credentials."""
+
+    def __init__(self, store, now: datetime) -> None:
+        self.store = store
+        self.policy = load_policy(EXAMPLE_POLICY)
+        self.verifier = TokenVerifier(key_encryption_key=None)
+        # A long max age: no refresh thread runs here, and a hit must stay a hit.
+        self.cache = FactCache(store.unit_of_work, 100_000, max_age_seconds=3600)
+        self.cache.refresh()
+        self.now = now
+        self.api_key = opaque.generate(opaque.API_KEY_PREFIX)
+        self.signers = {alg: generate_signing_key(alg, f"micro-{alg}") for alg in ISSUERS}
+        with store.unit_of_work() as repos:
+            repos.partners.add(PartnerRecord(PARTNER, "Acme", PartnerStatus.ACTIVE,
+                                             ("user:read", "organization:read", "court-booking:write"), (), now))
+            repos.api_keys.add(ApiKeyRecord("key_1", PARTNER, opaque.digest(self.api_key), "micro", (), (), (), now))
+            for alg, iss in ISSUERS.items():
+                repos.issuers.add(IssuerRecord(f"iss_{alg}", iss, AUDIENCE, (alg,), jwks(self.signers[alg]), None,
+                                               True, "customer_numbers", now))
+            repos.relations.insert_open(RelationRecord("rel_1", PARTNER, SubjectType.USER, USER,
+                                                       RelationStatus.ACTIVE, now, now))
+            repos.relations.insert_open(RelationRecord("rel_2", PARTNER, SubjectType.ORGANIZATION, ORGANIZATION,
+                                                       RelationStatus.ACTIVE, now, now))
+        self.tokens = {alg: self.signers[alg].sign(access_token_claims(
+            ISSUERS[alg], AUDIENCE, PARTNER, scope="user:read organization:read", lifetime=3600, now=now))
+            for alg in ISSUERS}
+        self.checks = CheckService(lambda: self.policy, store.unit_of_work, self.verifier, SystemClock(), self.cache)
+
+    def presented(self, kind: str) -> PresentedCredential:
+        if kind == "api_key":
+            return PresentedCredential(PresentedKind.API_KEY, self.api_key)
+        return PresentedCredential(PresentedKind.JWT, self.tokens[kind])
+
+
+@pytest.fixture(scope="module")
+def facts(tmp_path_factory):
+    store = create_store(f"sqlite:///{tmp_path_factory.mktemp('bench') / 'tollgate.db'}")
+    store.migrate()
+    yield Facts(store, datetime.now(timezone.utc))
+    store.dispose()
+
+
+def _hit(benchmark, facts: Facts, action):
+    facts.cache.clear()
+    action()  # fills the cache
+    return benchmark(action)
+
+
+def _miss(benchmark, facts: Facts, action):
+    return benchmark.pedantic(action, setup=facts.cache.clear, rounds=MISS_ROUNDS, warmup_rounds=5)
+
+
+# -- credential verification (TokenVerifier.verify on the cached reader) --------------------------
+
+@pytest.mark.parametrize("kind", ["api_key", "RS256", "ES256"])
+def test_verify_credential_hit(benchmark, facts, kind):
+    presented = facts.presented(kind)
+    credential = _hit(benchmark, facts, lambda: facts.verifier.verify(presented, facts.cache.reader, facts.now))
+    assert credential.principal.partner_id == PARTNER
+
+
+@pytest.mark.parametrize("kind", ["api_key", "RS256", "ES256"])
+def test_verify_credential_miss(benchmark, facts, kind):
+    presented = facts.presented(kind)
+    credential = _miss(benchmark, facts, lambda: facts.verifier.verify(presented, facts.cache.reader, facts.now))
+    assert credential.principal.partner_id == PARTNER
+
+
+@pytest.mark.parametrize("kind", ["api_key", "RS256"])
+def test_cached_credential_hit(benchmark, facts, kind):
+    """FactCache.credential: the verified credential by its token's digest, as Check uses it (a
+    JWT's signature is then not verified again)."""
+    presented = facts.presented(kind)
+
+    def verify():
+        return facts.verifier.verify(presented, facts.cache.reader, facts.now)
+
+    credential = _hit(benchmark, facts, lambda: facts.cache.credential(presented.value, facts.now, verify))
+    assert credential.principal.partner_id == PARTNER
+
+
+# -- the pure decision -------------------------------------------------------------------------
+
+def test_decide(benchmark, facts):
+    credential = facts.verifier.verify(facts.presented("RS256"), facts.cache.reader, facts.now)
+    plan = plan_check(facts.policy, "getUser", [], Resource(user_id=USER))
+    check_input = CheckInput(plan, credential, effective_grants(facts.policy, credential),
+                             frozenset({SubjectType.USER}), facts.policy.scope_names)
+    decision = benchmark(decide, check_input)
+    assert decision.allowed
+
+
+def test_plan_check(benchmark, facts):
+    """What Check computes before decide(): the plan of the operation from the policy."""
+    plan = benchmark(plan_check, facts.policy, "getUser", [], Resource(user_id=USER))
+    assert plan.known
+
+
+def test_effective_grants(benchmark, facts):
+    """... and the credential's effective grants (its partner's, narrowed by the token's scope)."""
+    credential = facts.verifier.verify(facts.presented("RS256"), facts.cache.reader, facts.now)
+    grants = benchmark(effective_grants, facts.policy, credential)
+    assert grants
+
+
+# -- relation lookup ---------------------------------------------------------------------------
+
+def test_relation_lookup_hit(benchmark, facts):
+    active = _hit(benchmark, facts, lambda: facts.cache.reader.is_active(PARTNER, SubjectType.USER, USER, facts.now))
+    assert active
+
+
+def test_relation_lookup_miss(benchmark, facts):
+    active = _miss(benchmark, facts,
+                   lambda: facts.cache.reader.is_active(PARTNER, SubjectType.USER, USER, facts.now))
+    assert active
+
+
+# -- the whole use case ------------------------------------------------------------------------
+
+QUERIES = {
+    "api_key-createCourtBooking": lambda f: CheckQuery(api_key=f.api_key, operation="createCourtBooking"),
+    "RS256-getUser": lambda f: CheckQuery(authorization=f"Bearer {f.tokens['RS256']}", operation="getUser",
+                                          resource=Resource(user_id=USER)),
+    "ES256-getOrganization": lambda f: CheckQuery(authorization=f"Bearer {f.tokens['ES256']}",
+                                                  operation="getOrganization",
+                                                  resource=Resource(organization_id=ORGANIZATION)),
+}
+
+
+@pytest.mark.parametrize("name", list(QUERIES))
+def test_check_hit(benchmark, facts, name):
+    """CheckService.check with every fact cached: the handler's decision cost (target ≤ 30 µs)."""
+    query = QUERIES[name](facts)
+    decision = _hit(benchmark, facts, lambda: facts.checks.check(query))
+    assert decision.allowed
+
+
+@pytest.mark.parametrize("name", list(QUERIES))
+def test_check_miss(benchmark, facts, name):
+    """CheckService.check with an empty cache: verification and every fact read from the store."""
+    query = QUERIES[name](facts)
+    decision = _miss(benchmark, facts, lambda: facts.checks.check(query))
+    assert decision.allowed
+
