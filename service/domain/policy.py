@@ -7,7 +7,7 @@ service/policy_file.py. Every error names the key path that is wrong.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
@@ -16,6 +16,7 @@ from .model import SubjectType
 from .routes import RouteTable, parse_routes
 from .scopes import ADMIN_GRANT, ALL_SCOPES_WRITE, LEVEL_WORDS, GrantSet, Permission
 
+MAX_PARSED_GRANT_SETS = 10_000
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -39,6 +40,8 @@ class Policy:
     routes: RouteTable = RouteTable()
     # Sidecar behaviour: drop the credential headers before the request reaches the upstream.
     strip_credential_headers: bool = False
+    # Parsed grant sets by their inputs: Check parses the same few grant lists on every call.
+    _parsed: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def scope_names(self) -> frozenset[str]:
@@ -58,6 +61,16 @@ class Policy:
     def grants_from(self, grants: Iterable[str], roles: Iterable[str], *, strict: bool) -> GrantSet:
         """The union of grant strings and named roles. With strict=False (token scopes), strings
         that are not ours ("openid", "profile") are ignored; with strict=True they raise ValueError."""
+        key = (tuple(grants), tuple(roles), strict)
+        found = self._parsed.get(key)
+        if found is None:
+            found = self._grants_from(*key)
+            if len(self._parsed) >= MAX_PARSED_GRANT_SETS:
+                self._parsed.clear()
+            self._parsed[key] = found
+        return found
+
+    def _grants_from(self, grants: tuple[str, ...], roles: tuple[str, ...], strict: bool) -> GrantSet:
         result = GrantSet()
         for text in grants:
             if text.strip().lower() == ADMIN_GRANT:
