@@ -13,6 +13,7 @@ from .errors import CredentialRejected, InvalidRequest
 from .model import AuthenticatedCredential, SubjectType
 from .policy import Policy
 from .scopes import GrantSet, Permission
+from .text import excerpt
 
 MAX_PERMISSIONS = 32
 MAX_ID_LENGTH = 256
@@ -116,7 +117,7 @@ def decide(check: CheckInput) -> Decision:
     """Evaluates the steps in the documented order; the first failure decides."""
     plan, credential = check.plan, check.credential
     if not plan.known:
-        return deny(Reason.UNKNOWN_OPERATION, f"operation {plan.operation!r} is not defined" if plan.operation
+        return deny(Reason.UNKNOWN_OPERATION, f"operation {excerpt(plan.operation)} is not defined" if plan.operation
                     else "the check names neither an operation nor permissions")
     if plan.public:
         return ALLOW_PUBLIC

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 from .errors import PolicyError
 from .model import SubjectType
 from .routes import RouteTable, parse_routes
+from .text import excerpt
 from .scopes import ADMIN_GRANT, ALL_SCOPES_WRITE, LEVEL_WORDS, GrantSet, Permission
 
 MAX_PARSED_GRANT_SETS = 10_000
@@ -51,12 +52,12 @@ class Policy:
         """"user:read", OAuth "read:user", alias "read:bookings". ValueError when not understood."""
         left, sep, right = text.strip().partition(":")
         if not sep:
-            raise ValueError(f"{text!r} is not of the form scope:level or level:scope")
+            raise ValueError(f"{excerpt(text)} is not of the form scope:level or level:scope")
         if right.lower() in LEVEL_WORDS and left in self.scopes:
             return Permission(self.scopes[left], LEVEL_WORDS[right.lower()])
         if left.lower() in LEVEL_WORDS and right in self.scopes:
             return Permission(self.scopes[right], LEVEL_WORDS[left.lower()])
-        raise ValueError(f"{text!r} names no declared scope at a level (none, read, write)")
+        raise ValueError(f"{excerpt(text)} names no declared scope at a level (none, read, write)")
 
     def grants_from(self, grants: Iterable[str], roles: Iterable[str], *, strict: bool) -> GrantSet:
         """The union of grant strings and named roles. With strict=False (token scopes), strings

@@ -61,7 +61,7 @@ def revision_from_token(token: str) -> int:
     """"" -> 0 (no requirement); a token we issued -> its revision; anything else INVALID_ARGUMENT."""
     if not token:
         return 0
-    if not token.isdigit() or len(token) > 19:
+    if not (token.isascii() and token.isdigit()) or len(token) > 18:
         raise InvalidRequest("at_least_as_fresh is not a revision token from ManageRelation",
                              field="at_least_as_fresh")
     return int(token)
@@ -98,6 +98,9 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
+MAX_DURATION_SECONDS = 10 ** 12  # ~31,700 years: far past any limit, well inside timedelta
+
+
 def duration_or_none(message, field: str, path: str) -> timedelta | None:
     """A Duration field that was set, as a timedelta; unset -> None (presence matters here)."""
     if not message.HasField(field):
@@ -105,7 +108,9 @@ def duration_or_none(message, field: str, path: str) -> timedelta | None:
     value = getattr(message, field)
     if value.seconds < 0 or value.nanos < 0:
         raise InvalidRequest(f"{path} must be positive", field=path)
-    return value.ToTimedelta()
+    # Beyond what timedelta holds reads as the longest duration: the use case refuses it as too
+    # long, after its own checks of who may act (so the caller learns nothing sooner).
+    return value.ToTimedelta() if value.seconds < MAX_DURATION_SECONDS else timedelta.max
 
 
 def relation_to_proto(relation: RelationRecord) -> relations_pb2.Relation:

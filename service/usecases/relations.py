@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from ..domain import opaque
 from ..domain.errors import InvalidRequest, NotFound, NotPermitted, PreconditionFailed, Conflict
 from ..domain.ids import new_id
+from ..domain.text import excerpt
 from ..domain.model import (
     ConnectTokenRecord,
     RelationEventRecord,
@@ -58,7 +59,7 @@ class RelationService:
         now = self._clock.now()
         with self._unit_of_work() as repos:
             if repos.partners.get(partner_id) is None:
-                raise NotFound(f"partner {partner_id} does not exist", reason="partner_not_found",
+                raise NotFound(f"partner {excerpt(partner_id)} does not exist", reason="partner_not_found",
                                field="request_user_relation.partner_id")
             existing = self._open_relation(repos, partner_id, SubjectType.USER, user_id, now)
             if existing is not None:
