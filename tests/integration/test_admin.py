@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import grpc
@@ -376,3 +378,31 @@ def test_paging_is_stable_while_events_are_added(world, admin):
     rest = audit(admin)
     assert [e.target for e in first.events] == ["p-0", "p-1"] and first.next_page_token
     assert [e.target for e in rest] == ["p-0", "p-1", "p-2", "p-3", "p-4", "p-late"]
+
+
+def test_concurrent_key_issue_and_revoke_lose_no_write(world, admin):
+    """12 threads issue keys while 6 revoke the keys issued before them: every write lands, every
+    revoked key is refused by Check and every other one is allowed."""
+    before = [admin.IssueApiKey(pb.IssueApiKeyRequest(partner_id="acme", name=f"old-{i}")) for i in range(6)]
+    barrier = threading.Barrier(18, timeout=30)
+
+    def issue(index):
+        barrier.wait()
+        return admin.IssueApiKey(pb.IssueApiKeyRequest(partner_id="acme", name=f"new-{index}"))
+
+    def revoke(issued):
+        barrier.wait()
+        return admin.RevokeApiKey(pb.RevokeApiKeyRequest(key_id=issued.api_key.id))
+
+    with ThreadPoolExecutor(18) as pool:
+        issued = [pool.submit(issue, i) for i in range(12)]
+        revoked = [pool.submit(revoke, b) for b in before]
+        new_keys = [f.result(timeout=60) for f in issued]
+        for future in revoked:
+            future.result(timeout=60)
+    listed = {k.id: k for k in admin.ListApiKeys(pb.ListApiKeysRequest(partner_id="acme")).api_keys}
+    assert {k.api_key.id for k in before + new_keys} <= set(listed)
+    for old in before:
+        assert world.check("createCourtBooking", authorization=f"Bearer {old.key}").reason == "token_revoked"
+    for new in new_keys:
+        assert world.check("createCourtBooking", authorization=f"Bearer {new.key}").allowed
