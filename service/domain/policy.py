@@ -87,7 +87,7 @@ class Policy:
         for role in roles:
             if role not in self.roles:
                 if strict:
-                    raise ValueError(f"unknown role {role!r}")
+                    raise ValueError(f"unknown role {excerpt(role)}")
                 continue
             result = result.union(self.roles[role])
         return result

@@ -24,6 +24,7 @@ from ..domain import opaque
 from ..domain.errors import DomainError, InvalidRequest, NotFound, NotPermitted, PreconditionFailed, \
     StoreUnavailable
 from ..domain.ids import new_id
+from ..domain.text import excerpt
 from ..domain.model import AdminAuditRecord, ApiKeyRecord, IssuerRecord, PartnerRecord, PartnerStatus
 from ..domain.policy import Policy
 from ..domain.ports import Clock, Repositories, UnitOfWork
@@ -194,9 +195,9 @@ class AdminService:
         def change(repos: Repositories, now: datetime):
             key = repos.api_keys.get(key_id) if key_id else None
             if key is None:
-                raise NotFound(f"API key {key_id!r} does not exist", reason="key_not_found", field="key_id")
+                raise NotFound(f"API key {excerpt(key_id)} does not exist", reason="key_not_found", field="key_id")
             if key.revoked_at is not None or not repos.api_keys.revoke(key_id, now):
-                raise PreconditionFailed(f"API key {key_id} is already revoked", reason="already_revoked")
+                raise PreconditionFailed(f"API key {excerpt(key_id)} is already revoked", reason="already_revoked")
             return replace(key, revoked_at=now), key.id, {"partner_id": key.partner_id, "name": key.name}
 
         return self._change(caller, "api_key.revoke", key_id, change)
@@ -246,7 +247,7 @@ class AdminService:
             checked = self._checked_jwks(jwks)
             issuer = _issuer(repos, issuer_id_or_iss)
             if issuer.hmac_secret_sealed is not None:
-                raise PreconditionFailed(f"issuer {issuer.issuer} uses an HMAC secret, not a JWKS",
+                raise PreconditionFailed(f"issuer {excerpt(issuer.issuer)} uses an HMAC secret, not a JWKS",
                                          reason="hmac_issuer")
             repos.issuers.replace_keys(issuer.id, checked)
             return replace(issuer, jwks=checked), issuer.id, {
@@ -378,7 +379,7 @@ class AdminService:
 def _partner(repos: Repositories, partner_id: str) -> PartnerRecord:
     partner = repos.partners.get(partner_id) if partner_id else None
     if partner is None:
-        raise NotFound(f"partner {partner_id!r} does not exist", reason="partner_not_found", field="partner_id")
+        raise NotFound(f"partner {excerpt(partner_id)} does not exist", reason="partner_not_found", field="partner_id")
     return partner
 
 
@@ -387,14 +388,14 @@ def _issuer(repos: Repositories, issuer_id_or_iss: str) -> IssuerRecord:
     if issuer_id_or_iss:
         issuer = repos.issuers.get(issuer_id_or_iss) or repos.issuers.find_by_issuer(issuer_id_or_iss)
     if issuer is None:
-        raise NotFound(f"issuer {issuer_id_or_iss!r} is not registered", reason="issuer_not_found", field="issuer")
+        raise NotFound(f"issuer {excerpt(issuer_id_or_iss)} is not registered", reason="issuer_not_found", field="issuer")
     return issuer
 
 
 def _check_id(value: str, field: str) -> None:
     if not isinstance(value, str) or not ID_PATTERN.match(value):
         raise InvalidRequest(
-            f"{field} {value!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+            f"{field} {excerpt(value)} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
             field=field)
 
 
@@ -409,7 +410,7 @@ def _checked_customers(customer_numbers: Iterable[str]) -> tuple[str, ...]:
     customers = tuple(dict.fromkeys(c.strip() for c in customer_numbers))
     for customer in customers:
         if not customer or len(customer) > MAX_VALUE_LENGTH or not customer.isprintable() or " " in customer:
-            raise InvalidRequest(f"customer number {customer!r} is empty, too long or has spaces",
+            raise InvalidRequest(f"customer number {excerpt(customer)} is empty, too long or has spaces",
                                  field="customer_numbers")
     return customers
 
@@ -424,7 +425,7 @@ def _check_issuer(record: IssuerRecord) -> None:
         raise InvalidRequest("at least one algorithm is required", field="algorithms")
     for algorithm in record.algorithms:
         if algorithm not in ALLOWED_ALGORITHMS:
-            raise InvalidRequest(f"algorithm {algorithm!r} is not allowed; use one of "
+            raise InvalidRequest(f"algorithm {excerpt(algorithm)} is not allowed; use one of "
                                  f"{', '.join(sorted(ALLOWED_ALGORITHMS))}", field="algorithms")
     if algorithms & HMAC_ALGORITHMS and algorithms & ASYMMETRIC_ALGORITHMS:
         raise InvalidRequest("an issuer cannot mix HMAC and asymmetric algorithms", field="algorithms")

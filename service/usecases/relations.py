@@ -95,6 +95,8 @@ class RelationService:
     ) -> IssuedConnectToken:
         _require_platform(caller, "issue connect tokens")
         _require(organization_id, "issue_connect_token.organization_id")
+        if issued_by:
+            _require(issued_by, "issue_connect_token.issued_by")
         _check_ttl(ttl, "issue_connect_token.ttl", self._settings.max_connect_token_ttl)
         _check_ttl(relation_ttl, "issue_connect_token.relation_ttl")
         now = self._clock.now()
