@@ -220,12 +220,6 @@ def listening_sockets(port: int) -> int:
     return count
 
 
-def workers_supported() -> bool:
-    result = subprocess.run([sys.executable, "-m", "service", "serve", "--help"], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=60)
-    return "--workers" in result.stdout
-
-
 def _spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen, Path]:
     log_path = log_dir / f"{name}.log"
     with open(log_path, "w") as log:
@@ -349,7 +343,6 @@ class Bench:
         self.load = load
         self.log_dir = log_dir
         self.say = say
-        self.workers = workers_supported()
 
     def measure(self, result: StoreResult, server: Server, label: str, scenario: Scenario, mode: str, *,
                 prime: bool = False) -> Measurement:
@@ -391,15 +384,12 @@ class Bench:
                 result.rss.append(("1 worker", started, server.rss_kib()))
 
             workload = ["a"] if o.quick else ["a", "b"]
-            if self.workers:
-                self.say(f"[{backend}] Tollgate, 2 workers")
-                with tollgate(f"{backend}-2", url, self.log_dir, workers=2) as server:
-                    started = server.rss_kib()
-                    for key in workload:
-                        self.measure(result, server, "2 workers", scenarios[key], "sat", prime=True)
-                    result.rss.append(("2 workers", started, server.rss_kib()))
-            else:
-                result.notes.append("`serve --workers` does not exist in this tree: the 2-worker rows are n/a.")
+            self.say(f"[{backend}] Tollgate, 2 workers")
+            with tollgate(f"{backend}-2", url, self.log_dir, workers=2) as server:
+                started = server.rss_kib()
+                for key in workload:
+                    self.measure(result, server, "2 workers", scenarios[key], "sat", prime=True)
+                result.rss.append(("2 workers", started, server.rss_kib()))
 
             if not o.quick:
                 self.say(f"[{backend}] Tollgate, 1 worker, fact cache off")

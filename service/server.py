@@ -147,7 +147,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         pool_timeout=settings.db_pool_timeout_seconds, connect_timeout=settings.db_connect_timeout_seconds))
     _step("migrate the store", store.migrate)
     key_encryption_key = _step("load the key-encryption key", lambda: load_key_encryption_key(settings))
-    verifier = _step("load the key-encryption key", lambda: TokenVerifier(
+    verifier = _step("prepare token verification", lambda: TokenVerifier(
         key_encryption_key=key_encryption_key, leeway=settings.jwt_leeway))
     clock = clock or SystemClock()
     cache = FactCache(store.unit_of_work, settings.cache_max_entries,

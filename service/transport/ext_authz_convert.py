@@ -74,13 +74,12 @@ def check_query_from_ext_authz(request: external_auth_pb2.CheckRequest, routes: 
 
 
 def _extension_resource(extensions: Mapping[str, str], path: str, headers: Mapping[str, str]) -> dict[str, str]:
+    sources = {field: extensions[field].partition(".") for field in RESOURCE_FIELDS if field in extensions}
+    if not sources:  # the usual case: the route table says where the ids are
+        return {}
     query = parse_qs(path.partition("?")[2])
-    found = {}
-    for field in RESOURCE_FIELDS:
-        kind, _, name = extensions.get(field, "").partition(".")
-        if kind in ("query", "header") and name:
-            found[field] = ValueSource(kind, name).read({}, query, headers)
-    return found
+    return {field: ValueSource(kind, name).read({}, query, headers)
+            for field, (kind, _, name) in sources.items() if kind in ("query", "header") and name}
 
 
 def ext_authz_response(decision: Decision, *, realm: str, decision_id: str, operation: str,

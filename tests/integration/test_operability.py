@@ -13,11 +13,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2 as pb
 
 from tests.support.envoy import ext_authz_request, ext_authz_stub
+from tests.support.outage import DatabaseSwitch
 from tests.support.processes import free_port, start_server, stop_server
 from tests.support.world import EXAMPLE_POLICY, start_world, stop_world
 
@@ -79,22 +78,17 @@ def wait_for(predicate, seconds=15.0):
 @pytest.mark.postgres
 def test_health_follows_the_store(postgres_url, postgres_admin_url, tmp_path):
     world = start_world(postgres_url, tmp_path, health_check_seconds=0.2, db_connect_timeout_seconds=2)
-    name = make_url(postgres_url).database
-    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    database = DatabaseSwitch(postgres_admin_url, postgres_url)
     try:
         serving = health_pb2.HealthCheckResponse.SERVING
         assert health_status(world.channel) == serving
         assert health_status(world.channel, "tollgate.v1.Authorization") == serving
-        with admin.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
-            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                               {"n": name})
+        database.cut()
         assert wait_for(lambda: health_status(world.channel) == health_pb2.HealthCheckResponse.NOT_SERVING)
-        with admin.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        database.restore()
         assert wait_for(lambda: health_status(world.channel) == serving)
     finally:
-        admin.dispose()
+        database.close()
         stop_world(world)
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from sqlalchemy import JSON, MetaData, String, Table, Text, create_engine, inspect, select, text
+from sqlalchemy import JSON, MetaData, String, Table, Text, create_engine, inspect, select
 from sqlalchemy.engine import make_url
 from jwt.algorithms import RSAAlgorithm
 from tollgate.v1 import admin_pb2, admin_pb2_grpc
@@ -47,6 +47,7 @@ from service.domain.model import ApiKeyRecord, PartnerRecord, PartnerStatus
 from service.telemetry import JsonFormatter
 from tests.support import hostile
 from tests.support.envoy import ext_authz_request, ext_authz_stub
+from tests.support.outage import DatabaseSwitch
 from tests.support.keys import SigningKey, access_token_claims, generate_signing_key
 from tests.support.processes import free_port, start_server, stop_server
 from tests.support.world import AUDIENCE, EXAMPLE_POLICY, World, start_world, stop_world
@@ -331,14 +332,10 @@ def store_outage(world: World, channel: grpc.Channel, transcript: Transcript, da
                  admin_url: str) -> None:
     """PostgreSQL goes away under the server: calls with credentials fail closed (UNAVAILABLE /
     503) and their errors, and the warnings logged with the driver's exception, name no secret."""
-    name = make_url(database_url).database
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    database = DatabaseSwitch(admin_url, database_url)
     check_stub = authorization_pb2_grpc.AuthorizationStub(channel)
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
-            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                               {"n": name})
+        database.cut()
         time.sleep(1.1)  # past the cache's staleness bound
         for label, value in (("key", world.bearer("globex")), ("jwt", f"Bearer {world.jwt('ed', 'globex')}")):
             transcript.credential(f"outage {label}", value)
@@ -354,9 +351,8 @@ def store_outage(world: World, channel: grpc.Channel, transcript: Transcript, da
                                metadata=[("authorization", world.bearer("acme"))])
         assert code is grpc.StatusCode.UNAVAILABLE
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
-        admin.dispose()
+        database.restore()
+        database.close()
 
 
 # --- where to look ------------------------------------------------------------------------------

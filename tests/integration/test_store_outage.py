@@ -7,12 +7,11 @@ import time
 import grpc
 from google.rpc import code_pb2
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from tollgate.v1 import relations_pb2 as pb
 
 from tests.support.envoy import ext_authz_request, ext_authz_stub
 from tests.support.grpc_errors import expect_error
+from tests.support.outage import DatabaseSwitch
 from tests.support.world import start_world, stop_world
 
 
@@ -22,12 +21,8 @@ def test_check_fails_closed_when_the_database_goes_away(postgres_url, postgres_a
     try:
         assert world.check("getUser", authorization=world.bearer("acme"), user_id="u-active").allowed
         threads_before = threading.active_count()
-        name = make_url(postgres_url).database
-        admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:  # the store vanishes under the running server
-            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
-            connection.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name})
+        database = DatabaseSwitch(postgres_admin_url, postgres_url)
+        database.cut()  # the store vanishes under the running server
         time.sleep(0.6)  # past the cache's staleness bound (2 x 0.2 s): cached facts are no longer used
         for _ in range(3):
             error = expect_error(world.check, "getUser", authorization=world.bearer("acme"), user_id="u-active")
@@ -42,9 +37,8 @@ def test_check_fails_closed_when_the_database_goes_away(postgres_url, postgres_a
         assert error.code is grpc.StatusCode.UNAVAILABLE
         assert world.check("health").allowed, "public operations need no store"
 
-        with admin.connect() as connection:  # and comes back: service resumes without a restart
-            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
-        admin.dispose()
+        database.restore()  # and comes back: service resumes without a restart
+        database.close()
         assert world.check("getUser", authorization=world.bearer("acme"), user_id="u-active").allowed
         assert threading.active_count() <= threads_before + 2, "the outage leaked threads"
     finally:

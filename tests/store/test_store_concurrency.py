@@ -26,6 +26,7 @@ from service.domain.model import (
     SubjectType,
 )
 from service.store import create_store
+from tests.support.outage import DatabaseSwitch
 
 THREADS = 20
 NOW = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
@@ -136,21 +137,18 @@ def test_connections_killed_by_the_server_are_replaced(postgres_url, postgres_ad
 
 @pytest.mark.postgres
 def test_the_store_recovers_when_the_database_comes_back(postgres_url, postgres_admin_engine):
-    name = make_url(postgres_url).database
     store = create_store(postgres_url, connect_timeout=2)
     try:
         store.migrate()
-        with postgres_admin_engine.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
-        _terminate_backends(postgres_admin_engine, name)
+        database = DatabaseSwitch(postgres_admin_engine, postgres_url)
+        database.cut()
         for _ in range(2):
             with pytest.raises(StoreUnavailable):
                 with store.unit_of_work(read_only=True) as repos:
                     repos.partners.list()
             with pytest.raises(StoreUnavailable):
                 store.unit_of_work.ping()
-        with postgres_admin_engine.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        database.restore()
         store.unit_of_work.ping()
         with store.unit_of_work(read_only=True) as repos:
             assert repos.partners.list() == []
