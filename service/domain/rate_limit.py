@@ -1,4 +1,5 @@
-"""Token buckets: each partner may spend `rate` checks per second, with bursts up to `burst`."""
+"""Token buckets: each key (a partner, or a client address that keeps presenting bad credentials)
+may spend `rate` tokens per second, with bursts up to `burst`."""
 
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ class TokenBucket:
     def take(self, cost: float, now: float) -> float:
         """Spends `cost` tokens if there are enough: returns 0.0. Otherwise spends nothing and
         returns the seconds until there will be enough."""
+        wait = self.wait(cost, now)
+        if wait == 0.0:
+            self.tokens -= cost
+        return wait
+
+    def wait(self, cost: float, now: float) -> float:
+        """Seconds until `cost` tokens are there (0.0: they are now); spends nothing."""
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return 0.0
-        return (cost - self.tokens) / self.rate
+        return 0.0 if self.tokens >= cost else (cost - self.tokens) / self.rate
 
 
 class RateLimiter:
@@ -49,4 +54,16 @@ class RateLimiter:
             else:
                 self._buckets.move_to_end(key)
             wait = bucket.take(cost, now)
-        return 0 if wait == 0 else max(1, math.ceil(wait))
+        return _whole_seconds(wait)
+
+    def blocked_for(self, key: str, now: float) -> int:
+        """0 when `key` has a token left; else whole seconds until it has one. Spends nothing:
+        for keys that are charged only after the fact (a failed credential costs one token)."""
+        with self._lock:
+            bucket = self._buckets.get(key)
+            wait = bucket.wait(1, now) if bucket is not None else 0.0
+        return _whole_seconds(wait)
+
+
+def _whole_seconds(wait: float) -> int:
+    return 0 if wait == 0 else max(1, math.ceil(wait))

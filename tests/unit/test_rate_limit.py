@@ -35,3 +35,14 @@ def test_bounded_number_of_buckets():
 def test_invalid_settings(rate, burst):
     with pytest.raises(ValueError):
         RateLimiter(rate, burst)
+
+
+def test_blocked_for_spends_nothing_and_follows_charges():
+    limiter = RateLimiter(rate=1, burst=2)
+    assert limiter.blocked_for("10.0.0.1", 0.0) == 0  # unknown key: never blocked
+    limiter.retry_after("10.0.0.1", 1, 0.0)
+    assert limiter.blocked_for("10.0.0.1", 0.0) == 0
+    limiter.retry_after("10.0.0.1", 1, 0.0)
+    assert [limiter.blocked_for("10.0.0.1", 0.0) for _ in range(3)] == [1, 1, 1]  # looking costs nothing
+    assert limiter.blocked_for("10.0.0.1", 1.0) == 0
+    assert limiter.blocked_for("10.0.0.2", 0.0) == 0

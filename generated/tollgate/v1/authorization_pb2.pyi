@@ -44,20 +44,22 @@ class Resource(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
 
 class CheckRequest(_message.Message):
-    __slots__ = ("authorization", "api_key", "operation", "permissions", "resource", "at_least_as_fresh")
+    __slots__ = ("authorization", "api_key", "operation", "permissions", "resource", "at_least_as_fresh", "client_address")
     AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     AT_LEAST_AS_FRESH_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     authorization: str
     api_key: str
     operation: str
     permissions: _containers.RepeatedScalarFieldContainer[str]
     resource: Resource
     at_least_as_fresh: str
-    def __init__(self, authorization: _Optional[str] = ..., api_key: _Optional[str] = ..., operation: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ..., at_least_as_fresh: _Optional[str] = ...) -> None: ...
+    client_address: str
+    def __init__(self, authorization: _Optional[str] = ..., api_key: _Optional[str] = ..., operation: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ..., at_least_as_fresh: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
 
 class BatchCheckItem(_message.Message):
     __slots__ = ("operation", "permissions", "resource")
@@ -70,16 +72,18 @@ class BatchCheckItem(_message.Message):
     def __init__(self, operation: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
 
 class BatchCheckRequest(_message.Message):
-    __slots__ = ("authorization", "api_key", "items", "at_least_as_fresh")
+    __slots__ = ("authorization", "api_key", "items", "at_least_as_fresh", "client_address")
     AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     AT_LEAST_AS_FRESH_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     authorization: str
     api_key: str
     items: _containers.RepeatedCompositeFieldContainer[BatchCheckItem]
     at_least_as_fresh: str
-    def __init__(self, authorization: _Optional[str] = ..., api_key: _Optional[str] = ..., items: _Optional[_Iterable[_Union[BatchCheckItem, _Mapping]]] = ..., at_least_as_fresh: _Optional[str] = ...) -> None: ...
+    client_address: str
+    def __init__(self, authorization: _Optional[str] = ..., api_key: _Optional[str] = ..., items: _Optional[_Iterable[_Union[BatchCheckItem, _Mapping]]] = ..., at_least_as_fresh: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
 
 class BatchCheckResponse(_message.Message):
     __slots__ = ("results",)
