@@ -98,11 +98,7 @@ class Measurement:
 
     def percentile(self, q: float) -> float:
         """Nearest-rank percentile of the measured latencies, in seconds (nan when none)."""
-        if not self.latencies:
-            return float("nan")
-        ordered = self.latencies
-        rank = max(1, min(len(ordered), int(round(q / 100.0 * len(ordered) + 0.5))))
-        return ordered[rank - 1]
+        return nearest_rank(self.latencies, q) if self.latencies else float("nan")
 
     @property
     def p50(self) -> float:
@@ -132,6 +128,12 @@ class Measurement:
                 continue
             found.append(f"{count} unexpected {outcome}")
         return found
+
+
+def nearest_rank(ordered: list, q: float):
+    """The nearest-rank q-th percentile of a sorted, non-empty list."""
+    rank = max(1, min(len(ordered), int(round(q / 100.0 * len(ordered) + 0.5))))
+    return ordered[rank - 1]
 
 
 # -- the parent side ----------------------------------------------------------------------------
@@ -264,28 +266,38 @@ def _client(index: int, tasks, results) -> None:
                 channel.close()
 
 
+def build_message(api: str, request: Request):
+    """The protobuf request of `request`: a tollgate.v1 CheckRequest ("native") or an Envoy
+    ext_authz CheckRequest ("ext_authz")."""
+    if api == "native":
+        from tollgate.v1 import authorization_pb2
+
+        return authorization_pb2.CheckRequest(
+            authorization=request.authorization, api_key=request.api_key, operation=request.operation,
+            resource=authorization_pb2.Resource(user_id=request.user_id, organization_id=request.organization_id))
+    from tests.support.envoy import ext_authz_request
+
+    headers = {}
+    if request.authorization:
+        headers["authorization"] = request.authorization
+    if request.api_key:
+        headers["x-api-key"] = request.api_key
+    return ext_authz_request(request.http_method, request.path, headers)
+
+
+def outcome_of(api: str, response, request: Request) -> str:
+    """The classified outcome of one response to `request` (allow, deny:<reason>, wrong_partner)."""
+    outcome, partner = _outcome_reader(api)(response)
+    return _checked(outcome, partner, request)
+
+
 def _prepare(task: dict):
     import grpc
     from envoy.service.auth.v3 import external_auth_pb2_grpc
-    from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
-
-    from tests.support.envoy import ext_authz_request
+    from tollgate.v1 import authorization_pb2_grpc
 
     native = task["api"] == "native"
-    messages = []
-    for request in task["requests"]:
-        if native:
-            messages.append(authorization_pb2.CheckRequest(
-                authorization=request.authorization, api_key=request.api_key, operation=request.operation,
-                resource=authorization_pb2.Resource(user_id=request.user_id,
-                                                    organization_id=request.organization_id)))
-        else:
-            headers = {}
-            if request.authorization:
-                headers["authorization"] = request.authorization
-            if request.api_key:
-                headers["x-api-key"] = request.api_key
-            messages.append(ext_authz_request(request.http_method, request.path, headers))
+    messages = [build_message(task["api"], request) for request in task["requests"]]
     count = 1 if task["mode"] == "c1" else CHANNELS_PER_CLIENT
     # A local subchannel pool: each channel is its own TCP connection.
     channels = [grpc.insecure_channel(task["target"], options=[("grpc.use_local_subchannel_pool", 1)])

@@ -12,9 +12,16 @@ For each store (SQLite, PostgreSQL or both):
 5. the same server with the fact cache turned off (every check reads the store);
 6. a small store (1k relations) for the "cost does not grow with the relations" comparison.
 
+Steps 2-6 use the grpcio load generator (bench/load.py, part `grpcio`). Part `h2load` adds
+saturation rows driven by h2load (bench/h2load.py), which leaves the server most of the machine:
+the floor with 1 and 2 processes, Tollgate with 1 and 2 workers, scenarios (a), (b) and (e), each
+verified against the server's decision counter. Part `rss` (`--rss-minutes N`) runs (b) at
+saturation for N minutes against one worker and samples its RSS every 10 s.
+
 Every response is checked against its scenario's expectation; a mismatch fails the run (exit 1)
-after the results are written. Results: a markdown table on stdout and in bench/results.md.
-Every loop is bounded (seconds per measurement, call timeouts) and targets 127.0.0.1 only.
+after the results are written. Results: markdown tables on stdout and in bench/results.md.
+Every loop is bounded (seconds per measurement, call timeouts, h2load runs killed after a timeout)
+and targets 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +48,7 @@ import grpc
 from service.tokens import new_key_encryption_key
 from tests.support.keys import access_token_claims
 
+from . import h2load as h2
 from . import seed as seeding
 from .load import Expectation, LoadGenerator, Measurement, Request, Scenario
 
@@ -50,6 +58,8 @@ POLICY = PROJECT_ROOT / "examples" / "policy.yaml"
 DISTINCT = 2_000  # distinct credentials (and users) per scenario
 TOKEN_LIFETIME = 3 * 3600
 START_TIMEOUT = 60.0
+RSS_INTERVAL = 10.0  # seconds between RSS samples of --rss-minutes
+MIN_SHARE = 0.6  # an h2load measured run shorter than this share of --seconds is run again
 
 
 # -- scenarios ----------------------------------------------------------------------------------
@@ -142,25 +152,48 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (a server's workers serve metrics on port + i)."""
+    for _ in range(50):
+        first = free_port()
+        if first + count > 65535:
+            continue
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 @dataclass
 class Server:
     name: str
     process: subprocess.Popen
     port: int
     log_path: Path
+    # Metrics ports (one per worker; empty when metrics are off) and further top-level processes
+    # (the 2-process floor).
+    metrics_ports: tuple[int, ...] = ()
+    others: tuple[subprocess.Popen, ...] = ()
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def pids(self) -> list[int]:
+        tops = [self.process.pid, *(p.pid for p in self.others)]
+        return [pid for top in tops for pid in (top, *descendants(top))]
+
     def rss_kib(self) -> dict[int, int]:
-        """VmRSS of the server process and of every descendant (the workers), by pid."""
-        return {pid: rss for pid in [self.process.pid, *descendants(self.process.pid)]
-                if (rss := vm_rss_kib(pid)) is not None}
+        """VmRSS of the server process(es) and of every descendant (the workers), by pid."""
+        return {pid: rss for pid in self.pids() if (rss := vm_rss_kib(pid)) is not None}
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the server process and its descendants so far (exited ones aside)."""
-        return sum(cpu_seconds(pid) for pid in [self.process.pid, *descendants(self.process.pid)])
+        """User + system CPU of the server process(es) and descendants so far (exited ones aside)."""
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -245,18 +278,24 @@ def _wait_ready(server: Server, listeners: int) -> None:
 
 
 def stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-    try:
-        server.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.process.pid, signal.SIGKILL)
-        server.process.wait(timeout=10)
+    processes = [server.process, *server.others]
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 @contextmanager
-def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: bool = True) -> Iterator[Server]:
+def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: bool = True,
+             metrics: bool = False) -> Iterator[Server]:
+    """The real server; `metrics`: with /metrics on consecutive free ports (one per worker)."""
     port = free_port()
+    metrics_port = free_ports(workers) if metrics else 0
     data_dir = log_dir / f"{name}-data"
     data_dir.mkdir(exist_ok=True)
     env = {
@@ -275,9 +314,10 @@ def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: boo
     if not cache:
         env["TOLLGATE_CACHE_MAX_ENTRIES"] = "0"
     command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--metrics-port", "0"]
+               "--metrics-port", str(metrics_port)]
     process, log_path = _spawn(name, command, env, log_dir)
-    server = Server(name, process, port, log_path)
+    server = Server(name, process, port, log_path,
+                    tuple(range(metrics_port, metrics_port + workers)) if metrics else ())
     try:
         _wait_ready(server, workers)
         yield server
@@ -286,13 +326,16 @@ def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: boo
 
 
 @contextmanager
-def floor_server(log_dir: Path) -> Iterator[Server]:
+def floor_server(log_dir: Path, processes: int = 1) -> Iterator[Server]:
+    """The floor; `processes` > 1: that many floor processes on one port (gRPC binds with
+    SO_REUSEPORT), the floor of a server with as many workers."""
     port = free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": os.environ.get("LANG", "C.UTF-8")}
-    process, log_path = _spawn("floor", [sys.executable, "-m", "bench.floor", "--port", str(port)], env, log_dir)
-    server = Server("floor", process, port, log_path)
+    spawned = [_spawn(f"floor-{processes}-{i}", [sys.executable, "-m", "bench.floor", "--port", str(port)], env,
+                      log_dir) for i in range(processes)]
+    server = Server("floor", spawned[0][0], port, spawned[0][1], others=tuple(p for p, _ in spawned[1:]))
     try:
-        _wait_ready(server, 1)
+        _wait_ready(server, processes)
         yield server
     finally:
         stop(server)
@@ -310,12 +353,72 @@ class Row:
 
 
 @dataclass
+class H2Row:
+    """One h2load row: a server, a scenario, at saturation."""
+
+    store: str
+    server: str  # "floor", "floor, 2 processes", "1 worker", "2 workers"
+    scenario: Scenario
+    requests: int = 0  # -n of the measured run
+    summary: h2.Summary | None = None
+    server_cpu: float | None = None
+    checks: int = 0  # decisions counted by the server (the floor: calls h2load saw succeed)
+    split: list[int] = field(default_factory=list)  # checks per worker (metrics port)
+    verified: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float | None:
+        return self.summary.throughput if self.summary and self.summary.seconds else None
+
+    @property
+    def cpu_per_check(self) -> float | None:
+        return self.server_cpu / self.checks if self.server_cpu is not None and self.checks else None
+
+    @property
+    def load_cpu_share(self) -> float | None:
+        """CPU of the h2load processes over the run, as a share of one core."""
+        return self.summary.cpu / self.summary.seconds if self.summary and self.summary.seconds else None
+
+
+@dataclass
+class RssRun:
+    """Server RSS sampled under saturation load (h2load, scenario (b), 1 worker)."""
+
+    minutes: float
+    warmup: float
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, MiB)
+    row: H2Row | None = None
+
+    def measured(self) -> list[tuple[float, float]]:
+        return [(t, mib) for t, mib in self.samples if t >= self.warmup - 0.5]
+
+    def slope(self) -> float | None:
+        """Least-squares slope of the samples after the warm-up, MiB per minute."""
+        points = self.measured()
+        if len(points) < 2:
+            return None
+        mean_t = sum(t for t, _ in points) / len(points)
+        mean_m = sum(m for _, m in points) / len(points)
+        spread = sum((t - mean_t) ** 2 for t, _ in points)
+        return sum((t - mean_t) * (m - mean_m) for t, m in points) / spread * 60 if spread else None
+
+
+@dataclass
 class StoreResult:
     store: str
     seeded: dict[str, dict] = field(default_factory=dict)  # size name -> counts and seconds
     rows: list[Row] = field(default_factory=list)
     rss: list[tuple[str, dict[int, int], dict[int, int]]] = field(default_factory=list)  # server, start, end
     notes: list[str] = field(default_factory=list)
+    h2_rows: list[H2Row] = field(default_factory=list)
+    rss_run: RssRun | None = None
+
+    def find_h2(self, server: str, scenario: str) -> H2Row | None:
+        for row in self.h2_rows:
+            if row.server == server and row.scenario.key == scenario:
+                return row
+        return None
 
     def find(self, server: str, scenario: str, mode: str) -> Measurement | None:
         for row in self.rows:
@@ -335,10 +438,19 @@ class Options:
     inflight: int
     distinct: int
     output: Path
+    parts: tuple[str, ...] = ("grpcio", "h2load")
+    h2_connections: int = 16
+    h2_streams: int = 2
+    h2_bodies: int = 4
+    rss_minutes: float = 0.0
+    rss_warmup: float = 30.0
+    h2load: str = ""  # the binary, found (or installed) before the run
+    h2load_version: str = ""
 
 
 class Bench:
-    def __init__(self, options: Options, load: LoadGenerator, log_dir: Path, say: Callable[[str], None]) -> None:
+    def __init__(self, options: Options, load: LoadGenerator | None, log_dir: Path,
+                 say: Callable[[str], None]) -> None:
         self.options = options
         self.load = load
         self.log_dir = log_dir
@@ -368,36 +480,15 @@ class Bench:
             result.seeded[size.name] = {"counts": seeded.counts, "seconds": seeded.seconds}
             self.say(f"[{backend}] seeded in {seeded.seconds['total']:.1f} s; signing tokens")
             scenarios = build_scenarios(seeded, o.distinct)
+            if "grpcio" in o.parts:
+                self.grpcio_rows(result, url, scenarios)
+            if "h2load" in o.parts:
+                self.h2load_rows(result, url, scenarios)
+            if "rss" in o.parts:
+                self.rss_over_time(result, url, scenarios)
 
-            self.say(f"[{backend}] floor")
-            with floor_server(self.log_dir) as floor:
-                for scenario in floor_scenarios(scenarios).values():
-                    for mode in ("c1", "sat"):
-                        self.measure(result, floor, "floor", scenario, mode, prime=mode == "c1")
-
-            self.say(f"[{backend}] Tollgate, 1 worker")
-            with tollgate(f"{backend}-1", url, self.log_dir) as server:
-                started = server.rss_kib()
-                for scenario in scenarios.values():
-                    for mode in ("c1", "sat"):  # c1 first: its priming pass warms the caches for both
-                        self.measure(result, server, "1 worker", scenario, mode, prime=mode == "c1")
-                result.rss.append(("1 worker", started, server.rss_kib()))
-
-            workload = ["a"] if o.quick else ["a", "b"]
-            self.say(f"[{backend}] Tollgate, 2 workers")
-            with tollgate(f"{backend}-2", url, self.log_dir, workers=2) as server:
-                started = server.rss_kib()
-                for key in workload:
-                    self.measure(result, server, "2 workers", scenarios[key], "sat", prime=True)
-                result.rss.append(("2 workers", started, server.rss_kib()))
-
-            if not o.quick:
-                self.say(f"[{backend}] Tollgate, 1 worker, fact cache off")
-                with tollgate(f"{backend}-nocache", url, self.log_dir, cache=False) as server:
-                    for mode in ("c1", "sat"):
-                        self.measure(result, server, "1 worker, no cache", scenarios["b"], mode,
-                                     prime=mode == "c1")
-
+        if "grpcio" not in o.parts:
+            return result
         if not o.small:
             with seeding.fresh_database(backend) as url:
                 self.say(f"[{backend}] small store for the 1k-vs-1M comparison")
@@ -412,8 +503,217 @@ class Bench:
             result.notes.append("`--small`: the store has 1k relations, so the 1k-vs-1M comparison is n/a.")
         return result
 
+    def grpcio_rows(self, result: StoreResult, url: str, scenarios: dict[str, Scenario]) -> None:
+        """The rows driven by the grpcio load generator, which checks every response."""
+        o = self.options
+        backend = result.store
+        self.say(f"[{backend}] floor")
+        with floor_server(self.log_dir) as floor:
+            for scenario in floor_scenarios(scenarios).values():
+                for mode in ("c1", "sat"):
+                    self.measure(result, floor, "floor", scenario, mode, prime=mode == "c1")
+
+        self.say(f"[{backend}] Tollgate, 1 worker")
+        with tollgate(f"{backend}-1", url, self.log_dir) as server:
+            started = server.rss_kib()
+            for scenario in scenarios.values():
+                for mode in ("c1", "sat"):  # c1 first: its priming pass warms the caches for both
+                    self.measure(result, server, "1 worker", scenario, mode, prime=mode == "c1")
+            result.rss.append(("1 worker", started, server.rss_kib()))
+
+        workload = ["a"] if o.quick else ["a", "b"]
+        self.say(f"[{backend}] Tollgate, 2 workers")
+        with tollgate(f"{backend}-2", url, self.log_dir, workers=2) as server:
+            started = server.rss_kib()
+            for key in workload:
+                self.measure(result, server, "2 workers", scenarios[key], "sat", prime=True)
+            result.rss.append(("2 workers", started, server.rss_kib()))
+
+        if not o.quick:
+            self.say(f"[{backend}] Tollgate, 1 worker, fact cache off")
+            with tollgate(f"{backend}-nocache", url, self.log_dir, cache=False) as server:
+                for mode in ("c1", "sat"):
+                    self.measure(result, server, "1 worker, no cache", scenarios["b"], mode,
+                                 prime=mode == "c1")
+
+    # -- h2load rows ----------------------------------------------------------------------------
+
+    H2_SCENARIOS = ("a", "b", "e")
+
+    def h2load_rows(self, result: StoreResult, url: str, scenarios: dict[str, Scenario]) -> None:
+        """Saturation rows driven by h2load: the floor (1 and 2 processes), Tollgate with 1 and 2
+        workers, for (a), (b) and (e)."""
+        backend = result.store
+        floors = floor_scenarios(scenarios)
+        for processes, label in ((1, "floor"), (2, "floor, 2 processes")):
+            self.say(f"[{backend}] h2load: {label}")
+            with floor_server(self.log_dir, processes) as floor:
+                for scenario in floors.values():
+                    self.h2_measure(result, floor, label, scenario)
+        for workers, label in ((1, "1 worker"), (2, "2 workers")):
+            self.say(f"[{backend}] h2load: Tollgate, {label}")
+            with tollgate(f"{backend}-h2load-{workers}", url, self.log_dir, workers=workers, metrics=True) as server:
+                for key in self.H2_SCENARIOS:
+                    self.h2_measure(result, server, label, scenarios[key])
+
+    def _h2_bodies(self, result: StoreResult, scenario: Scenario) -> list[tuple[Path, Request]]:
+        return h2.write_bodies(self.log_dir / f"h2load-{result.store}" / "bodies", scenario, self.options.h2_bodies)
+
+    def _h2_run(self, result: StoreResult, server: Server, scenario: Scenario, bodies, name: str,
+                **amount) -> h2.H2LoadRun:
+        o = self.options
+        work = self.log_dir / f"h2load-{result.store}"
+        work.mkdir(parents=True, exist_ok=True)
+        return h2.H2LoadRun(o.h2load, server.target, scenario.api, [path for path, _ in bodies], work,
+                            connections=o.h2_connections, streams=o.h2_streams, name=name, **amount)
+
+    def h2_measure(self, result: StoreResult, server: Server, label: str, scenario: Scenario) -> H2Row:
+        """One h2load row: the grpcio check of every body, a warm-up (-D) that also gives the rate,
+        then a measured run of about `seconds` (-n), with the server's decision counter and CPU read
+        around it."""
+        o = self.options
+        row = H2Row(result.store, label, scenario)
+        result.h2_rows.append(row)
+        bodies = self._h2_bodies(result, scenario)
+        expected = (scenario.api, "allow", "")  # every h2load scenario is an allow
+        counted = bool(server.metrics_ports)
+        tag = f"{label}-{scenario.key}".replace(", ", "-").replace(" ", "-")
+        row.problems += h2.check_bodies(server.target, scenario, bodies, "allow")
+
+        before = h2.scrape(server.metrics_ports) if counted else {}
+        warmup = max(o.warmup, 0.5)
+        warm = h2.Summary(self._h2_run(result, server, scenario, bodies, f"{tag}-warmup",
+                                       duration=warmup).wait(warmup + 30))
+        row.problems += [f"warm-up: {problem}" for problem in warm.problems()]
+        if counted:
+            delta, _ = h2.counter_delta(before, h2.scrape(server.metrics_ports))
+            got = delta.pop(expected, 0)
+            # -D ends with calls cut in flight: the server may have decided some h2load never saw.
+            if not warm.succeeded <= got <= warm.started:
+                row.problems.append(f"warm-up: server counted {got:,} allows, h2load {warm.succeeded:,} succeeded "
+                                    f"of {warm.started:,} started")
+            if delta:
+                row.problems.append(f"warm-up: unexpected decisions {_decisions(delta)}")
+        if not warm.throughput:
+            self._h2_say(row)
+            return row
+
+        rate = warm.throughput
+        check = f"grpcio check of the {len(bodies)} bodies: allow"
+        # The measured run is count-based, sized from the last rate seen; when it ends in less than
+        # MIN_SHARE of `seconds` (the warm-up's rate was low: a fresh server, a noisy neighbour) it
+        # is run once more, sized from its own rate. Every attempt is verified.
+        for attempt in range(2):
+            requests = max(o.h2_connections * o.h2_streams * 2, round(rate * o.seconds))
+            before = h2.scrape(server.metrics_ports) if counted else {}
+            cpu_before = server.cpu_seconds()
+            run = self._h2_run(result, server, scenario, bodies, f"{tag}-measured-{attempt}", requests=requests)
+            stats = run.wait(3 * o.seconds + 30)
+            row.server_cpu = server.cpu_seconds() - cpu_before
+            row.requests = run.requested
+            row.summary = summary = h2.Summary(stats)
+            row.problems += summary.problems(run.requested)
+            if counted:
+                delta, per_port = h2.counter_delta(before, h2.scrape(server.metrics_ports))
+                row.checks = delta.pop(expected, 0)
+                row.split = [per_port.get(port, 0) for port in server.metrics_ports]
+                if row.checks != summary.succeeded:
+                    row.problems.append(f"server counted {row.checks:,} allows, h2load {summary.succeeded:,} "
+                                        "succeeded")
+                if delta:
+                    row.problems.append(f"unexpected decisions {_decisions(delta)}")
+                row.verified = (f"{check}; server counted {row.checks:,} {scenario.api} allows = h2load "
+                                f"{summary.succeeded:,} succeeded, {sum(delta.values())} other decisions")
+            else:
+                row.checks = summary.succeeded
+                row.verified = f"{check}; h2load {summary.succeeded:,} succeeded (no decision counter on the floor)"
+            if row.problems or summary.seconds >= MIN_SHARE * o.seconds or not summary.throughput:
+                break
+            self.say(f"    (h2load {label} {scenario.key}: the run took {summary.seconds:.1f} s of "
+                     f"{o.seconds:g}; once more, sized from its rate)")
+            rate = summary.throughput
+        self._h2_say(row)
+        return row
+
+    def _h2_say(self, row: H2Row) -> None:
+        s = row.summary
+        flag = "" if not row.problems else "  MISMATCH: " + "; ".join(row.problems)
+        if s is None:
+            self.say(f"    h2load {row.server:<20} {row.scenario.key:<9} no measurement{flag}")
+            return
+        split = f"  per worker {'/'.join(f'{n:,}' for n in row.split)}" if len(row.split) > 1 else ""
+        self.say(f"    h2load {row.server:<20} {row.scenario.key:<9} {s.throughput:6.0f}/s  p50 {_us(s.percentile(50))} µs  "
+                 f"p99 {_us(s.percentile(99))} µs  server CPU {_us(row.cpu_per_check)} µs/check  "
+                 f"h2load CPU {_pct(row.load_cpu_share)} of a core  ({s.done:,} calls){split}{flag}")
+
+    def rss_over_time(self, result: StoreResult, url: str, scenarios: dict[str, Scenario]) -> None:
+        """Scenario (b) at saturation (h2load) against one worker for `rss_minutes` after a
+        `rss_warmup`-second warm-up, the server's RSS sampled every RSS_INTERVAL seconds."""
+        o = self.options
+        scenario = scenarios["b"]
+        run_info = RssRun(o.rss_minutes, o.rss_warmup)
+        result.rss_run = run_info
+        duration = o.rss_warmup + o.rss_minutes * 60
+        self.say(f"[{result.store}] RSS over time: (b) at saturation (h2load) for {o.rss_warmup:g} s + "
+                 f"{o.rss_minutes:g} min, 1 worker, RSS every {RSS_INTERVAL:g} s")
+        with tollgate(f"{result.store}-rss", url, self.log_dir, metrics=True) as server:
+            row = H2Row(result.store, "1 worker", scenario)
+            run_info.row = row
+            bodies = self._h2_bodies(result, scenario)
+            row.problems += h2.check_bodies(server.target, scenario, bodies, "allow")
+            before = h2.scrape(server.metrics_ports)
+            cpu_before = server.cpu_seconds()
+            run = self._h2_run(result, server, scenario, bodies, "rss", duration=duration)
+            due = [0.0]
+
+            def sample(elapsed: float) -> None:
+                if elapsed >= due[0]:
+                    run_info.samples.append((elapsed, sum(server.rss_kib().values()) / 1024))
+                    due[0] += RSS_INTERVAL
+                    if len(run_info.samples) % 6 == 0:
+                        self.say(f"    {elapsed:5.0f} s: RSS {run_info.samples[-1][1]:.1f} MiB")
+
+            stats = run.wait(duration + 60, sample)
+            ended = time.monotonic() - run.started_at
+            if not run_info.samples or ended - run_info.samples[-1][0] >= RSS_INTERVAL / 2:
+                run_info.samples.append((ended, sum(server.rss_kib().values()) / 1024))
+            row.server_cpu = server.cpu_seconds() - cpu_before
+            row.summary = summary = h2.Summary(stats)
+            row.problems += summary.problems()
+            delta, _ = h2.counter_delta(before, h2.scrape(server.metrics_ports))
+            row.checks = delta.pop((scenario.api, "allow", ""), 0)
+            if not summary.succeeded <= row.checks <= summary.started:
+                row.problems.append(f"server counted {row.checks:,} allows, h2load {summary.succeeded:,} succeeded "
+                                    f"of {summary.started:,} started")
+            if delta:
+                row.problems.append(f"unexpected decisions {_decisions(delta)}")
+            row.verified = (f"server counted {row.checks:,} allows for h2load's {summary.succeeded:,} succeeded "
+                            f"({summary.started:,} started), {sum(delta.values())} other decisions")
+        points = run_info.measured()
+        if points:
+            self.say(f"    RSS start {points[0][1]:.1f} MiB, max {max(m for _, m in points):.1f}, end "
+                     f"{points[-1][1]:.1f}, slope {_slope(run_info.slope())} MiB/min; "
+                     f"{summary.throughput:,.0f} checks/s{'' if not row.problems else '  MISMATCH: ' + '; '.join(row.problems)}")
+
+
+def _decisions(delta) -> str:
+    return ", ".join(f"{adapter}/{decision}/{reason or '-'} {count:+,}" for (adapter, decision, reason), count
+                     in sorted(delta.items()))
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.0%}"
+
+
+def _slope(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
 
 # -- the report ---------------------------------------------------------------------------------
+
+def _count(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
 
 def _us(seconds: float | None) -> str:
     return "n/a" if seconds is None or seconds != seconds else f"{seconds * 1e6:,.0f}"
@@ -454,14 +754,18 @@ def report(results: list[StoreResult], options: Options, command: str, started: 
     add(f"- machine: {info['nproc']} CPUs (`nproc`), {info['cpu']}; Python {info['python']}; "
         f"load average at start {info['load']}, at end {load_end}")
     add(f"- command: `{command}`")
-    add(f"- load: {options.clients} client processes × {options.inflight} calls in flight at saturation "
-        f"(4 connections each), 1 process × 1 call at concurrency 1 (c1); {options.seconds:g} s measured per "
-        f"row after {options.warmup:g} s warm-up; {options.distinct:,} distinct requests (credentials, users) per "
-        "scenario, each sent once before its c1 row (and before the 2-worker rows, on every connection) "
-        "so that the rows measure the steady state")
+    if "grpcio" in options.parts:
+        add(f"- grpcio load: {options.clients} client processes × {options.inflight} calls in flight at saturation "
+            f"(4 connections each), 1 process × 1 call at concurrency 1 (c1); {options.seconds:g} s measured per "
+            f"row after {options.warmup:g} s warm-up; {options.distinct:,} distinct requests (credentials, users) "
+            "per scenario, each sent once before its c1 row (and before the 2-worker rows, on every connection) "
+            "so that the rows measure the steady state")
     add("- server CPU µs/check: user + system CPU time of the server process(es) (/proc/<pid>/stat) over the "
         "row (warm-up included) divided by the calls answered in it; unlike wall-clock numbers it barely moves "
         "with other load on the machine")
+    if "h2load" in options.parts or "rss" in options.parts:
+        add(f"- h2load load: {options.h2load_version or 'h2load'} (the nghttp2 C client), {options.h2_connections} "
+            f"connections × {options.h2_streams} streams, {options.h2_bodies} bodies (details above its tables)")
     add("- latencies are client-side round trips in µs; `/ floor` compares with the constant-answer server "
         "of the same stack measured in the same run (native rows against the native floor, ext_authz "
         "against the ext_authz floor)\n")
@@ -473,52 +777,131 @@ def report(results: list[StoreResult], options: Options, command: str, started: 
                 f"{c['relations']:,} relations, {c['jwt_issuers']} issuers in {s['total']:.1f} s "
                 f"(keys {s['api_keys']:.1f} s, relations {s['relations']:.1f} s)")
         add("")
-        add("| server | scenario | mode | checks/s | p50 | p99 | p99.9 | server CPU µs/check | checks/s / floor "
-            "| p50 / floor | CPU / floor | responses |")
-        add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-        for row in result.rows:
-            m = row.measurement
-            floor_key = "floor-ext" if row.scenario.api == "ext_authz" else "floor"
-            floor = result.find("floor", floor_key, m.mode)
-            is_floor = row.server == "floor"
-            responses = ", ".join(f"{k} {v:,}" for k, v in sorted(m.outcomes.items()))
-            if row.problems:
-                responses += " **MISMATCH: " + "; ".join(row.problems) + "**"
-            add(f"| {row.server} | {row.scenario.title} | {m.mode} | {m.throughput:,.0f} | {_us(m.p50)} | "
-                f"{_us(m.p99)} | {_us(m.p999)} | {_us(m.cpu_per_call)} | "
-                f"{'—' if is_floor else _ratio(m.throughput, floor and floor.throughput)} | "
-                f"{'—' if is_floor else _ratio(m.p50, floor and floor.p50)} | "
-                f"{'—' if is_floor else _ratio(m.cpu_per_call, floor and floor.cpu_per_call)} | {responses} |")
-        add("")
-        add("| comparison | value |")
-        add("|---|---|")
-        for label, server_small, server_big in (("p50 (b) at c1, cache on", "1 worker, 1k relations", "1 worker"),
-                                                ("p50 (b) at c1, cache off", "1 worker, 1k relations, no cache",
-                                                 "1 worker, no cache")):
-            small, big = result.find(server_small, "b", "c1"), result.find(server_big, "b", "c1")
-            value = (f"1k relations {_us(small.p50)} µs, 1M relations {_us(big.p50)} µs, ratio "
-                     f"{_ratio(big.p50, small.p50)}") if small and big else "n/a"
-            add(f"| {label} | {value} |")
-        for key in ("a", "b"):
-            one, two = result.find("1 worker", key, "sat"), result.find("2 workers", key, "sat")
-            value = (f"{one.throughput:,.0f} → {two.throughput:,.0f} checks/s, ratio {_ratio(two.throughput, one.throughput)}"
-                     if one and two else "n/a")
-            add(f"| 2 workers / 1 worker, ({key}) at saturation | {value} |")
-        for server, start, end in result.rss:
-            add(f"| server RSS MiB, {server}: start → end | {_mib(start)} → {_mib(end)} |")
-        add("")
+        if result.rows:
+            grpcio_table(result, add)
+        if result.h2_rows:
+            h2load_table(result, options, add)
+        if result.rss_run:
+            rss_table(result.rss_run, options, add)
         for note in result.notes:
             add(f"- {note}")
         if result.notes:
             add("")
     problems = [(r.store, r.server, r.scenario.key, r.measurement.mode, p) for res in results for r in res.rows
                 for p in r.problems]
+    problems += [(r.store, f"h2load {r.server}", r.scenario.key, "sat", p) for res in results for r in res.h2_rows
+                 for p in r.problems]
+    problems += [(res.store, "RSS run", "b", "sat", p) for res in results if res.rss_run and res.rss_run.row
+                 for p in res.rss_run.row.problems]
     if problems:
         add("## Mismatches (the run failed)\n")
         for store, server, key, mode, problem in problems:
             add(f"- {store} / {server} / {key} / {mode}: {problem}")
         add("")
     return "\n".join(out)
+
+
+def grpcio_table(result: StoreResult, add: Callable[[str], None]) -> None:
+    add("### Load generator: grpcio (Python, every response checked)\n")
+    add("| server | scenario | mode | checks/s | p50 | p99 | p99.9 | server CPU µs/check | checks/s / floor "
+        "| p50 / floor | CPU / floor | responses |")
+    add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for row in result.rows:
+        m = row.measurement
+        floor_key = "floor-ext" if row.scenario.api == "ext_authz" else "floor"
+        floor = result.find("floor", floor_key, m.mode)
+        is_floor = row.server == "floor"
+        responses = ", ".join(f"{k} {v:,}" for k, v in sorted(m.outcomes.items()))
+        if row.problems:
+            responses += " **MISMATCH: " + "; ".join(row.problems) + "**"
+        add(f"| {row.server} | {row.scenario.title} | {m.mode} | {m.throughput:,.0f} | {_us(m.p50)} | "
+            f"{_us(m.p99)} | {_us(m.p999)} | {_us(m.cpu_per_call)} | "
+            f"{'—' if is_floor else _ratio(m.throughput, floor and floor.throughput)} | "
+            f"{'—' if is_floor else _ratio(m.p50, floor and floor.p50)} | "
+            f"{'—' if is_floor else _ratio(m.cpu_per_call, floor and floor.cpu_per_call)} | {responses} |")
+    add("")
+    add("| comparison | value |")
+    add("|---|---|")
+    for label, server_small, server_big in (("p50 (b) at c1, cache on", "1 worker, 1k relations", "1 worker"),
+                                            ("p50 (b) at c1, cache off", "1 worker, 1k relations, no cache",
+                                             "1 worker, no cache")):
+        small, big = result.find(server_small, "b", "c1"), result.find(server_big, "b", "c1")
+        value = (f"1k relations {_us(small.p50)} µs, 1M relations {_us(big.p50)} µs, ratio "
+                 f"{_ratio(big.p50, small.p50)}") if small and big else "n/a"
+        add(f"| {label} | {value} |")
+    for key in ("a", "b"):
+        one, two = result.find("1 worker", key, "sat"), result.find("2 workers", key, "sat")
+        value = (f"{one.throughput:,.0f} → {two.throughput:,.0f} checks/s, ratio {_ratio(two.throughput, one.throughput)}"
+                 if one and two else "n/a")
+        add(f"| 2 workers / 1 worker, ({key}) at saturation | {value} |")
+    for server, start, end in result.rss:
+        add(f"| server RSS MiB, {server}: start → end | {_mib(start)} → {_mib(end)} |")
+    add("")
+
+
+def h2load_table(result: StoreResult, options: Options, add: Callable[[str], None]) -> None:
+    o = options
+    add(f"### Load generator: h2load (nghttp2 C client, {o.h2_bodies} processes × 1 body, "
+        f"{o.h2_connections} connections × {o.h2_streams} streams in all)\n")
+    add(f"Saturation only. Each row sends {o.h2_bodies} distinct pre-serialized requests (the first of the "
+        "scenario: distinct credentials, every one seen before — steady-state cache hits), one per h2load process; "
+        f"a {max(o.warmup, 0.5):g} s warm-up (`-D`), then `-n` sized to last about {o.seconds:g} s. "
+        "Latency: per-request times from h2load's `--log-file` (µs, includes queueing behind the "
+        f"{o.h2_connections * o.h2_streams} calls in flight). *h2load CPU*: user + system CPU of the h2load "
+        "processes over the measured run, as a share of one core (the load generator's cost on the same "
+        "machine). *verified*: every body decoded and sent once with grpcio and its answer checked, and the "
+        "server's `tollgate_checks_total` moved by exactly h2load's succeeded count for the expected decision "
+        "and by nothing else.\n")
+    add("| server | scenario | checks/s | p50 | p99 | p99.9 | server CPU µs/check | checks/s / floor | CPU / floor "
+        "| h2load CPU | checks per worker | verified |")
+    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    for row in result.h2_rows:
+        s = row.summary
+        is_floor = row.server.startswith("floor")
+        floor = result.find_h2("floor" if row.server != "2 workers" else "floor, 2 processes",
+                               "floor-ext" if row.scenario.api == "ext_authz" else "floor")
+        verified = row.verified + (" **MISMATCH: " + "; ".join(row.problems) + "**" if row.problems else "")
+        add(f"| {row.server} | {row.scenario.title} | {_count(row.throughput)} | "
+            f"{_us(s and s.percentile(50))} | {_us(s and s.percentile(99))} | {_us(s and s.percentile(99.9))} | "
+            f"{_us(row.cpu_per_check)} | "
+            f"{'—' if is_floor else _ratio(row.throughput, floor and floor.throughput)} | "
+            f"{'—' if is_floor else _ratio(row.cpu_per_check, floor and floor.cpu_per_check)} | "
+            f"{_pct(row.load_cpu_share)} | {' / '.join(f'{n:,}' for n in row.split) if len(row.split) > 1 else '—'} "
+            f"| {verified} |")
+    add("")
+    add("| comparison (h2load) | value |")
+    add("|---|---|")
+    pairs = [(f"floor, 2 processes / floor, {kind}", "floor", "floor, 2 processes", key)
+             for kind, key in (("native", "floor"), ("ext_authz", "floor-ext"))]
+    pairs += [(f"2 workers / 1 worker, ({key})", "1 worker", "2 workers", key) for key in Bench.H2_SCENARIOS]
+    for label, one_name, two_name, key in pairs:
+        one, two = result.find_h2(one_name, key), result.find_h2(two_name, key)
+        value = (f"{_count(one.throughput)} → {_count(two.throughput)} checks/s, ratio "
+                 f"{_ratio(two.throughput, one.throughput)}" if one and two else "n/a")
+        add(f"| {label} | {value} |")
+    add("")
+    add("The 2-worker rows are compared with the 2-process floor (the same stack on as many processes); the others "
+        "with the 1-process floor.\n")
+
+
+def rss_table(run: RssRun, options: Options, add: Callable[[str], None]) -> None:
+    add(f"### Server RSS over time: (b) at saturation, 1 worker, h2load, {run.minutes:g} min after a "
+        f"{run.warmup:g} s warm-up\n")
+    points = run.measured()
+    row = run.row
+    s = row.summary if row else None
+    if not points or s is None:
+        add("- no samples\n")
+        return
+    add(f"- RSS (MiB, sampled every {RSS_INTERVAL:g} s): start {points[0][1]:.1f} (at {points[0][0]:.0f} s), "
+        f"max {max(m for _, m in points):.1f}, end {points[-1][1]:.1f}; slope {_slope(run.slope())} MiB/min "
+        f"(least squares over {len(points)} samples)")
+    add(f"- load: {s.throughput:,.0f} checks/s, {options.h2_bodies} bodies, {options.h2_connections} connections × "
+        f"{options.h2_streams} streams; server CPU {_us(row.cpu_per_check)} µs/check; h2load CPU "
+        f"{_pct(row.load_cpu_share)} of a core")
+    add(f"- verified: {row.verified}" + (" **MISMATCH: " + "; ".join(row.problems) + "**" if row.problems else ""))
+    add("- samples: " + ", ".join(f"{t:.0f} s {m:.1f}" for t, m in run.samples))
+    add("")
 
 
 def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
@@ -529,13 +912,27 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--warmup", type=float, help="warm-up seconds before each row (default 2; --quick: 0.5)")
     parser.add_argument("--small", action="store_true", help="seed 1k relations and 100 keys instead of 1M and 100k")
     parser.add_argument("--quick", action="store_true",
-                        help="a ~2-minute smoke: --small, 3 s per row with the warm-up, fewer server variants")
+                        help="a ~5-minute smoke: --small, 3 s per row with the warm-up, fewer server variants")
     parser.add_argument("--clients", type=int, default=2, help="load-generator processes at saturation (default 2)")
     parser.add_argument("--inflight", type=int, default=8,
                         help="calls in flight per client process at saturation (default 8)")
     parser.add_argument("--distinct", type=int, help=f"distinct requests per scenario (default {DISTINCT:,}; "
                         "--quick: 500)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="markdown results file")
+    parser.add_argument("--parts", default="grpcio,h2load",
+                        help="comma-separated: grpcio (the Python load generator's rows), h2load (saturation rows "
+                        "driven by h2load), rss (RSS over time, with --rss-minutes); default grpcio,h2load")
+    parser.add_argument("--h2load-connections", type=int, default=16,
+                        help="h2load connections in all, split between the bodies (default 16)")
+    parser.add_argument("--h2load-streams", type=int, default=2,
+                        help="concurrent streams per h2load connection (default 2)")
+    parser.add_argument("--h2load-bodies", type=int, default=4,
+                        help="distinct requests per h2load row, one h2load process each (default 4)")
+    parser.add_argument("--rss-minutes", type=float, default=0.0,
+                        help="also run (b) at saturation against 1 worker for this many minutes after the "
+                        "RSS warm-up, sampling the server's RSS every 10 s (adds the rss part; default off)")
+    parser.add_argument("--rss-warmup", type=float, default=30.0,
+                        help="seconds of load before the first counted RSS sample (default 30)")
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (2.5 if args.quick else 10.0)
     warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0)
@@ -546,9 +943,22 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         parser.error("--distinct must be 10..20,000")
     if not 1 <= args.clients <= 16 or not 1 <= args.inflight <= 256:
         parser.error("--clients must be 1..16 and --inflight 1..256")
+    parts = tuple(part.strip() for part in args.parts.split(",") if part.strip())
+    if unknown := set(parts) - {"grpcio", "h2load", "rss"}:
+        parser.error(f"unknown --parts {', '.join(sorted(unknown))}")
+    if args.rss_minutes and "rss" not in parts:
+        parts += ("rss",)
+    if "rss" in parts and not 0 < args.rss_minutes <= 120:
+        parser.error("the rss part needs --rss-minutes in (0, 120]")
+    if not 0 <= args.rss_warmup <= 600:
+        parser.error("--rss-warmup must be in [0, 600]")
+    if not 1 <= args.h2load_bodies <= 16 or not args.h2load_bodies <= args.h2load_connections <= 256 \
+            or not 1 <= args.h2load_streams <= 256:
+        parser.error("--h2load-bodies must be 1..16, --h2load-connections bodies..256, --h2load-streams 1..256")
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     return Options(stores, args.small or args.quick, args.quick, seconds, warmup, args.clients, args.inflight,
-                   distinct, args.output), args
+                   distinct, args.output, parts, args.h2load_connections, args.h2load_streams, args.h2load_bodies,
+                   args.rss_minutes, args.rss_warmup), args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -561,16 +971,24 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(f"[{time.monotonic() - clock:6.1f} s] {line}", flush=True)
 
-    say(f"bench: stores {', '.join(options.stores)}; {'small' if options.small else 'full'} seeding; "
-        f"{options.seconds:g} s + {options.warmup:g} s warm-up per row; {options.clients} clients × "
-        f"{options.inflight} in flight")
+    say(f"bench: stores {', '.join(options.stores)}; parts {', '.join(options.parts)}; "
+        f"{'small' if options.small else 'full'} seeding; {options.seconds:g} s + {options.warmup:g} s warm-up per "
+        f"row; grpcio {options.clients} clients × {options.inflight} in flight; h2load {options.h2_connections} "
+        f"connections × {options.h2_streams} streams, {options.h2_bodies} bodies")
+    if "h2load" in options.parts or "rss" in options.parts:
+        try:
+            options.h2load = h2.ensure_h2load(say)
+        except h2.H2LoadMissing as error:
+            print(f"bench: {error}", file=sys.stderr)
+            return 2
+        options.h2load_version = _h2load_version(options.h2load)
+        say(f"h2load: {options.h2load} ({options.h2load_version})")
     results: list[StoreResult] = []
     log_dir = Path(tempfile.mkdtemp(prefix="tollgate-bench-logs-"))
     try:
-        with LoadGenerator(options.clients) as load:
+        with ExitStack() as stack:
+            load = stack.enter_context(LoadGenerator(options.clients)) if "grpcio" in options.parts else None
             bench = Bench(options, load, log_dir, say)
-            if not bench.workers:
-                say("note: `serve --workers` is not available; the 2-worker rows will be n/a")
             for backend in options.stores:
                 results.append(bench.run_store(backend))
     finally:
@@ -582,8 +1000,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     print(f"\nwritten to {options.output} ({elapsed / 60:.1f} min)")
-    failed = any(row.problems for result in results for row in result.rows)
+    failed = any(row.problems for result in results for row in [*result.rows, *result.h2_rows])
+    failed = failed or any(result.rss_run.row.problems for result in results if result.rss_run and result.rss_run.row)
     return 1 if failed else 0
+
+
+def _h2load_version(binary: str) -> str:
+    try:
+        return subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "version unknown"
 
 
 if __name__ == "__main__":
