@@ -4,12 +4,16 @@ validated at start, and passed in. Secrets never appear in repr()."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The services client_cert_required_for may name: check is tollgate.v1.Authorization (Check and
+# BatchCheck), relations tollgate.v1.Relations, admin tollgate.v1.Admin, ext_authz Envoy's
+# envoy.service.auth.v3.Authorization.
+CLIENT_CERT_SERVICES = ("check", "relations", "admin", "ext_authz")
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_POLICY = PROJECT_ROOT / "examples" / "policy.yaml"
 
@@ -40,10 +44,17 @@ class Settings:
     # On SIGTERM: stop accepting calls, then give in-flight ones this long to finish.
     shutdown_grace_seconds: float = 10.0
     # TLS on the gRPC port: PEM certificate chain and key (both or neither). With a client CA,
-    # callers must present a certificate it signed (mutual TLS for sidecars and admins).
+    # callers must present a certificate it signed (mutual TLS for sidecars and admins) ...
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    # ... unless mtls_port is set: then the main port asks for no client certificate, and a second
+    # listener on this port (same host, same server certificate) requires one signed by the client
+    # CA. None: no second listener; 0: any free port (tests).
+    mtls_port: int | None = None
+    # Services (names from CLIENT_CERT_SERVICES) that answer only calls made with a verified client
+    # certificate, i.e. on the mutual-TLS listener; elsewhere they answer UNAUTHENTICATED.
+    client_cert_required_for: tuple[str, ...] = ()
     # Checks per second each partner may make, per process (0: no limit), and the burst allowed.
     rate_limit_per_second: float = 0.0
     rate_limit_burst: int = 100
@@ -104,6 +115,10 @@ def _convert(name: str, kind: object, raw: str) -> object:
             return float(raw)
         if kind in (Path, "Path", "Path | None"):
             return Path(raw)
+        if kind == "int | None":
+            return int(raw)
+        if kind == "tuple[str, ...]":
+            return _names(raw)
     except ValueError:
         raise ConfigError(f"{_ENV_PREFIX}{name.upper()} must be a number, got {raw!r}") from None
     return raw
@@ -124,6 +139,7 @@ def _validated(settings: Settings) -> Settings:
         raise ConfigError("tls_cert_file and tls_key_file go together")
     if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:
         raise ConfigError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+    settings = _validated_client_certs(settings)
     if settings.rate_limit_per_second < 0 or settings.rate_limit_burst < 1:
         raise ConfigError("rate_limit_per_second must not be negative and rate_limit_burst must be at least 1")
     if settings.max_workers < 1 or settings.db_pool_size < 1:
@@ -131,3 +147,31 @@ def _validated(settings: Settings) -> Settings:
     if settings.database_url and not settings.database_url.startswith(("sqlite", "postgresql")):
         raise ConfigError("database_url must be a sqlite:// or postgresql+psycopg:// URL")
     return settings
+
+
+def _names(raw: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """A comma list ("admin, ext_authz") or a sequence -> unique names in order, blanks dropped."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    return tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
+
+
+def _validated_client_certs(settings: Settings) -> Settings:
+    """The mutual-TLS listener and the services gated on it; returns settings with the list normalised."""
+    mtls_port = settings.mtls_port
+    if mtls_port is not None:
+        if not 0 <= mtls_port <= 65535:
+            raise ConfigError(f"mtls_port must be 0..65535, got {mtls_port}")
+        if settings.tls_cert_file is None or settings.tls_client_ca_file is None:
+            raise ConfigError("mtls_port needs tls_cert_file, tls_key_file and tls_client_ca_file "
+                              "(the second listener is TLS with required client certificates)")
+        if mtls_port and mtls_port in (settings.port, settings.metrics_port):
+            raise ConfigError(f"mtls_port must differ from port and metrics_port, got {mtls_port}")
+    required = _names(settings.client_cert_required_for)
+    unknown = [name for name in required if name not in CLIENT_CERT_SERVICES]
+    if unknown:
+        raise ConfigError(f"client_cert_required_for: unknown service {', '.join(map(repr, unknown))}; "
+                          f"known: {', '.join(CLIENT_CERT_SERVICES)}")
+    if required and settings.tls_client_ca_file is None:
+        raise ConfigError("client_cert_required_for needs tls_client_ca_file (and mtls_port, so that "
+                          "the other services stay reachable without a client certificate)")
+    return replace(settings, client_cert_required_for=required)

@@ -9,6 +9,7 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,6 +30,7 @@ from .telemetry import Telemetry
 from .tokens import TokenVerifier, load_jwks, seal_secret
 from .transport.admin import AdminServicer
 from .transport.authorization import AuthorizationServicer
+from .transport.client_certs import ClientCertificateRequired
 from .transport.ext_authz import ExtAuthzServicer
 from .transport.relations import RelationsServicer
 from .usecases.admin import AdminService
@@ -39,12 +41,14 @@ from .usecases.relations import RelationService, RelationSettings
 
 log = logging.getLogger("tollgate.server")
 
-SERVICE_NAMES = (
-    authorization_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
-    relations_pb2.DESCRIPTOR.services_by_name["Relations"].full_name,
-    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
-    external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
-)
+# Our services, by the names TOLLGATE_CLIENT_CERT_REQUIRED_FOR uses (config.CLIENT_CERT_SERVICES).
+GATED_SERVICES = {
+    "check": authorization_pb2.DESCRIPTOR.services_by_name["Authorization"],
+    "relations": relations_pb2.DESCRIPTOR.services_by_name["Relations"],
+    "admin": admin_pb2.DESCRIPTOR.services_by_name["Admin"],
+    "ext_authz": external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"],
+}
+SERVICE_NAMES = tuple(service.full_name for service in GATED_SERVICES.values())
 # Bounds what one call may send us; real requests are a few KB.
 MAX_MESSAGE_BYTES = 1024 * 1024
 
@@ -74,6 +78,8 @@ class App:
     telemetry: Telemetry
     cache: FactCache | None
     metrics_port: int = 0
+    # The mutual-TLS listener's bound port, None when there is none (TOLLGATE_MTLS_PORT unset).
+    mtls_port: int | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -168,33 +174,60 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
                  # Several worker processes bind one port; the kernel balances connections.
                  ("grpc.so_reuseport", 1)],
     )
+    gate = functools.partial(_gated, settings)
     authorization_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationServicer(checks, settings.realm, telemetry), server)
-    relations_pb2_grpc.add_RelationsServicer_to_server(RelationsServicer(relations, callers, telemetry), server)
+        gate("check", AuthorizationServicer(checks, settings.realm, telemetry)), server)
+    relations_pb2_grpc.add_RelationsServicer_to_server(
+        gate("relations", RelationsServicer(relations, callers, telemetry)), server)
     # Admin seals HMAC issuer secrets with the key-encryption key and validates JWKS (service.tokens).
     admin = AdminService(policy.current, store.unit_of_work, clock, validate_jwks=load_jwks,
                          seal=functools.partial(seal_secret, kek=key_encryption_key))
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(admin, callers, telemetry), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(gate("admin", AdminServicer(admin, callers, telemetry)), server)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        ExtAuthzServicer(checks, policy.current, settings.realm, telemetry), server)
+        gate("ext_authz", ExtAuthzServicer(checks, policy.current, settings.realm, telemetry)), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = _step("bind the port", lambda: _bind(server, settings))
-    app = App(settings, server, port, store, policy, relations, health_servicer, telemetry, cache)
+    mtls_port = _step("bind the mutual-TLS port", lambda: _bind_mutual_tls(server, settings))
+    app = App(settings, server, port, store, policy, relations, health_servicer, telemetry, cache,
+              mtls_port=mtls_port)
     app.check_health()
     return app
+
+
+def _gated(settings: Settings, name: str, servicer: object) -> object:
+    """The servicer itself, or, when `name` is in client_cert_required_for, a stand-in that
+    refuses calls without a verified client certificate (service/transport/client_certs.py)."""
+    if name not in settings.client_cert_required_for:
+        return servicer
+    return ClientCertificateRequired(servicer, GATED_SERVICES[name])
 
 
 def _bind(server: grpc.Server, settings: Settings) -> int:
     address = f"{settings.host}:{settings.port}"
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return server.add_insecure_port(address)
-    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
-    credentials = grpc.ssl_server_credentials(
+    # With a mutual-TLS port the main port must not ask for client certificates: the gate in
+    # transport/client_certs.py relies on a peer certificate meaning "verified on the mTLS port".
+    client_ca = settings.tls_client_ca_file if settings.mtls_port is None else None
+    return server.add_secure_port(address, _tls_credentials(settings, client_ca))
+
+
+def _bind_mutual_tls(server: grpc.Server, settings: Settings) -> int | None:
+    """The second listener: same host and server certificate, client certificates required and
+    verified against the client CA during the handshake."""
+    if settings.mtls_port is None:
+        return None
+    return server.add_secure_port(f"{settings.host}:{settings.mtls_port}",
+                                  _tls_credentials(settings, settings.tls_client_ca_file))
+
+
+def _tls_credentials(settings: Settings, client_ca: Path | None) -> grpc.ServerCredentials:
+    assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+    return grpc.ssl_server_credentials(
         [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
-        root_certificates=client_ca, require_client_auth=client_ca is not None)
-    return server.add_secure_port(address, credentials)
+        root_certificates=client_ca.read_bytes() if client_ca else None, require_client_auth=client_ca is not None)
 
 
 def _step(name: str, action):
@@ -213,6 +246,9 @@ def serve(settings: Settings) -> None:
              "postgresql" if settings.effective_database_url.startswith("postgresql") else "sqlite",
              app.metrics_port or "off")
     print(f"Tollgate serving on {settings.host}:{app.port}", flush=True)
+    if app.mtls_port is not None:
+        log.info("mutual TLS on %s:%d; client certificate required for: %s", settings.host, app.mtls_port,
+                 ", ".join(settings.client_cert_required_for) or "none")
     stopped, reload_requested = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopped.set())
