@@ -75,6 +75,10 @@ class Settings:
     db_pool_size: int = 10
     db_pool_timeout_seconds: float = 5.0
     db_connect_timeout_seconds: float = 5.0
+    # PostgreSQL: a statement runs at most this long (statement_timeout), and a request whose
+    # connection gives no answer for this + 1 s (a hung network) has it cut and fails UNAVAILABLE.
+    # 0 turns both off.
+    db_statement_timeout_seconds: float = 5.0
 
     @property
     def jwt_leeway(self) -> timedelta:
@@ -142,6 +146,9 @@ def _validated(settings: Settings) -> Settings:
     settings = _validated_client_certs(settings)
     if settings.rate_limit_per_second < 0 or settings.rate_limit_burst < 1:
         raise ConfigError("rate_limit_per_second must not be negative and rate_limit_burst must be at least 1")
+    for name in ("db_pool_timeout_seconds", "db_connect_timeout_seconds", "db_statement_timeout_seconds"):
+        if not 0 <= getattr(settings, name) <= 3600:
+            raise ConfigError(f"{name} must be 0..3600 seconds, got {getattr(settings, name)}")
     if settings.max_workers < 1 or settings.db_pool_size < 1:
         raise ConfigError("max_workers and db_pool_size must be at least 1")
     if settings.database_url and not settings.database_url.startswith(("sqlite", "postgresql")):

@@ -150,7 +150,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     policy = PolicyHolder(_step("load the policy", lambda: load_policy(settings.policy_path)))
     store = _step("open the store", lambda: create_store(
         settings.effective_database_url, pool_size=settings.db_pool_size,
-        pool_timeout=settings.db_pool_timeout_seconds, connect_timeout=settings.db_connect_timeout_seconds))
+        pool_timeout=settings.db_pool_timeout_seconds, connect_timeout=settings.db_connect_timeout_seconds,
+        statement_timeout=settings.db_statement_timeout_seconds))
     _step("migrate the store", store.migrate)
     key_encryption_key = _step("load the key-encryption key", lambda: load_key_encryption_key(settings))
     verifier = _step("prepare token verification", lambda: TokenVerifier(

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from .engine import create_session_factory, create_sql_engine
 from .migrate import upgrade
 from .unit_of_work import SqlUnitOfWork, translated_errors
+from .watchdog import ConnectionWatchdog
 
 __all__ = ["Store", "SqlUnitOfWork", "create_store", "default_sqlite_url"]
 
@@ -26,6 +28,8 @@ SQLITE_FILE_NAME = "tollgate.db"
 class Store:
     engine: Engine
     unit_of_work: SqlUnitOfWork
+    # PostgreSQL only: cuts connections that hang (a network that stops answering).
+    watchdog: ConnectionWatchdog | None = None
 
     @property
     def backend(self) -> str:
@@ -38,15 +42,26 @@ class Store:
             upgrade(self.engine)
 
     def dispose(self) -> None:
-        """Closes the pooled connections."""
+        """Closes the pooled connections (and stops the watchdog)."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.engine.dispose()
 
 
-def create_store(url: str, *, pool_size: int = 5, pool_timeout: float = 5.0, connect_timeout: float = 5.0) -> Store:
+def create_store(url: str, *, pool_size: int = 5, pool_timeout: float = 5.0, connect_timeout: float = 5.0,
+                 statement_timeout: float = 0.0) -> Store:
     """A store on `sqlite:///path` or `postgresql+psycopg://…`; connects lazily.
-    Raises ValueError for another kind of URL."""
-    engine = create_sql_engine(url, pool_size=pool_size, pool_timeout=pool_timeout, connect_timeout=connect_timeout)
-    return Store(engine=engine, unit_of_work=SqlUnitOfWork(create_session_factory(engine)))
+    Raises ValueError for another kind of URL.
+
+    On PostgreSQL a statement runs at most `statement_timeout` seconds (0, the default: no limit), and a unit of
+    work that holds a connection `statement_timeout` + 1 s (at least 2 s) is presumed to hang on a
+    dead network: its connection is cut and it fails with StoreUnavailable."""
+    watchdog = None
+    if make_url(url).get_backend_name() == "postgresql" and statement_timeout > 0:
+        watchdog = ConnectionWatchdog(max(2.0, statement_timeout + 1.0))
+    engine = create_sql_engine(url, pool_size=pool_size, pool_timeout=pool_timeout, connect_timeout=connect_timeout,
+                               statement_timeout=statement_timeout, watchdog=watchdog)
+    return Store(engine=engine, unit_of_work=SqlUnitOfWork(create_session_factory(engine), watchdog), watchdog=watchdog)
 
 
 def default_sqlite_url(data_dir: Path) -> str:

@@ -5,12 +5,16 @@ Creating an engine does not connect; the first unit of work (or migrate) does.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from .watchdog import ConnectionWatchdog, install
 
 # Execution option a unit of work sets on its connection when it will write. SQLite then starts
 # the transaction with BEGIN IMMEDIATE (takes the write lock up front, so concurrent writers wait
@@ -27,19 +31,20 @@ SQLITE_PRAGMAS = (
 )
 
 
-def create_sql_engine(url: str, *, pool_size: int = 5, pool_timeout: float = 5.0,
-                      connect_timeout: float = 5.0) -> Engine:
+def create_sql_engine(url: str, *, pool_size: int = 5, pool_timeout: float = 5.0, connect_timeout: float = 5.0,
+                      statement_timeout: float = 0.0, watchdog: ConnectionWatchdog | None = None) -> Engine:
     """An engine for `sqlite:///path` or `postgresql+psycopg://…`. Raises ValueError otherwise.
 
     `pool_size` bounds the connections this process opens (no overflow); a caller waits at most
-    `pool_timeout` seconds for one.
+    `pool_timeout` seconds for one. On PostgreSQL a statement runs at most `statement_timeout`
+    seconds (0: no limit) and `watchdog`, if given, cuts connections that hang (see watchdog.py).
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed, pool_size, pool_timeout)
     if backend == "postgresql":
-        return _postgres_engine(parsed, pool_size, pool_timeout, connect_timeout)
+        return _postgres_engine(parsed, pool_size, pool_timeout, connect_timeout, statement_timeout, watchdog)
     raise ValueError(f"unsupported database {backend!r}: use sqlite:///… or postgresql+psycopg://…")
 
 
@@ -81,14 +86,48 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
-def _postgres_engine(url: URL, pool_size: int, pool_timeout: float, connect_timeout: float) -> Engine:
+def _postgres_engine(url: URL, pool_size: int, pool_timeout: float, connect_timeout: float,
+                     statement_timeout: float, watchdog: ConnectionWatchdog | None) -> Engine:
     if url.drivername == "postgresql":
         # Plain postgresql:// would pick psycopg2, which is not installed; psycopg 3 is.
         url = url.set(drivername="postgresql+psycopg")
-    return create_engine(
-        url, pool_size=pool_size, max_overflow=0, pool_timeout=pool_timeout,
-        # A connection killed by a restart or failover is noticed at checkout and replaced.
-        pool_pre_ping=True,
-        # libpq takes whole seconds.
-        connect_args={"connect_timeout": max(1, math.ceil(connect_timeout))},
-    )
+    connect_args: dict[str, object] = {
+        # libpq takes whole seconds; it bounds the TCP connect and the startup exchange.
+        "connect_timeout": max(1, math.ceil(connect_timeout)),
+        # The kernel notices a peer that vanished (an idle pooled connection to a host that went
+        # away dies instead of waiting for the next query) ...
+        "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 5, "keepalives_count": 3,
+    }
+    if statement_timeout > 0:
+        # ... the server cancels a statement that runs too long (lock waits included) ...
+        connect_args["options"] = f"-c statement_timeout={max(1, round(statement_timeout * 1000))}"
+        # ... and data we sent that nobody acknowledges fails the connection.
+        connect_args["tcp_user_timeout"] = max(1, round((statement_timeout + 1) * 1000))
+    engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=pool_timeout,
+                           connect_args=connect_args)
+    if watchdog is not None:
+        install(engine, watchdog)
+    # Instead of pool_pre_ping, which runs before the checkout event and so before the watchdog
+    # could watch it: a connection killed by a restart or failover is noticed here and replaced.
+    event.listen(engine, "connect", _mark_fresh)
+    event.listen(engine, "checkout", functools.partial(_ping_on_checkout, engine.dialect, watchdog))
+    return engine
+
+
+_FRESH = "tollgate_fresh"
+
+
+def _mark_fresh(_dbapi_connection, record) -> None:
+    record.info[_FRESH] = True
+
+
+def _ping_on_checkout(dialect, watchdog: ConnectionWatchdog | None, dbapi_connection, record, _proxy) -> None:
+    if watchdog is not None:
+        watchdog.on_checkout(record)
+    if record.info.pop(_FRESH, False):
+        return  # just connected: nothing to check
+    try:
+        dialect.do_ping(dbapi_connection)
+    except dialect.loaded_dbapi.Error as error:
+        # The pool invalidates this connection and checks out a new one (once).
+        raise sa_exc.DisconnectionError("the pooled connection is dead") from error

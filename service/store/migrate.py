@@ -43,6 +43,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         connection.execution_options(**{WRITE_INTENT: True})
         with connection.begin():
             if connection.dialect.name == "postgresql":
+                # Building an index on a large table may take longer than a request's statement
+                # timeout, and so may waiting for another replica's migration.
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
                 # Two replicas starting together: the second waits, then finds nothing to do.
                 connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
             command.upgrade(alembic_config(connection), revision)

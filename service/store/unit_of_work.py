@@ -4,8 +4,8 @@ failures into the domain's typed errors (no SQLAlchemy exception leaves the stor
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Callable, ContextManager, Iterator
 
 from sqlalchemy import select, text, update
 from sqlalchemy import exc as sa_exc
@@ -15,6 +15,7 @@ from ..domain.errors import Conflict, InvalidRequest, StoreUnavailable
 from ..domain.ports import Repositories
 from .engine import WRITE_INTENT
 from .models import StoreRevisionRow
+from .watchdog import ConnectionWatchdog
 from .repositories import (
     SqlAdminAuditRepository,
     SqlApiKeyRepository,
@@ -31,8 +32,10 @@ UNAVAILABLE_MESSAGE = "the store is unavailable"
 class SqlUnitOfWork:
     """Implements service.domain.ports.UnitOfWork on a SQLAlchemy sessionmaker."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], watchdog: ConnectionWatchdog | None = None) -> None:
         self._session_factory = session_factory
+        # Connections checked out inside a unit of work are cut if they hang (PostgreSQL).
+        self._watched: Callable[[], ContextManager[None]] = watchdog.watching if watchdog else nullcontext
         self._write_listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
 
@@ -41,7 +44,7 @@ class SqlUnitOfWork:
         """Commits when the block ends normally, rolls back on any exception. A writing unit of
         work that changes facts advances the store revision in the same transaction, then tells
         the listeners."""
-        with translated_errors(), self._session_factory.begin() as session:
+        with translated_errors(), self._watched(), self._session_factory.begin() as session:
             # Connect now, so an outage surfaces on entry; a writer takes SQLite's write lock here.
             session.connection(execution_options={WRITE_INTENT: not read_only})
             yield repositories(session)
@@ -54,7 +57,7 @@ class SqlUnitOfWork:
                 listener()
 
     def revision(self) -> int:
-        with translated_errors(), self._session_factory() as session:
+        with translated_errors(), self._watched(), self._session_factory() as session:
             return session.execute(select(StoreRevisionRow.revision).where(StoreRevisionRow.id == 1)).scalar_one()
 
     def on_write(self, listener: Callable[[], None]) -> None:
@@ -62,7 +65,7 @@ class SqlUnitOfWork:
             self._write_listeners.append(listener)
 
     def ping(self) -> None:
-        with translated_errors(), self._session_factory() as session:
+        with translated_errors(), self._watched(), self._session_factory() as session:
             session.execute(text("SELECT 1"))
 
 

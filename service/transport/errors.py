@@ -51,11 +51,22 @@ def rich_status(code: grpc.StatusCode, message: str, reason: str, field: str = "
 Handler = TypeVar("Handler", bound=Callable)
 
 
+def deadline_passed(context: grpc.ServicerContext) -> bool:
+    """True when the client set a deadline and it has already passed."""
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
 def translate_errors(handler: Handler) -> Handler:
     """Wraps a servicer method: domain errors abort with their code, anything else with INTERNAL."""
 
     @functools.wraps(handler)
     def wrapper(self, request, context: grpc.ServicerContext):
+        if deadline_passed(context):
+            # The caller has given up (it waited in the queue, e.g. behind calls stuck on the
+            # store): starting store work for it would only hold a worker and a connection longer.
+            context.abort_with_status(rich_status(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                                  "the deadline passed before the call started", "deadline_exceeded"))
         try:
             return handler(self, request, context)
         except errors.DomainError as error:

@@ -17,6 +17,7 @@ from ..domain.errors import InvalidRequest
 from ..domain.policy import Policy
 from ..telemetry import Telemetry
 from ..usecases.check import CheckService
+from .errors import deadline_passed
 from .ext_authz_convert import (
     check_query_from_ext_authz,
     ext_authz_invalid,
@@ -37,6 +38,8 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
     def Check(self, request: external_auth_pb2.CheckRequest, context) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
         decision_id = uuid.uuid4().hex
+        if deadline_passed(context):  # Envoy has given up on this call: start no store work for it
+            return ext_authz_unavailable(decision_id)
         policy = self._policy()
         try:
             query = check_query_from_ext_authz(request, policy.routes)
