@@ -33,13 +33,26 @@ class Telemetry:
         self._store_errors = Counter("tollgate_store_errors", "Store failures seen while serving, by operation.",
                                      ["operation"], registry=self.registry)
         self._http: WSGIServer | None = None
+        # labels() takes a lock and checks and joins the label values on every call, several µs a
+        # check; there are only a few dozen label sets, so each child is looked up once and kept.
+        # (A plain dict: two threads racing on a new key store the same child.)
+        self._check_children: dict[tuple[str, bool, str], Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
 
     def record_decision(self, adapter: str, operation: str, decision: Decision, decision_id: str,
                         seconds: float) -> None:
         reason = decision.reason.value if decision.reason else ""
-        self._checks.labels(adapter, "allow" if decision.allowed else "deny", reason).inc()
-        self._latency.labels(adapter).observe(seconds)
-        if not decision.allowed:
+        allowed = decision.allowed
+        checks = self._check_children.get((adapter, allowed, reason))
+        if checks is None:
+            checks = self._check_children[adapter, allowed, reason] = self._checks.labels(
+                adapter, "allow" if allowed else "deny", reason)
+        checks.inc()
+        latency = self._latency_children.get(adapter)
+        if latency is None:
+            latency = self._latency_children[adapter] = self._latency.labels(adapter)
+        latency.observe(seconds)
+        if not allowed:
             decision_log.info("denied", extra={"fields": {
                 "decision_id": decision_id, "adapter": adapter, "operation": operation[:200], "reason": reason,
                 "http_status": decision.http_status,

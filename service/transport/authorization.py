@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
 
+from ..domain.ids import new_decision_id
 from ..telemetry import Telemetry
 from ..usecases.check import CheckService
 from .convert import check_items_from_proto, check_query_from_proto, check_response_to_proto, revision_from_token
@@ -24,7 +24,7 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
         started = time.perf_counter()
         query = check_query_from_proto(request)
         decision = self._checks.check(query)
-        decision_id = uuid.uuid4().hex
+        decision_id = new_decision_id()
         self._telemetry.record_decision("native", query.operation, decision, decision_id,
                                         time.perf_counter() - started)
         return check_response_to_proto(decision, realm=self._realm, decision_id=decision_id)
@@ -38,7 +38,7 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
         seconds = (time.perf_counter() - started) / len(decisions)
         results = []
         for item, decision in zip(items, decisions):
-            decision_id = uuid.uuid4().hex
+            decision_id = new_decision_id()
             self._telemetry.record_decision("batch", item.operation, decision, decision_id, seconds)
             results.append(check_response_to_proto(decision, realm=self._realm, decision_id=decision_id))
         return authorization_pb2.BatchCheckResponse(results=results)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Callable
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from ..domain.errors import InvalidRequest
+from ..domain.ids import new_decision_id
 from ..domain.policy import Policy
 from ..telemetry import Telemetry
 from ..usecases.check import CheckService
@@ -37,7 +37,7 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
 
     def Check(self, request: external_auth_pb2.CheckRequest, context) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
-        decision_id = uuid.uuid4().hex
+        decision_id = new_decision_id()
         if deadline_passed(context):  # Envoy has given up on this call: start no store work for it
             return ext_authz_unavailable(decision_id)
         policy = self._policy()
