@@ -20,6 +20,7 @@ from ..domain.model import (
 )
 from ..domain.scopes import AccessLevel
 from ..usecases.check import CheckItem, CheckQuery
+from .templates import ResponseTemplates
 
 _DENY_REASONS = {reason: getattr(authorization_pb2, f"DENY_REASON_{reason.name}") for reason in Reason}
 _LEVELS = {
@@ -67,13 +68,21 @@ def revision_from_token(token: str) -> int:
     return int(token)
 
 
+_CHECK_RESPONSES = ResponseTemplates(authorization_pb2.CheckResponse)
+
+
 def check_response_to_proto(decision: Decision, *, realm: str, decision_id: str) -> authorization_pb2.CheckResponse:
+    response = _CHECK_RESPONSES.copy((decision, realm), lambda: _build_check_response(decision, realm))
+    response.decision_id = decision_id
+    return response
+
+
+def _build_check_response(decision: Decision, realm: str) -> authorization_pb2.CheckResponse:
     response = authorization_pb2.CheckResponse(
         allowed=decision.allowed,
         http_status=decision.http_status,
         message=decision.message,
         field=decision.field,
-        decision_id=decision_id,
     )
     if decision.reason is not None:
         response.reason = decision.reason.value

@@ -20,6 +20,7 @@ from ..domain.decide import Resource
 from ..domain.decision import Decision, error_body, www_authenticate
 from ..domain.routes import RESOURCE_FIELDS, RouteTable, ValueSource
 from ..usecases.check import CheckQuery
+from .templates import ResponseTemplates
 
 # Identity headers set for the upstream on allow. Clients may send look-alikes: the ones we set
 # overwrite them, the ones we do not set are removed (Envoy applies headers_to_remove after
@@ -32,6 +33,9 @@ IDENTITY_HEADERS = (PARTNER_HEADER, CREDENTIAL_HEADER, SCOPES_HEADER, DECISION_H
 CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 # The filter's per-route context_extensions key that names the operation (beats the route table).
 OPERATION_EXTENSION = "operation"
+# Unrouted operations, and the operation echoed in dynamic_metadata, are cut to this length (an
+# operation from context_extensions is decided whole but never echoed whole: a caller of the gRPC
+# port may send one of any length).
 MAX_UNROUTED_LENGTH = 200
 
 _JSON = "application/json"
@@ -82,8 +86,26 @@ def _extension_resource(extensions: Mapping[str, str], path: str, headers: Mappi
             for field, (kind, _, name) in sources.items() if kind in ("query", "header") and name}
 
 
+_RESPONSES = ResponseTemplates(external_auth_pb2.CheckResponse)
+
+
 def ext_authz_response(decision: Decision, *, realm: str, decision_id: str, operation: str,
                        strip_credentials: bool) -> external_auth_pb2.CheckResponse:
+    response = _RESPONSES.copy((decision, realm, operation, strip_credentials),
+                               lambda: _build_response(decision, realm, operation, strip_credentials))
+    # The template carries an empty decision id in each place one goes: the metadata (twice on an
+    # allow) and, on an allow, the first identity header.
+    response.dynamic_metadata.fields["decision_id"].string_value = decision_id
+    if decision.allowed:
+        ok = response.ok_response
+        ok.dynamic_metadata.fields["decision_id"].string_value = decision_id
+        ok.headers[0].header.value = decision_id
+    return response
+
+
+def _build_response(decision: Decision, realm: str, operation: str,
+                    strip_credentials: bool) -> external_auth_pb2.CheckResponse:
+    decision_id = ""
     metadata = _metadata(decision, decision_id, operation)
     if decision.allowed:
         identity = _identity_headers(decision, decision_id)
@@ -134,7 +156,7 @@ def ext_authz_unavailable(decision_id: str) -> external_auth_pb2.CheckResponse:
 
 
 def _identity_headers(decision: Decision, decision_id: str) -> list[base_pb2.HeaderValueOption]:
-    values = {DECISION_HEADER: decision_id}
+    values = {DECISION_HEADER: decision_id}  # first: ext_authz_response sets it by position
     if decision.principal is not None:
         values[PARTNER_HEADER] = decision.principal.partner_id
         values[CREDENTIAL_HEADER] = decision.principal.credential_id
@@ -147,7 +169,7 @@ def _metadata(decision: Decision, decision_id: str, operation: str) -> struct_pb
         "decision_id": decision_id,
         "allowed": decision.allowed,
         "reason": decision.reason.value if decision.reason else "",
-        "operation": operation,
+        "operation": operation[:MAX_UNROUTED_LENGTH],
         "partner_id": decision.principal.partner_id if decision.principal else "",
     })
 

@@ -1,0 +1,41 @@
+"""Responses built once per decision and copied: what makes a cached Check cheap in the transport.
+
+Two checks that reach the same Decision (the same credential on the same operation, say) answer
+with the same message except for the decision id. Building a response field by field (principal,
+grants, identity headers, metadata structs) costs more CPU than deciding; copying a prebuilt one
+and setting its decision id costs a few µs. Keys are values (a Decision and whatever else the
+response depends on), so a template can never answer for another decision.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, Hashable, TypeVar
+
+from google.protobuf.message import Message
+
+Response = TypeVar("Response", bound=Message)
+
+MAX_TEMPLATES = 4096
+
+
+class ResponseTemplates(Generic[Response]):
+    def __init__(self, message_type: type[Response], max_entries: int = MAX_TEMPLATES) -> None:
+        self._message_type = message_type
+        self._max_entries = max_entries
+        # A plain dict: handler threads racing on one key store equal templates. Denies can carry
+        # request text (an unknown operation), so the table is bounded; emptied when full, as
+        # the steady state refills it within a few calls.
+        self._templates: dict[Hashable, Response] = {}
+
+    def copy(self, key: Hashable, build: Callable[[], Response]) -> Response:
+        """A fresh copy of the template for `key` (built by `build` on first use); the caller
+        owns it and sets its decision id."""
+        template = self._templates.get(key)
+        if template is None:
+            template = build()
+            if len(self._templates) >= self._max_entries:
+                self._templates.clear()
+            self._templates[key] = template
+        response = self._message_type()
+        response.CopyFrom(template)
+        return response
