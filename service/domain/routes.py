@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import parse_qs, unquote
@@ -50,13 +51,17 @@ class Route:
         if method != self.method or len(segments) != len(self.segments):
             return None
         parameters = {}
-        for pattern, segment in zip(self.segments, segments):
-            name = _PARAMETER.match(pattern)
-            if name:
-                parameters[name.group(1)] = segment
+        for pattern, name, segment in zip(self.segments, self._parameter_names, segments):
+            if name is not None:
+                parameters[name] = segment
             elif pattern != segment:
                 return None
         return parameters
+
+    @cached_property
+    def _parameter_names(self) -> tuple[str | None, ...]:
+        """Per segment, the parameter it names or None for a literal: matched once, not per request."""
+        return tuple(found.group(1) if (found := _PARAMETER.match(s)) else None for s in self.segments)
 
 
 @dataclass(frozen=True)
@@ -77,15 +82,17 @@ class RouteTable:
         segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
         if any(s in ("", ".", "..") for s in segments):
             return None  # empty or dot segments are refused rather than normalised
-        query = parse_qs(query_string, keep_blank_values=False)
-        for route in self._ordered():
+        query = parse_qs(query_string, keep_blank_values=False) if query_string else {}
+        for route in self._ordered:
             parameters = route.match(method.upper(), segments)
             if parameters is not None:
                 resource = {f: src.read(parameters, query, headers) for f, src in route.resource.items()}
                 return RoutedRequest(route.operation, resource)
         return None
 
+    @cached_property
     def _ordered(self) -> tuple[Route, ...]:
+        # Sorted once per table (a table never changes; a policy reload builds a new one), not per request.
         return tuple(sorted(self.routes, key=lambda r: tuple(bool(_PARAMETER.match(s)) for s in r.segments)))
 
 

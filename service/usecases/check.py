@@ -15,9 +15,12 @@ from ..domain.model import AuthenticatedCredential
 from ..domain.policy import Policy
 from ..domain.ports import Clock, CredentialVerifier, Repositories, UnitOfWork
 from ..domain.rate_limit import RateLimiter
+from ..domain.scopes import GrantSet, Permission
 from .fact_cache import FactCache
 
 MAX_BATCH = 100
+# Credentials whose effective grants are kept (see CheckService._grants).
+MAX_GRANTS_MEMO = 4096
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,14 @@ class CheckService:
         self._cache = cache
         self._limiter = limiter
         self._monotonic = monotonic
+        # Effective grants (and their sorted listing) depend only on the policy and the verified
+        # credential, and on a fact-cache hit both are the very objects of the previous check of
+        # that token: so they are computed once per pair, found by identity. Each entry holds the
+        # pair itself, so its ids cannot be reused by other objects while the entry is there.
+        # Bounded (credentials read without the cache are new objects every time); a plain dict,
+        # since racing threads store equal values.
+        self._grants: dict[tuple[int, int], tuple[Policy, AuthenticatedCredential, GrantSet,
+                                                  tuple[Permission, ...]]] = {}
 
     def check(self, query: CheckQuery) -> Decision:
         """Raises InvalidRequest for a malformed query and StoreUnavailable when the store is down;
@@ -119,9 +130,21 @@ class CheckService:
         retry_after = self._limiter.retry_after(partner_id, len(plans), self._monotonic()) if self._limiter else 0
         if retry_after:
             return [decide(CheckInput(plan, credential, retry_after=retry_after)) for plan in plans]
-        grants = effective_grants(policy, credential)
+        grants, listed = self._grants_of(policy, credential)
         return [decide(CheckInput(
             plan, credential, grants,
             frozenset(subject_type for subject_type in plan.relations
                       if facts.relations.is_active(partner_id, subject_type, plan.resource.subject_id(subject_type), now)),
-            policy.scope_names)) for plan in plans]
+            policy.scope_names, listed_grants=listed)) for plan in plans]
+
+    def _grants_of(self, policy: Policy, credential: AuthenticatedCredential) -> tuple[GrantSet, tuple[Permission, ...]]:
+        key = (id(policy), id(credential))
+        found = self._grants.get(key)
+        if found is not None and found[0] is policy and found[1] is credential:
+            return found[2], found[3]
+        grants = effective_grants(policy, credential)
+        listed = grants.listed(policy.scope_names)
+        if len(self._grants) >= MAX_GRANTS_MEMO:
+            self._grants.clear()
+        self._grants[key] = (policy, credential, grants, listed)
+        return grants, listed

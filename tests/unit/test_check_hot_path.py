@@ -1,0 +1,84 @@
+"""The shortcuts of a cached Check keep every answer the same: decision ids, prebuilt responses,
+kept metric children, effective grants kept per credential."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from prometheus_client import generate_latest
+
+from service.domain.decision import Decision, Reason, deny
+from service.domain.ids import new_decision_id
+from service.domain.model import CredentialKind, Principal
+from service.domain.scopes import AccessLevel, Permission
+from service.telemetry import Telemetry
+from service.transport.convert import _build_check_response, check_response_to_proto
+from service.transport.ext_authz_convert import DECISION_HEADER, _build_response, ext_authz_response
+
+ALLOW = Decision(allowed=True, message="allowed", principal=Principal("p", "key_1", CredentialKind.API_KEY),
+                 grants=(Permission("court-booking", AccessLevel.WRITE), Permission("user", AccessLevel.READ)))
+DENY = deny(Reason.INSUFFICIENT_SCOPE, "the credential lacks the permission user:write", missing_scope="user:write")
+
+
+def test_decision_ids_are_32_hex_digits_and_unique():
+    ids = [new_decision_id() for _ in range(10_000)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_child_draws_its_own_decision_id_prefix():
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.write(write, new_decision_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 64).decode()
+    os.close(read)
+    assert len(theirs) == 32 and theirs[:16] != new_decision_id()[:16]
+
+
+def test_a_native_response_is_the_built_one_with_its_own_decision_id():
+    for decision in (ALLOW, DENY):
+        first = check_response_to_proto(decision, realm="r", decision_id="a" * 32)
+        first.message = "changed by the caller"  # a copy: the next response is not touched
+        second = check_response_to_proto(decision, realm="r", decision_id="b" * 32)
+        expected = _build_check_response(decision, "r")
+        expected.decision_id = "b" * 32
+        assert second == expected
+    assert check_response_to_proto(DENY, realm="other", decision_id="c").www_authenticate.startswith(
+        'Bearer realm="other"')
+
+
+def test_an_ext_authz_response_carries_its_decision_id_everywhere():
+    for decision in (ALLOW, DENY):
+        for decision_id in ("a" * 32, "b" * 32):
+            response = ext_authz_response(decision, realm="r", decision_id=decision_id, operation="getUser",
+                                          strip_credentials=True)
+            assert response.dynamic_metadata["decision_id"] == decision_id
+            if decision.allowed:
+                headers = {h.header.key: h.header.value for h in response.ok_response.headers}
+                assert headers[DECISION_HEADER] == decision_id
+                assert response.ok_response.dynamic_metadata["decision_id"] == decision_id
+            built = _build_response(decision, "r", "getUser", True)
+            for message in (built.dynamic_metadata, *([built.ok_response.dynamic_metadata] if decision.allowed else [])):
+                message.fields["decision_id"].string_value = decision_id
+            if decision.allowed:
+                built.ok_response.headers[0].header.value = decision_id
+            assert response == built
+
+
+def test_metrics_count_every_decision_with_the_kept_children():
+    telemetry = Telemetry()
+    for _ in range(3):
+        telemetry.record_decision("native", "getUser", ALLOW, "d", 0.0002)
+    telemetry.record_decision("native", "getUser", DENY, "d", 0.0002)
+    telemetry.record_decision("ext_authz", "getUser", ALLOW, "d", 0.002)
+    text = generate_latest(telemetry.registry).decode()
+    assert 'tollgate_checks_total{adapter="native",decision="allow",reason=""} 3.0' in text
+    assert 'tollgate_checks_total{adapter="native",decision="deny",reason="insufficient_scope"} 1.0' in text
+    assert 'tollgate_checks_total{adapter="ext_authz",decision="allow",reason=""} 1.0' in text
+    assert 'tollgate_check_duration_seconds_count{adapter="native"} 4.0' in text
+    assert 'tollgate_check_duration_seconds_bucket{adapter="ext_authz",le="0.0025"} 1.0' in text
