@@ -21,6 +21,8 @@ from .fact_cache import FactCache
 MAX_BATCH = 100
 # Credentials whose effective grants are kept (see CheckService._grants).
 MAX_GRANTS_MEMO = 4096
+# Request shapes whose plans are kept (see CheckService._plan).
+MAX_PLANS_MEMO = 4096
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,30 @@ class CheckService:
         # since racing threads store equal values.
         self._grants: dict[tuple[int, int], tuple[Policy, AuthenticatedCredential, GrantSet,
                                                   tuple[Permission, ...]]] = {}
+        self._plans: tuple[Policy | None, dict[tuple, CheckPlan]] = (None, {})
 
     def check(self, query: CheckQuery) -> Decision:
         """Raises InvalidRequest for a malformed query and StoreUnavailable when the store is down;
         every other outcome, allow or deny, is the returned Decision."""
         policy = self._policy()
+        return self._decide_all(policy, [self._plan(policy, query)], query.authorization, query.api_key,
+                                query.at_least_as_fresh)[0]
+
+    def _plan(self, policy: Policy, query: CheckQuery) -> CheckPlan:
+        """plan_check, kept per request shape: it is pure in (policy, operation, permissions,
+        resource), and a gateway asks the same requests again and again. Only valid plans
+        are kept (an invalid request raises every time); bounded, and emptied with a new policy."""
+        key = (query.operation, tuple(query.permissions), query.resource)
+        memo = self._plans  # (policy, plans) swapped as one object, so a reader never mixes two policies
+        if memo[0] is policy:
+            found = memo[1].get(key)
+            if found is not None:
+                return found
         plan = plan_check(policy, query.operation, query.permissions, query.resource)
-        return self._decide_all(policy, [plan], query.authorization, query.api_key, query.at_least_as_fresh)[0]
+        if memo[0] is not policy or len(memo[1]) >= MAX_PLANS_MEMO:
+            memo = self._plans = (policy, {})
+        memo[1][key] = plan
+        return plan
 
     def check_batch(self, authorization: str, api_key: str, items: list[CheckItem],
                     at_least_as_fresh: int = 0) -> list[Decision]:
