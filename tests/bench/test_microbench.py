@@ -196,3 +196,54 @@ def test_check_miss(benchmark, facts, name):
     decision = _miss(benchmark, facts, lambda: facts.checks.check(query))
     assert decision.allowed
 
+
+
+# -- the servicers: transport, use case and telemetry, as a gRPC thread runs them ---------------
+
+class _Context:
+    """The two things the servicers ask of a grpc.ServicerContext on the way to a decision."""
+
+    def time_remaining(self):
+        return None
+
+    def invocation_metadata(self):
+        return ()
+
+
+def _servicer_requests(f: Facts) -> dict:
+    from envoy.service.auth.v3 import external_auth_pb2  # noqa: F401 - registers the messages
+    from tollgate.v1 import authorization_pb2
+
+    from tests.support.envoy import ext_authz_request
+
+    return {
+        "native-api_key": authorization_pb2.CheckRequest(api_key=f.api_key, operation="createCourtBooking"),
+        "native-RS256": authorization_pb2.CheckRequest(authorization=f"Bearer {f.tokens['RS256']}",
+                                                       operation="getUser",
+                                                       resource=authorization_pb2.Resource(user_id=USER)),
+        "ext_authz-api_key": ext_authz_request("POST", "/v1/court-bookings", {"x-api-key": f.api_key}),
+        "ext_authz-RS256": ext_authz_request("GET", f"/v1/users/{USER}",
+                                             {"authorization": f"Bearer {f.tokens['RS256']}"}),
+    }
+
+
+@pytest.mark.parametrize("name", ["native-api_key", "native-RS256", "ext_authz-api_key", "ext_authz-RS256"])
+def test_servicer_check_hit(benchmark, facts, name):
+    """The handler's whole share of a cached Check: the request parsed from its bytes, the
+    servicer (query, decision, decision id, metrics, response) and the response serialised, as
+    gRPC does around it. Compare with bench/cpu_per_check.py's server CPU per check."""
+    from service.telemetry import Telemetry
+    from service.transport.authorization import AuthorizationServicer
+    from service.transport.ext_authz import ExtAuthzServicer
+
+    telemetry = Telemetry()
+    servicer = (AuthorizationServicer(facts.checks, "bench", telemetry) if name.startswith("native")
+                else ExtAuthzServicer(facts.checks, lambda: facts.policy, "bench", telemetry))
+    request = _servicer_requests(facts)[name]
+    raw, message_type, context = request.SerializeToString(), type(request), _Context()
+
+    def call() -> bytes:
+        return servicer.Check(message_type.FromString(raw), context).SerializeToString()
+
+    response = type(servicer.Check(request, context)).FromString(_hit(benchmark, facts, call))
+    assert response.allowed if name.startswith("native") else response.HasField("ok_response")
