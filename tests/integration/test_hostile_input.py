@@ -912,3 +912,18 @@ def test_admin_error_echo_keeps_the_error_deliverable(shared_world, admin_key, r
                    metadata=[("authorization", f"Bearer {admin_key}")])
     assert_answered_in_time(outcome)
     hostile.assert_error_is_one_of(outcome, ADMIN_ERROR_CODES)
+
+
+# --- 6. found by the coverage-guided fuzz targets (tests/fuzz), fixed ----------------------------
+
+
+@pytest.mark.parametrize("operation", ["\x00" * 500_000, "getUser" * 40_000, "é" * 300_000])
+def test_ext_authz_operation_extension_echo_is_bounded(shared_world, operation):
+    """An operation named by context_extensions was echoed whole into dynamic_metadata: a 500 kB
+    one gave a 500 kB answer (tests/fuzz/ext_authz found it). It is decided whole and echoed cut."""
+    request = ext_authz_request("GET", "/health", {"authorization": shared_world.bearer("acme")},
+                                context_extensions={"operation": operation})
+    outcome = call(ext_authz_stub(shared_world.channel).Check, request)
+    assert assert_ext_authz_outcome(outcome, may_allow=False, request_bytes=request.ByteSize()) == "unknown_operation"
+    assert outcome.response.ByteSize() < 64 * 1024
+    assert len(outcome.response.dynamic_metadata.fields["operation"].string_value) <= 200

@@ -164,6 +164,7 @@ def assert_ext_authz_outcome(outcome: Outcome, *, may_allow: bool, request_bytes
         assert request_bytes > MAX_MESSAGE_BYTES and outcome.code is grpc.StatusCode.RESOURCE_EXHAUSTED, outcome
         return "resource_exhausted"
     response = outcome.response
+    assert response.ByteSize() <= MAX_ANSWER_BYTES, "the answer amplifies the request"
     kind = response.WhichOneof("http_response")
     reason = response.dynamic_metadata.fields["reason"].string_value
     assert response.dynamic_metadata.fields["decision_id"].string_value
