@@ -41,6 +41,25 @@ test: $(STAMP) $(NODE_STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+# Coverage-guided fuzzing (atheris/libFuzzer) of Check, ext_authz and ManageRelation, FUZZ_SECONDS
+# per target; `make test` runs each briefly (tests/integration/test_fuzz_targets.py). New inputs
+# and crash artefacts go to FUZZ_DIR (a new temp dir by default), never into the repository.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= check ext_authz manage_relation
+FUZZ_ARGS    ?=
+.PHONY: fuzz
+fuzz: $(STAMP)
+	@dir=$${FUZZ_DIR:-$$(mktemp -d -t tollgate-fuzz.XXXXXX)}; status=0; \
+	for target in $(FUZZ_TARGETS); do \
+	  mkdir -p $$dir/$$target/new $$dir/$$target/crashes; \
+	  echo "fuzz $$target for $(FUZZ_SECONDS)s: new inputs and crashes under $$dir/$$target"; \
+	  { TOLLGATE_FUZZ_DATA_DIR=$$dir/$$target/data $(PY) -m tests.fuzz.$$target -max_total_time=$(FUZZ_SECONDS) \
+	    -rss_limit_mb=2048 -timeout=30 -len_control=20 -dict=tests/fuzz/tollgate.dict -print_final_stats=1 \
+	    -artifact_prefix=$$dir/$$target/crashes/ $(FUZZ_ARGS) $$dir/$$target/new tests/fuzz/corpus/$$target \
+	    || touch $$dir/$$target/FAILED; } 2>&1 | grep -v -e '^INFO: Instrumenting' -e '^WARNING: Failed to find'; \
+	  test ! -e $$dir/$$target/FAILED || status=1; \
+	done; exit $$status
+
 proto: $(STAMP)
 	$(PY) -m service.protogen generated
 
