@@ -31,6 +31,7 @@ from .tokens import TokenVerifier, load_jwks, seal_secret
 from .transport.admin import AdminServicer
 from .transport.authorization import AuthorizationServicer
 from .transport.client_certs import ClientCertificateRequired
+from .transport.decoding import add_decoding_in_handler
 from .transport.ext_authz import ExtAuthzServicer
 from .transport.relations import RelationsServicer
 from .usecases.admin import AdminService
@@ -176,16 +177,18 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
                  ("grpc.so_reuseport", 1)],
     )
     gate = functools.partial(_gated, settings)
-    authorization_pb2_grpc.add_AuthorizationServicer_to_server(
-        gate("check", AuthorizationServicer(checks, settings.realm, telemetry)), server)
-    relations_pb2_grpc.add_RelationsServicer_to_server(
-        gate("relations", RelationsServicer(relations, callers, telemetry)), server)
+    add_decoding_in_handler(authorization_pb2_grpc.add_AuthorizationServicer_to_server,
+                            gate("check", AuthorizationServicer(checks, settings.realm, telemetry)), server)
+    add_decoding_in_handler(relations_pb2_grpc.add_RelationsServicer_to_server,
+                            gate("relations", RelationsServicer(relations, callers, telemetry)), server)
     # Admin seals HMAC issuer secrets with the key-encryption key and validates JWKS (service.tokens).
     admin = AdminService(policy.current, store.unit_of_work, clock, validate_jwks=load_jwks,
                          seal=functools.partial(seal_secret, kek=key_encryption_key))
-    admin_pb2_grpc.add_AdminServicer_to_server(gate("admin", AdminServicer(admin, callers, telemetry)), server)
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        gate("ext_authz", ExtAuthzServicer(checks, policy.current, settings.realm, telemetry)), server)
+    add_decoding_in_handler(admin_pb2_grpc.add_AdminServicer_to_server,
+                            gate("admin", AdminServicer(admin, callers, telemetry)), server)
+    add_decoding_in_handler(external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
+                            gate("ext_authz", ExtAuthzServicer(checks, policy.current, settings.realm, telemetry)),
+                            server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
