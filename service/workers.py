@@ -24,8 +24,8 @@ def serve_workers(settings: Settings, count: int) -> int:
     """Runs `count` workers until a signal stops them; returns the exit code."""
     from .server import prepare_store
 
-    if settings.port == 0:
-        raise ConfigError("several workers need a fixed port (port 0 would give each its own)")
+    if settings.port == 0 or settings.mtls_port == 0:
+        raise ConfigError("several workers need fixed ports (port 0 would give each its own)")
     prepare_store(settings)  # migrate once, before the workers race to
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, args=(_worker_settings(settings, index),), name=f"worker-{index}")

@@ -4,8 +4,11 @@ import os
 from pathlib import Path
 
 import grpc
+import pytest
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
 
+from service.config import ConfigError, Settings
+from service.workers import serve_workers
 from tests.support.processes import free_port, start_server, stop_server
 from tests.support.world import EXAMPLE_POLICY
 
@@ -37,3 +40,10 @@ def test_two_workers_share_the_port_and_stop_together(tmp_path):
     assert [line for line in output.splitlines() if line.startswith("Tollgate serving on")] == [
         f"Tollgate serving on 127.0.0.1:{port}"] * 2
     assert not any(is_worker(p) for p in spawned)
+
+
+@pytest.mark.parametrize("ports", [{"port": 0}, {"port": 50051, "mtls_port": 0}], ids=["port", "mtls-port"])
+def test_several_workers_refuse_port_zero(tmp_path, ports):
+    settings = Settings(data_dir=tmp_path, policy_path=EXAMPLE_POLICY, **ports)
+    with pytest.raises(ConfigError, match="fixed ports"):
+        serve_workers(settings, 2)
