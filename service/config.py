@@ -58,6 +58,11 @@ class Settings:
     # Checks per second each partner may make, per process (0: no limit), and the burst allowed.
     rate_limit_per_second: float = 0.0
     rate_limit_burst: int = 100
+    # Failed credentials per second each client address may present, per process (0: no limit),
+    # and the burst allowed; past it, the address is answered rate_limit_exceeded unverified.
+    # Off by default: clients behind one gateway share its address unless it forwards theirs.
+    failed_credential_rate_per_second: float = 0.0
+    failed_credential_burst: int = 20
     # Server processes sharing the port (SO_REUSEPORT); 0 means one per core.
     workers: int = 0
     # Check's fact cache: at most this many entries (0 turns caching off) ...
@@ -146,6 +151,9 @@ def _validated(settings: Settings) -> Settings:
     settings = _validated_client_certs(settings)
     if settings.rate_limit_per_second < 0 or settings.rate_limit_burst < 1:
         raise ConfigError("rate_limit_per_second must not be negative and rate_limit_burst must be at least 1")
+    if settings.failed_credential_rate_per_second < 0 or settings.failed_credential_burst < 1:
+        raise ConfigError("failed_credential_rate_per_second must not be negative and "
+                          "failed_credential_burst must be at least 1")
     for name in ("db_pool_timeout_seconds", "db_connect_timeout_seconds", "db_statement_timeout_seconds"):
         if not 0 <= getattr(settings, name) <= 3600:
             raise ConfigError(f"{name} must be 0..3600 seconds, got {getattr(settings, name)}")

@@ -162,7 +162,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
                       max_age_seconds=2 * settings.cache_refresh_seconds) if settings.cache_max_entries else None
     limiter = (RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
                if settings.rate_limit_per_second else None)
-    checks = CheckService(policy.current, store.unit_of_work, verifier, clock, cache, limiter)
+    failed_credentials = (RateLimiter(settings.failed_credential_rate_per_second, settings.failed_credential_burst)
+                          if settings.failed_credential_rate_per_second else None)
+    checks = CheckService(policy.current, store.unit_of_work, verifier, clock, cache, limiter, failed_credentials)
     relations = RelationService(store.unit_of_work, clock, RelationSettings(
         pending_ttl=timedelta(seconds=settings.pending_relation_ttl_seconds),
         connect_token_ttl=timedelta(seconds=settings.connect_token_ttl_seconds)))

@@ -111,6 +111,9 @@ class CheckInput:
     known_scopes: frozenset[str] = frozenset()
     # Seconds the partner must wait, when it has spent its rate of checks; 0 when it has not.
     retry_after: int = 0
+    # Seconds the client address must wait, when it presented too many failed credentials (it is
+    # refused before its credential is verified, so `credential` is None); 0 when it has not.
+    failures_retry_after: int = 0
     # `grants.listed(known_scopes)` when the caller has it already (Check keeps it per credential:
     # sorting the grants costs more than the rest of decide); None: listed here.
     listed_grants: tuple[Permission, ...] | None = None
@@ -124,6 +127,9 @@ def decide(check: CheckInput) -> Decision:
                     else "the check names neither an operation nor permissions")
     if plan.public:
         return ALLOW_PUBLIC
+    if check.failures_retry_after:
+        return deny(Reason.RATE_LIMIT_EXCEEDED, "too many failed credentials from this client address; "
+                    f"retry in {check.failures_retry_after} s", retry_after=check.failures_retry_after)
     if credential is None:
         return deny(Reason.MISSING_TOKEN, "a bearer token or API key is required")
     if isinstance(credential, CredentialRejected):

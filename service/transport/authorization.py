@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
 
@@ -11,6 +12,7 @@ from ..telemetry import Telemetry
 from ..usecases.check import CheckService
 from .convert import check_items_from_proto, check_query_from_proto, check_response_to_proto, revision_from_token
 from .errors import translate_errors
+from .metadata import peer_address
 
 
 class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
@@ -23,6 +25,8 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
     def Check(self, request: authorization_pb2.CheckRequest, context) -> authorization_pb2.CheckResponse:
         started = time.perf_counter()
         query = check_query_from_proto(request)
+        if self._checks.limits_failed_credentials and not query.client_address:
+            query = replace(query, client_address=peer_address(context))
         decision = self._checks.check(query)
         decision_id = new_decision_id()
         self._telemetry.record_decision("native", query.operation, decision, decision_id,
@@ -34,7 +38,8 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
         started = time.perf_counter()
         items = check_items_from_proto(request)
         decisions = self._checks.check_batch(request.authorization, request.api_key, items,
-                                             revision_from_token(request.at_least_as_fresh))
+                                             revision_from_token(request.at_least_as_fresh),
+                                             request.client_address or peer_address(context))
         seconds = (time.perf_counter() - started) / len(decisions)
         results = []
         for item, decision in zip(items, decisions):

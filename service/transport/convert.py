@@ -50,7 +50,7 @@ def check_query_from_proto(request: authorization_pb2.CheckRequest) -> CheckQuer
     permissions = request.permissions
     return CheckQuery(request.authorization, request.api_key, request.operation,
                       list(permissions) if permissions else [], checked,
-                      revision_from_token(request.at_least_as_fresh))
+                      revision_from_token(request.at_least_as_fresh), request.client_address)
 
 
 def check_items_from_proto(request: authorization_pb2.BatchCheckRequest) -> list[CheckItem]:

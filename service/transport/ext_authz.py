@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Callable
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -18,6 +19,7 @@ from ..domain.policy import Policy
 from ..telemetry import Telemetry
 from ..usecases.check import CheckService
 from .errors import deadline_passed
+from .metadata import peer_address
 from .ext_authz_convert import (
     check_query_from_ext_authz,
     ext_authz_invalid,
@@ -43,6 +45,10 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         policy = self._policy()
         try:
             query = check_query_from_ext_authz(request, policy.routes)
+            if self._checks.limits_failed_credentials:
+                # The downstream client as Envoy saw it; the sidecar itself only when it says nothing.
+                query = replace(query, client_address=request.attributes.source.address.socket_address.address
+                                or peer_address(context))
             decision = self._checks.check(query)
         except InvalidRequest as error:
             return ext_authz_invalid(error.message, error.field, decision_id)

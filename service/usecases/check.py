@@ -41,6 +41,8 @@ class CheckQuery:
     resource: Resource = Resource()
     # A store revision (from ManageRelation) the decision must reflect; 0 for "any recent one".
     at_least_as_fresh: int = 0
+    # Where the credential came from, for the failed-credential limit ("" when it is off).
+    client_address: str = ""
 
 
 class CheckService:
@@ -52,6 +54,7 @@ class CheckService:
         clock: Clock,
         cache: FactCache | None = None,
         limiter: RateLimiter | None = None,
+        failed_credentials: RateLimiter | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._policy = policy
@@ -60,6 +63,10 @@ class CheckService:
         self._clock = clock
         self._cache = cache
         self._limiter = limiter
+        # Per client address, charged one token per credential that fails; an address without a
+        # token left is refused before verification, which is where a flood of forged tokens
+        # would spend our CPU (a signature check each).
+        self._failures = failed_credentials
         self._monotonic = monotonic
         # Effective grants (and their sorted listing) depend only on the policy and the verified
         # credential, and on a fact-cache hit both are the very objects of the previous check of
@@ -71,12 +78,17 @@ class CheckService:
                                                   tuple[Permission, ...]]] = {}
         self._plans: tuple[Policy | None, dict[tuple, CheckPlan]] = (None, {})
 
+    @property
+    def limits_failed_credentials(self) -> bool:
+        """Whether callers should say where credentials come from (CheckQuery.client_address)."""
+        return self._failures is not None
+
     def check(self, query: CheckQuery) -> Decision:
         """Raises InvalidRequest for a malformed query and StoreUnavailable when the store is down;
         every other outcome, allow or deny, is the returned Decision."""
         policy = self._policy()
         return self._decide_all(policy, [self._plan(policy, query)], query.authorization, query.api_key,
-                                query.at_least_as_fresh)[0]
+                                query.at_least_as_fresh, query.client_address)[0]
 
     def _plan(self, policy: Policy, query: CheckQuery) -> CheckPlan:
         """plan_check, kept per request shape: it is pure in (policy, operation, permissions,
@@ -95,7 +107,7 @@ class CheckService:
         return plan
 
     def check_batch(self, authorization: str, api_key: str, items: list[CheckItem],
-                    at_least_as_fresh: int = 0) -> list[Decision]:
+                    at_least_as_fresh: int = 0, client_address: str = "") -> list[Decision]:
         """As check() for each item; an InvalidRequest names the item ("items[3].resource.user_id")."""
         if not 1 <= len(items) <= MAX_BATCH:
             raise InvalidRequest(f"a batch has 1 to {MAX_BATCH} items", field="items")
@@ -106,15 +118,20 @@ class CheckService:
                 plans.append(plan_check(policy, item.operation, item.permissions, item.resource))
             except InvalidRequest as error:
                 raise InvalidRequest(f"items[{index}]: {error.message}", field=f"items[{index}].{error.field}") from None
-        return self._decide_all(policy, plans, authorization, api_key, at_least_as_fresh)
+        return self._decide_all(policy, plans, authorization, api_key, at_least_as_fresh, client_address)
 
     def _decide_all(self, policy: Policy, plans: list[CheckPlan], authorization: str, api_key: str,
-                    at_least_as_fresh: int) -> list[Decision]:
+                    at_least_as_fresh: int, client_address: str) -> list[Decision]:
         if all(not plan.known or plan.public for plan in plans):
             return [decide(CheckInput(plan, None)) for plan in plans]
+        if self._failures is not None:
+            wait = self._failures.blocked_for(client_address, self._monotonic())
+            if wait:
+                return [decide(CheckInput(plan, None, failures_retry_after=wait)) for plan in plans]
         try:
             presented = parse_presented(authorization, api_key)
         except CredentialRejected as rejected:
+            self._count_failure(client_address)
             return [decide(CheckInput(plan, rejected)) for plan in plans]
         if presented is None:
             return [decide(CheckInput(plan, None)) for plan in plans]
@@ -123,9 +140,14 @@ class CheckService:
             cache = self._cache
             verify = lambda: self._verifier.verify(presented, cache.reader, now)  # noqa: E731
             return self._decide(policy, plans, lambda: cache.credential(presented.value, now, verify),
-                                cache.reader, now)
+                                cache.reader, now, client_address)
         with self._unit_of_work(read_only=True) as repos:
-            return self._decide(policy, plans, lambda: self._verifier.verify(presented, repos, now), repos, now)
+            return self._decide(policy, plans, lambda: self._verifier.verify(presented, repos, now), repos, now,
+                                client_address)
+
+    def _count_failure(self, client_address: str) -> None:
+        if self._failures is not None:
+            self._failures.retry_after(client_address, 1, self._monotonic())
 
     def _fresh_enough(self, wanted: int) -> bool:
         """The cache is used only while it was confirmed against the store within its bound, and
@@ -138,12 +160,13 @@ class CheckService:
         return wanted <= cache.refresh()
 
     def _decide(self, policy: Policy, plans: list[CheckPlan], verify: Callable[[], AuthenticatedCredential],
-                facts: Repositories, now: datetime) -> list[Decision]:
+                facts: Repositories, now: datetime, client_address: str) -> list[Decision]:
         try:
             credential: AuthenticatedCredential | CredentialRejected = verify()
         except CredentialRejected as rejected:
             credential = rejected
         if isinstance(credential, CredentialRejected):
+            self._count_failure(client_address)
             return [decide(CheckInput(plan, credential)) for plan in plans]
         partner_id = credential.principal.partner_id
         retry_after = self._limiter.retry_after(partner_id, len(plans), self._monotonic()) if self._limiter else 0
