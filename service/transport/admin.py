@@ -113,6 +113,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return admin_pb2.ListIssuersResponse(issuers=[issuer_to_proto(i) for i in issuers])
 
     @translate_errors
+    def ListRoles(self, request: admin_pb2.ListRolesRequest, context) -> admin_pb2.ListRolesResponse:
+        roles = self._admin.list_roles(caller=self._caller(context))
+        return admin_pb2.ListRolesResponse(roles=[admin_pb2.Role(name=name, grants=grants) for name, grants in roles])
+
+    @translate_errors
     def RevokeToken(self, request: admin_pb2.RevokeTokenRequest, context) -> admin_pb2.RevokeTokenResponse:
         caller = self._caller(context)
         issuer = self._admin.revoke_token(request.issuer, request.jti, _time_or_none(request, "expire_time"),

@@ -260,6 +260,13 @@ class AdminService:
         with self._unit_of_work(read_only=True) as repos:
             return list(repos.issuers.list())
 
+    def list_roles(self, *, caller: Caller = OPERATOR) -> list[tuple[str, tuple[str, ...]]]:
+        """(name, grants) of every role of the policy in force, by name."""
+        self._require_admin(caller, "role.list", "")
+        policy = self._policy()
+        return [(name, tuple(str(p) for p in grants.listed(policy.scope_names)))
+                for name, grants in sorted(policy.roles.items())]
+
     def revoke_token(self, issuer: str, jti: str, expires_at: datetime | None = None, *,
                      caller: Caller = OPERATOR) -> IssuerRecord:
         """Revokes one JWT by its jti (idempotent). `issuer` is the issuer id or its iss string."""

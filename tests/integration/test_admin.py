@@ -248,6 +248,7 @@ ALL_CALLS = [
                                                 hmac_secret=b"x" * 32)),
     ("RotateIssuerKeys", pb.RotateIssuerKeysRequest(issuer="https://rsa.issuer.test", jwks="{}")),
     ("ListIssuers", pb.ListIssuersRequest()),
+    ("ListRoles", pb.ListRolesRequest()),
     ("RevokeToken", pb.RevokeTokenRequest(issuer="https://rsa.issuer.test", jti="j")),
     ("ListAuditEvents", pb.ListAuditEventsRequest()),
 ]
@@ -274,7 +275,7 @@ def test_non_admins_are_refused_and_the_refusals_are_audited(world, admin):
     actions = [e.action for e in audit(admin, actor="partner:acme")]
     assert actions == ["partner.create", "partner.get", "partner.list", "partner.suspend", "partner.set_grants",
                        "api_key.issue", "api_key.revoke", "api_key.list", "issuer.register", "issuer.rotate_keys",
-                       "issuer.list", "token.revoke", "audit.list"]
+                       "issuer.list", "role.list", "token.revoke", "audit.list"]
 
 
 def test_callers_without_a_valid_credential_are_unauthenticated(world):
@@ -406,3 +407,13 @@ def test_concurrent_key_issue_and_revoke_lose_no_write(world, admin):
         assert world.check("createCourtBooking", authorization=f"Bearer {old.key}").reason == "token_revoked"
     for new in new_keys:
         assert world.check("createCourtBooking", authorization=f"Bearer {new.key}").allowed
+
+
+def test_list_roles_shows_the_policy_roles_and_their_grants(world, admin):
+    roles = {role.name: list(role.grants) for role in admin.ListRoles(pb.ListRolesRequest()).roles}
+    policy = world.app.policy.current()
+    assert set(roles) == set(policy.roles) and roles, roles
+    assert list(roles) == sorted(roles)
+    assert "court-booking:write" in roles["booking-agent"]
+    for grants in roles.values():
+        assert grants == sorted(grants) and all(":" in grant for grant in grants)

@@ -94,6 +94,11 @@ class AdminStub:
                 request_serializer=tollgate_dot_v1_dot_admin__pb2.ListIssuersRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_admin__pb2.ListIssuersResponse.FromString,
                 _registered_method=True)
+        self.ListRoles = channel.unary_unary(
+                '/tollgate.v1.Admin/ListRoles',
+                request_serializer=tollgate_dot_v1_dot_admin__pb2.ListRolesRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_admin__pb2.ListRolesResponse.FromString,
+                _registered_method=True)
         self.RevokeToken = channel.unary_unary(
                 '/tollgate.v1.Admin/RevokeToken',
                 request_serializer=tollgate_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
@@ -192,6 +197,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRoles(self, request, context):
+        """ListRoles returns the roles the policy in force defines, with the grants each stands for.
+        Roles are defined in the policy file (reloaded on SIGHUP) and assigned by SetPartnerGrants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RevokeToken(self, request, context):
         """RevokeToken revokes one JWT by its issuer and jti (idempotent).
         """
@@ -263,6 +276,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListIssuers,
                     request_deserializer=tollgate_dot_v1_dot_admin__pb2.ListIssuersRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_admin__pb2.ListIssuersResponse.SerializeToString,
+            ),
+            'ListRoles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoles,
+                    request_deserializer=tollgate_dot_v1_dot_admin__pb2.ListRolesRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_admin__pb2.ListRolesResponse.SerializeToString,
             ),
             'RevokeToken': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeToken,
@@ -577,6 +595,33 @@ class Admin:
             '/tollgate.v1.Admin/ListIssuers',
             tollgate_dot_v1_dot_admin__pb2.ListIssuersRequest.SerializeToString,
             tollgate_dot_v1_dot_admin__pb2.ListIssuersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.Admin/ListRoles',
+            tollgate_dot_v1_dot_admin__pb2.ListRolesRequest.SerializeToString,
+            tollgate_dot_v1_dot_admin__pb2.ListRolesResponse.FromString,
             options,
             channel_credentials,
             insecure,
