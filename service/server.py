@@ -25,6 +25,7 @@ from .domain.ports import Clock, SystemClock
 from .domain.rate_limit import RateLimiter
 from .keyring import load_key_encryption_key
 from .policy_file import load_policy
+from .siblings import SiblingWrites
 from .store import Store, create_store
 from .telemetry import Telemetry
 from .tokens import TokenVerifier, load_jwks, seal_secret
@@ -146,8 +147,9 @@ def prepare_store(settings: Settings) -> None:
         store.dispose()
 
 
-def build_app(settings: Settings, clock: Clock | None = None) -> App:
-    """Builds everything in order; each failure names its step. `clock` is for tests."""
+def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingWrites | None = None) -> App:
+    """Builds everything in order; each failure names its step. `clock` is for tests; `siblings`
+    is the write counter shared with the other worker processes of this server, if any."""
     policy = PolicyHolder(_step("load the policy", lambda: load_policy(settings.policy_path)))
     store = _step("open the store", lambda: create_store(
         settings.effective_database_url, pool_size=settings.db_pool_size,
@@ -159,7 +161,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         key_encryption_key=key_encryption_key, leeway=settings.jwt_leeway))
     clock = clock or SystemClock()
     cache = FactCache(store.unit_of_work, settings.cache_max_entries,
-                      max_age_seconds=2 * settings.cache_refresh_seconds) if settings.cache_max_entries else None
+                      max_age_seconds=2 * settings.cache_refresh_seconds,
+                      sibling_writes=siblings.current if siblings else None) if settings.cache_max_entries else None
+    if siblings is not None:
+        store.unit_of_work.on_write(siblings.advance)
     limiter = (RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
                if settings.rate_limit_per_second else None)
     failed_credentials = (RateLimiter(settings.failed_credential_rate_per_second, settings.failed_credential_burst)
@@ -243,10 +248,10 @@ def _step(name: str, action):
         raise RuntimeError(f"cannot {name}: {error}") from error
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, siblings: SiblingWrites | None = None) -> None:
     """Serves until SIGTERM or SIGINT, then stops accepting and lets in-flight calls finish.
     SIGHUP reloads the policy file."""
-    app = build_app(settings)
+    app = build_app(settings, siblings=siblings)
     app.start()
     log.info("Tollgate serving on %s:%d (store: %s, metrics: %s)", settings.host, app.port,
              "postgresql" if settings.effective_database_url.startswith("postgresql") else "sqlite",

@@ -16,6 +16,7 @@ import threading
 from dataclasses import replace
 
 from .config import ConfigError, Settings
+from .siblings import SiblingWrites
 
 log = logging.getLogger("tollgate.workers")
 
@@ -28,7 +29,9 @@ def serve_workers(settings: Settings, count: int) -> int:
         raise ConfigError("several workers need fixed ports (port 0 would give each its own)")
     prepare_store(settings)  # migrate once, before the workers race to
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(_worker_settings(settings, index),), name=f"worker-{index}")
+    siblings = SiblingWrites(context)
+    workers = [context.Process(target=_worker, args=(_worker_settings(settings, index), siblings),
+                               name=f"worker-{index}")
                for index in range(count)]
     for worker in workers:
         worker.start()
@@ -57,9 +60,9 @@ def _worker_settings(settings: Settings, index: int) -> Settings:
     return replace(settings, metrics_port=settings.metrics_port + index if settings.metrics_port else 0)
 
 
-def _worker(settings: Settings) -> None:
+def _worker(settings: Settings, siblings: SiblingWrites) -> None:
     from .server import serve
     from .telemetry import configure_logging
 
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
-    serve(settings)
+    serve(settings, siblings)

@@ -4,7 +4,9 @@ Every writing unit of work advances the store revision. This process's own write
 caches as they commit (so the replica that made a change sees it at once); other replicas' writes
 are noticed by refresh(), which the server runs every `cache_refresh_seconds` (the bound on how
 stale a replica can be), and which Check runs at once for a request that asks to be at least as
-fresh as a given revision. Time-dependent facts (key and relation expiry, token exp) are cached as
+fresh as a given revision. Worker processes of one server (`serve --workers N`) also share a
+counter that each advances after its writes: a worker that sees it move refreshes before its next
+check, so a client whose next call lands on another worker still reads its own write. Time-dependent facts (key and relation expiry, token exp) are cached as
 the records themselves and re-judged against the clock on every check, never as yes/no answers.
 """
 
@@ -33,7 +35,8 @@ _MISSING = object()
 
 
 class FactCache:
-    def __init__(self, unit_of_work: UnitOfWork, max_entries: int = 100_000, max_age_seconds: float = 1.0) -> None:
+    def __init__(self, unit_of_work: UnitOfWork, max_entries: int = 100_000, max_age_seconds: float = 1.0,
+                 sibling_writes: Callable[[], int] | None = None) -> None:
         self._unit_of_work = unit_of_work
         self._max_entries = max_entries
         self._max_age = max_age_seconds
@@ -46,6 +49,9 @@ class FactCache:
         # Bumped on every clear; a load that started under an older generation is not stored.
         self._generation = 0
         self._revision = 0
+        # The sibling workers' write counter (None: no siblings), and its value at the last refresh.
+        self._sibling_writes = sibling_writes
+        self._sibling_writes_seen = sibling_writes() if sibling_writes else 0
         self.reader = CachedReader(self)
         unit_of_work.on_write(self.clear)
 
@@ -56,6 +62,8 @@ class FactCache:
 
     def refresh(self) -> int:
         """Reads the store revision; a newer one clears the caches. Returns the revision."""
+        # Read before the store: a sibling's write committed meanwhile moves it again.
+        sibling_writes = self._sibling_writes() if self._sibling_writes else 0
         try:
             revision = self._unit_of_work.revision()
         except Exception:
@@ -65,12 +73,14 @@ class FactCache:
             if revision != self._revision:
                 self._clear_locked()
                 self._revision = revision
+            self._sibling_writes_seen = sibling_writes
             self._confirmed_at = time.monotonic()
         return revision
 
     def is_current(self) -> bool:
         confirmed = self._confirmed_at
-        return confirmed is not None and time.monotonic() - confirmed <= self._max_age
+        return (confirmed is not None and time.monotonic() - confirmed <= self._max_age
+                and (self._sibling_writes is None or self._sibling_writes() == self._sibling_writes_seen))
 
     def clear(self) -> None:
         with self._lock:

@@ -1,11 +1,14 @@
 """`serve --workers 2`: two processes share one port, both answer, SIGTERM stops them all."""
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
 import pytest
-from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
+from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2, relations_pb2_grpc
 
 from service.config import ConfigError, Settings
 from service.workers import serve_workers
@@ -47,3 +50,51 @@ def test_several_workers_refuse_port_zero(tmp_path, ports):
     settings = Settings(data_dir=tmp_path, policy_path=EXAMPLE_POLICY, **ports)
     with pytest.raises(ConfigError, match="fixed ports"):
         serve_workers(settings, 2)
+
+
+def test_a_write_on_one_worker_is_read_by_the_other_at_once(tmp_path):
+    """The kernel spreads connections over the workers, so a client's revoke and its next check
+    may land on different workers. With the cache refresh at 30 s only the counter the workers
+    share (service/siblings.py) can make the other worker see the change: every check must."""
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")},
+           "TOLLGATE_DATA_DIR": str(tmp_path), "TOLLGATE_POLICY_PATH": str(EXAMPLE_POLICY),
+           "TOLLGATE_CACHE_REFRESH_SECONDS": "30"}
+
+    def cli(*words):
+        done = subprocess.run([sys.executable, "-m", "service", *words, "--json"], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    cli("partner", "create", "platform", "--name", "Platform", "--role", "platform")
+    cli("partner", "create", "acme", "--name", "Acme", "--role", "booking-agent")
+    platform, acme = (cli("key", "issue", name, "--name", "t")["key"] for name in ("platform", "acme"))
+    process = start_server(port, env, "--workers", "2")
+
+    def call(method, request, key):  # a new connection each time, so the kernel picks the worker anew
+        # (Check carries the credential in the request; the metadata is for ManageRelation.)
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+            stub = (authorization_pb2_grpc.AuthorizationStub if method == "Check" else relations_pb2_grpc.RelationsStub)(ch)
+            return getattr(stub, method)(request, metadata=[("authorization", f"Bearer {key}")], timeout=10)
+
+    def allowed(user_id):
+        return call("Check", authorization_pb2.CheckRequest(
+            authorization=f"Bearer {acme}", operation="getUser",
+            resource=authorization_pb2.Resource(user_id=user_id)), acme).allowed
+
+    try:
+        for index in range(12):
+            user_id = f"u-{index}"
+            assert not allowed(user_id)
+            relation = call("ManageRelation", relations_pb2.ManageRelationRequest(
+                request_user_relation=relations_pb2.RequestUserRelation(user_id=user_id)), acme).relation
+            call("ManageRelation", relations_pb2.ManageRelationRequest(
+                approve_user_relation=relations_pb2.ApproveUserRelation(relation_id=relation.id)), platform)
+            assert [allowed(user_id) for _ in range(3)] == [True] * 3, index
+            call("ManageRelation", relations_pb2.ManageRelationRequest(
+                revoke_relation=relations_pb2.RevokeRelation(relation_id=relation.id)), acme)
+            assert [allowed(user_id) for _ in range(3)] == [False] * 3, index
+    finally:
+        code, output = stop_server(process)
+    assert code == 0, output
