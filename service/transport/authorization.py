@@ -37,9 +37,11 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
     def BatchCheck(self, request: authorization_pb2.BatchCheckRequest, context) -> authorization_pb2.BatchCheckResponse:
         started = time.perf_counter()
         items = check_items_from_proto(request)
+        client_address = request.client_address
+        if self._checks.limits_failed_credentials and not client_address:
+            client_address = peer_address(context)
         decisions = self._checks.check_batch(request.authorization, request.api_key, items,
-                                             revision_from_token(request.at_least_as_fresh),
-                                             request.client_address or peer_address(context))
+                                             revision_from_token(request.at_least_as_fresh), client_address)
         seconds = (time.perf_counter() - started) / len(decisions)
         results = []
         for item, decision in zip(items, decisions):

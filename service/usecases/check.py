@@ -87,20 +87,21 @@ class CheckService:
         """Raises InvalidRequest for a malformed query and StoreUnavailable when the store is down;
         every other outcome, allow or deny, is the returned Decision."""
         policy = self._policy()
-        return self._decide_all(policy, [self._plan(policy, query)], query.authorization, query.api_key,
+        plan = self._plan(policy, query.operation, query.permissions, query.resource)
+        return self._decide_all(policy, [plan], query.authorization, query.api_key,
                                 query.at_least_as_fresh, query.client_address)[0]
 
-    def _plan(self, policy: Policy, query: CheckQuery) -> CheckPlan:
+    def _plan(self, policy: Policy, operation: str, permissions: list[str], resource: Resource) -> CheckPlan:
         """plan_check, kept per request shape: it is pure in (policy, operation, permissions,
         resource), and a gateway asks the same requests again and again. Only valid plans
         are kept (an invalid request raises every time); bounded, and emptied with a new policy."""
-        key = (query.operation, tuple(query.permissions), query.resource)
+        key = (operation, tuple(permissions), resource)
         memo = self._plans  # (policy, plans) swapped as one object, so a reader never mixes two policies
         if memo[0] is policy:
             found = memo[1].get(key)
             if found is not None:
                 return found
-        plan = plan_check(policy, query.operation, query.permissions, query.resource)
+        plan = plan_check(policy, operation, permissions, resource)
         if memo[0] is not policy or len(memo[1]) >= MAX_PLANS_MEMO:
             memo = self._plans = (policy, {})
         memo[1][key] = plan
@@ -115,7 +116,7 @@ class CheckService:
         plans = []
         for index, item in enumerate(items):
             try:
-                plans.append(plan_check(policy, item.operation, item.permissions, item.resource))
+                plans.append(self._plan(policy, item.operation, item.permissions, item.resource))
             except InvalidRequest as error:
                 raise InvalidRequest(f"items[{index}]: {error.message}", field=f"items[{index}].{error.field}") from None
         return self._decide_all(policy, plans, authorization, api_key, at_least_as_fresh, client_address)
