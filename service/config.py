@@ -70,6 +70,9 @@ class Settings:
     # ... and how often other replicas' changes are looked for. A replica sees another's change
     # within this; cached facts older than twice this are not used (Check reads the store).
     cache_refresh_seconds: float = 0.5
+    # Decisions of identical repeated checks kept (service/usecases/decision_memo.py), at most
+    # this many; 0 turns it off, as does turning the fact cache off.
+    decision_memo_max_entries: int = 10_000
     # Prometheus /metrics on its own HTTP port (same host as gRPC); 0 turns it off.
     metrics_port: int = 9464
     # How often the store is pinged to keep the health status true.
@@ -139,7 +142,8 @@ def _validated(settings: Settings) -> Settings:
             raise ConfigError(f"{name} must be 0..65535, got {getattr(settings, name)}")
     if settings.log_format not in ("json", "text"):
         raise ConfigError(f"log_format must be json or text, got {settings.log_format!r}")
-    for name in ("jwt_leeway_seconds", "pending_relation_ttl_seconds", "connect_token_ttl_seconds"):
+    for name in ("jwt_leeway_seconds", "pending_relation_ttl_seconds", "connect_token_ttl_seconds",
+                 "cache_max_entries", "decision_memo_max_entries"):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name} must not be negative")
     if settings.workers < 0:

@@ -38,6 +38,7 @@ from .transport.relations import RelationsServicer
 from .usecases.admin import AdminService
 from .usecases.callers import CallerAuthenticator
 from .usecases.check import CheckService
+from .usecases.decision_memo import DecisionMemo
 from .usecases.fact_cache import FactCache
 from .usecases.relations import RelationService, RelationSettings
 
@@ -169,7 +170,9 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
                if settings.rate_limit_per_second else None)
     failed_credentials = (RateLimiter(settings.failed_credential_rate_per_second, settings.failed_credential_burst)
                           if settings.failed_credential_rate_per_second else None)
-    checks = CheckService(policy.current, store.unit_of_work, verifier, clock, cache, limiter, failed_credentials)
+    memo = DecisionMemo(cache, settings.decision_memo_max_entries) if cache and settings.decision_memo_max_entries else None
+    checks = CheckService(policy.current, store.unit_of_work, verifier, clock, cache, limiter, failed_credentials,
+                          memo=memo)
     relations = RelationService(store.unit_of_work, clock, RelationSettings(
         pending_ttl=timedelta(seconds=settings.pending_relation_ttl_seconds),
         connect_token_ttl=timedelta(seconds=settings.connect_token_ttl_seconds)))

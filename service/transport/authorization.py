@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import replace
 
@@ -24,12 +25,22 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
     @translate_errors
     def Check(self, request: authorization_pb2.CheckRequest, context) -> authorization_pb2.CheckResponse:
         started = time.perf_counter()
-        query = check_query_from_proto(request)
-        if self._checks.limits_failed_credentials and not query.client_address:
-            query = replace(query, client_address=peer_address(context))
-        decision = self._checks.check(query)
+        checks = self._checks
+        client_address = request.client_address
+        if checks.limits_failed_credentials and not client_address:
+            client_address = peer_address(context)
+        decision = memo_key = None
+        if checks.remembers_decisions:
+            # The whole request names the decision (a digest: the request holds the credential).
+            memo_key = hashlib.sha256(request.SerializeToString()).digest()
+            decision = checks.recall(memo_key, client_address)
+        if decision is None:
+            query = check_query_from_proto(request)
+            if client_address != query.client_address:
+                query = replace(query, client_address=client_address)
+            decision = checks.check(query, memo_key)
         decision_id = new_decision_id()
-        self._telemetry.record_decision("native", query.operation, decision, decision_id,
+        self._telemetry.record_decision("native", request.operation, decision, decision_id,
                                         time.perf_counter() - started)
         return check_response_to_proto(decision, realm=self._realm, decision_id=decision_id)
 

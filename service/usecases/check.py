@@ -16,6 +16,7 @@ from ..domain.policy import Policy
 from ..domain.ports import Clock, CredentialVerifier, Repositories, UnitOfWork
 from ..domain.rate_limit import RateLimiter
 from ..domain.scopes import GrantSet, Permission
+from .decision_memo import DecisionMemo
 from .fact_cache import FactCache
 
 MAX_BATCH = 100
@@ -56,6 +57,7 @@ class CheckService:
         limiter: RateLimiter | None = None,
         failed_credentials: RateLimiter | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        memo: DecisionMemo | None = None,
     ) -> None:
         self._policy = policy
         self._unit_of_work = unit_of_work
@@ -68,6 +70,8 @@ class CheckService:
         # would spend our CPU (a signature check each).
         self._failures = failed_credentials
         self._monotonic = monotonic
+        # Decisions of identical earlier checks (see recall()); kept only on the fact cache's path.
+        self._memo = memo if cache is not None else None
         # Effective grants (and their sorted listing) depend only on the policy and the verified
         # credential, and on a fact-cache hit both are the very objects of the previous check of
         # that token: so they are computed once per pair, found by identity. Each entry holds the
@@ -83,13 +87,36 @@ class CheckService:
         """Whether callers should say where credentials come from (CheckQuery.client_address)."""
         return self._failures is not None
 
-    def check(self, query: CheckQuery) -> Decision:
+    @property
+    def remembers_decisions(self) -> bool:
+        """Whether callers should pass a memo key to check() and try recall() first."""
+        return self._memo is not None
+
+    def check(self, query: CheckQuery, memo_key: bytes | None = None) -> Decision:
         """Raises InvalidRequest for a malformed query and StoreUnavailable when the store is down;
-        every other outcome, allow or deny, is the returned Decision."""
+        every other outcome, allow or deny, is the returned Decision. `memo_key`: a digest of the
+        whole request, under which the decision is kept for recall()."""
         policy = self._policy()
         plan = self._plan(policy, query.operation, query.permissions, query.resource)
         return self._decide_all(policy, [plan], query.authorization, query.api_key,
-                                query.at_least_as_fresh, query.client_address)[0]
+                                query.at_least_as_fresh, query.client_address, memo_key)[0]
+
+    def recall(self, memo_key: bytes, client_address: str = "") -> Decision | None:
+        """The decision check() made for an identical request (the same `memo_key`), while every
+        fact behind it still stands (service/usecases/decision_memo.py); None: call check(). The
+        rate limits apply as in check(): this call is counted, and a refused one is left to
+        check() to answer (a refused take spends nothing, so it is not counted twice)."""
+        memo = self._memo
+        if memo is None:
+            return None
+        kept = memo.recall(memo_key, self._policy(), self._clock.now)
+        if kept is None:
+            return None
+        if self._failures is not None and self._failures.blocked_for(client_address, self._monotonic()):
+            return None
+        if self._limiter is not None and self._limiter.retry_after(kept.partner_id, 1, self._monotonic()):
+            return None
+        return kept.decision
 
     def _plan(self, policy: Policy, operation: str, permissions: list[str], resource: Resource) -> CheckPlan:
         """plan_check, kept per request shape: it is pure in (policy, operation, permissions,
@@ -122,7 +149,7 @@ class CheckService:
         return self._decide_all(policy, plans, authorization, api_key, at_least_as_fresh, client_address)
 
     def _decide_all(self, policy: Policy, plans: list[CheckPlan], authorization: str, api_key: str,
-                    at_least_as_fresh: int, client_address: str) -> list[Decision]:
+                    at_least_as_fresh: int, client_address: str, memo_key: bytes | None = None) -> list[Decision]:
         if all(not plan.known or plan.public for plan in plans):
             return [decide(CheckInput(plan, None)) for plan in plans]
         if self._failures is not None:
@@ -139,12 +166,16 @@ class CheckService:
         now = self._clock.now()
         if self._cache is not None and self._fresh_enough(at_least_as_fresh):
             cache = self._cache
+            generation = cache.generation  # before any fact is read (see DecisionMemo.remember)
             verify = lambda: self._verifier.verify(presented, cache.reader, now)  # noqa: E731
-            return self._decide(policy, plans, lambda: cache.credential(presented.value, now, verify),
-                                cache.reader, now, client_address)
+            decisions, verified = self._decide(policy, plans, lambda: cache.credential(presented.value, now, verify),
+                                               cache.reader, now, client_address)
+            if memo_key is not None and verified is not None and self._memo is not None:
+                self._remember(memo_key, generation, policy, plans[0], verified, decisions[0])
+            return decisions
         with self._unit_of_work(read_only=True) as repos:
             return self._decide(policy, plans, lambda: self._verifier.verify(presented, repos, now), repos, now,
-                                client_address)
+                                client_address)[0]
 
     def _count_failure(self, client_address: str) -> None:
         if self._failures is not None:
@@ -161,24 +192,40 @@ class CheckService:
         return wanted <= cache.refresh()
 
     def _decide(self, policy: Policy, plans: list[CheckPlan], verify: Callable[[], AuthenticatedCredential],
-                facts: Repositories, now: datetime, client_address: str) -> list[Decision]:
+                facts: Repositories, now: datetime, client_address: str
+                ) -> tuple[list[Decision], AuthenticatedCredential | None]:
+        """The decisions, and the credential when they are about a verified one that no rate limit
+        refused (the only decisions a DecisionMemo may keep)."""
         try:
             credential: AuthenticatedCredential | CredentialRejected = verify()
         except CredentialRejected as rejected:
             credential = rejected
         if isinstance(credential, CredentialRejected):
             self._count_failure(client_address)
-            return [decide(CheckInput(plan, credential)) for plan in plans]
+            return [decide(CheckInput(plan, credential)) for plan in plans], None
         partner_id = credential.principal.partner_id
         retry_after = self._limiter.retry_after(partner_id, len(plans), self._monotonic()) if self._limiter else 0
         if retry_after:
-            return [decide(CheckInput(plan, credential, retry_after=retry_after)) for plan in plans]
+            return [decide(CheckInput(plan, credential, retry_after=retry_after)) for plan in plans], None
         grants, listed = self._grants_of(policy, credential)
         return [decide(CheckInput(
             plan, credential, grants,
             frozenset(subject_type for subject_type in plan.relations
                       if facts.relations.is_active(partner_id, subject_type, plan.resource.subject_id(subject_type), now)),
-            policy.scope_names, listed_grants=listed)) for plan in plans]
+            policy.scope_names, listed_grants=listed)) for plan in plans], credential
+
+    def _remember(self, memo_key: bytes, generation: int, policy: Policy, plan: CheckPlan,
+                  credential: AuthenticatedCredential, decision: Decision) -> None:
+        """Keeps the decision until the first of its facts may lapse: the credential's expiry and
+        that of each relation the plan looked at (an inactive one only makes it end sooner)."""
+        assert self._memo is not None and self._cache is not None
+        partner_id = credential.principal.partner_id
+        reader = self._cache.reader
+        expiries = [reader.relation_expiry(partner_id, subject_type, plan.resource.subject_id(subject_type))
+                    for subject_type in plan.relations]
+        expiries.append(credential.expires_at)
+        valid_until = min((moment for moment in expiries if moment is not None), default=None)
+        self._memo.remember(memo_key, decision, partner_id, policy, generation, valid_until)
 
     def _grants_of(self, policy: Policy, credential: AuthenticatedCredential) -> tuple[GrantSet, tuple[Permission, ...]]:
         key = (id(policy), id(credential))

@@ -60,6 +60,11 @@ class FactCache:
         """The store revision the cached facts are at least as fresh as (0 before the first refresh)."""
         return self._revision
 
+    @property
+    def generation(self) -> int:
+        """Moves on whenever the cached facts are dropped (a write, a newer revision)."""
+        return self._generation
+
     def refresh(self) -> int:
         """Reads the store revision; a newer one clears the caches. Returns the revision."""
         # Read before the store: a sibling's write committed meanwhile moves it again.
@@ -142,8 +147,15 @@ class CachedReader:
         return self._read(("jti", issuer_id, jti), lambda r: r.revoked_tokens.is_revoked(issuer_id, jti))  # type: ignore
 
     def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
-        relation: RelationRecord | None = self._read(  # type: ignore[assignment]
-            ("relation", partner_id, subject_type, subject_id),
-            lambda r: r.relations.find_open(partner_id, subject_type, subject_id))
+        relation = self._open_relation(partner_id, subject_type, subject_id)
         return (relation is not None and relation.status is RelationStatus.ACTIVE
                 and (relation.expires_at is None or relation.expires_at > now))
+
+    def relation_expiry(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> datetime | None:
+        """When the open relation of the triple expires (None: it does not, or there is none)."""
+        relation = self._open_relation(partner_id, subject_type, subject_id)
+        return relation.expires_at if relation is not None else None
+
+    def _open_relation(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
+        return self._read(("relation", partner_id, subject_type, subject_id),  # type: ignore[return-value]
+                          lambda r: r.relations.find_open(partner_id, subject_type, subject_id))

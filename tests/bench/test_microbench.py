@@ -36,6 +36,7 @@ from service.policy_file import load_policy  # noqa: E402
 from service.store import create_store  # noqa: E402
 from service.tokens import TokenVerifier  # noqa: E402
 from service.usecases.check import CheckQuery, CheckService  # noqa: E402
+from service.usecases.decision_memo import DecisionMemo  # noqa: E402
 from service.usecases.fact_cache import FactCache  # noqa: E402
 from tests.support.keys import access_token_claims, generate_signing_key, jwks  # noqa: E402
 from tests.support.world import EXAMPLE_POLICY  # noqa: E402
@@ -78,6 +79,9 @@ class Facts:
             ISSUERS[alg], AUDIENCE, PARTNER, scope="user:read organization:read", lifetime=3600, now=now))
             for alg in ISSUERS}
         self.checks = CheckService(lambda: self.policy, store.unit_of_work, self.verifier, SystemClock(), self.cache)
+        # As the server builds it: with the decision memo (identical repeated checks recalled).
+        self.remembering = CheckService(lambda: self.policy, store.unit_of_work, self.verifier, SystemClock(),
+                                        self.cache, memo=DecisionMemo(self.cache))
 
     def presented(self, kind: str) -> PresentedCredential:
         if kind == "api_key":
@@ -190,6 +194,15 @@ def test_check_hit(benchmark, facts, name):
 
 
 @pytest.mark.parametrize("name", list(QUERIES))
+def test_check_recalled(benchmark, facts, name):
+    """CheckService.recall of the decision an identical check made (the decision memo's hit)."""
+    query = QUERIES[name](facts)
+    facts.remembering.check(query, name.encode())
+    decision = benchmark(lambda: facts.remembering.recall(name.encode()))
+    assert decision is not None and decision.allowed
+
+
+@pytest.mark.parametrize("name", list(QUERIES))
 def test_check_miss(benchmark, facts, name):
     """CheckService.check with an empty cache: verification and every fact read from the store."""
     query = QUERIES[name](facts)
@@ -227,18 +240,21 @@ def _servicer_requests(f: Facts) -> dict:
     }
 
 
+@pytest.mark.parametrize("memo", ["memo", "no-memo"])
 @pytest.mark.parametrize("name", ["native-api_key", "native-RS256", "ext_authz-api_key", "ext_authz-RS256"])
-def test_servicer_check_hit(benchmark, facts, name):
+def test_servicer_check_hit(benchmark, facts, name, memo):
     """The handler's whole share of a cached Check: the request parsed from its bytes, the
     servicer (query, decision, decision id, metrics, response) and the response serialised, as
-    gRPC does around it. Compare with bench/cpu_per_check.py's server CPU per check."""
+    gRPC does around it; with the decision memo (as served; native Check recalls the decision of
+    an identical request) and without. Compare with bench/cpu_per_check.py's server CPU per check."""
     from service.telemetry import Telemetry
     from service.transport.authorization import AuthorizationServicer
     from service.transport.ext_authz import ExtAuthzServicer
 
     telemetry = Telemetry()
-    servicer = (AuthorizationServicer(facts.checks, "bench", telemetry) if name.startswith("native")
-                else ExtAuthzServicer(facts.checks, lambda: facts.policy, "bench", telemetry))
+    checks = facts.remembering if memo == "memo" else facts.checks
+    servicer = (AuthorizationServicer(checks, "bench", telemetry) if name.startswith("native")
+                else ExtAuthzServicer(checks, lambda: facts.policy, "bench", telemetry))
     request = _servicer_requests(facts)[name]
     raw, message_type, context = request.SerializeToString(), type(request), _Context()
 

@@ -1,0 +1,229 @@
+"""Decisions of repeated identical checks (service/usecases/decision_memo.py) are given again only
+while every fact behind them stands: on SQLite and PostgreSQL, through the real store, fact cache
+and token verification; then through a real server, with the memo on and off."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from service.domain import opaque
+from service.domain.decide import Resource
+from service.domain.model import (
+    ApiKeyRecord,
+    IssuerRecord,
+    PartnerRecord,
+    PartnerStatus,
+    RelationRecord,
+    RelationStatus,
+    SubjectType,
+)
+from service.domain.rate_limit import RateLimiter
+from service.policy_file import load_policy
+from service.store import create_store
+from service.tokens import TokenVerifier
+from service.usecases.check import CheckQuery, CheckService
+from service.usecases.decision_memo import DecisionMemo
+from service.usecases.fact_cache import FactCache
+from tests.support.clock import MovableClock
+from tests.support.keys import access_token_claims, generate_signing_key, jwks
+from tests.support.world import EXAMPLE_POLICY, start_world, stop_world
+
+ISSUER = "https://memo.test"
+AUDIENCE = "https://api.memo.test"
+
+
+@dataclass
+class Setup:
+    store: object
+    clock: MovableClock
+    cache: FactCache
+    memo: DecisionMemo
+    api_key: str
+    signer: object
+    policy: object
+
+    def service(self, **extra) -> CheckService:
+        return CheckService(lambda: self.policy, self.store.unit_of_work, TokenVerifier(key_encryption_key=None),
+                            self.clock, self.cache, memo=self.memo, **extra)
+
+    def token(self, lifetime: int = 600) -> str:
+        return self.signer.sign(access_token_claims(ISSUER, AUDIENCE, "acme", scope="user:read",
+                                                    lifetime=lifetime, now=self.clock.now()))
+
+
+@pytest.fixture
+def setup(database_url):
+    store = create_store(database_url)
+    store.migrate()
+    clock = MovableClock(datetime.now(timezone.utc).replace(microsecond=0))
+    now = clock.now()
+    api_key = opaque.generate(opaque.API_KEY_PREFIX)
+    signer = generate_signing_key("RS256", "memo-1")
+    with store.unit_of_work() as repos:
+        repos.partners.add(PartnerRecord("acme", "Acme", PartnerStatus.ACTIVE,
+                                         ("user:read", "court-booking:write"), (), now))
+        repos.api_keys.add(ApiKeyRecord("key_1", "acme", opaque.digest(api_key), "memo", (), (), (), now))
+        repos.issuers.add(IssuerRecord("iss_rs", ISSUER, AUDIENCE, ("RS256",), jwks(signer), None, True,
+                                       "customer_numbers", now))
+        repos.relations.insert_open(RelationRecord("rel_1", "acme", SubjectType.USER, "u-1",
+                                                   RelationStatus.ACTIVE, now, now))
+        repos.relations.insert_open(RelationRecord("rel_2", "acme", SubjectType.USER, "u-2", RelationStatus.ACTIVE,
+                                                   now, now, expires_at=now + timedelta(seconds=100)))
+    cache = FactCache(store.unit_of_work, 10_000, max_age_seconds=3600)
+    cache.refresh()
+    yield Setup(store, clock, cache, DecisionMemo(cache), api_key, signer, load_policy(EXAMPLE_POLICY))
+    store.dispose()
+
+
+BOOKING = dict(operation="createCourtBooking")
+
+
+def ask(checks: CheckService, key: bytes, **query) -> tuple[object, object]:
+    """(what recall() gives, what check() decides) for one request."""
+    return checks.recall(key), checks.check(CheckQuery(**query), key)
+
+
+def test_an_identical_check_is_answered_with_the_kept_decision(setup):
+    checks = setup.service()
+    recalled, first = ask(checks, b"k", api_key=setup.api_key, **BOOKING)
+    assert recalled is None and first.allowed
+    assert checks.recall(b"k") is first
+    assert checks.recall(b"other") is None
+
+
+def test_a_write_of_this_process_ends_every_kept_decision(setup):
+    checks = setup.service()
+    assert checks.check(CheckQuery(api_key=setup.api_key, **BOOKING), b"k").allowed
+    with setup.store.unit_of_work() as repos:
+        repos.api_keys.revoke("key_1", setup.clock.now())
+    assert checks.recall(b"k") is None
+    assert checks.check(CheckQuery(api_key=setup.api_key, **BOOKING), b"k").reason.value == "token_revoked"
+
+
+def test_another_replicas_write_ends_it_at_the_next_refresh(setup, database_url):
+    checks = setup.service()
+    assert checks.check(CheckQuery(api_key=setup.api_key, **BOOKING), b"k").allowed
+    other = create_store(database_url)  # another replica: its writes do not reach this cache directly
+    try:
+        with other.unit_of_work() as repos:
+            repos.partners.set_status("acme", PartnerStatus.SUSPENDED)
+    finally:
+        other.dispose()
+    setup.cache.refresh()  # what the refresh loop does within cache_refresh_seconds
+    assert checks.recall(b"k") is None
+    assert checks.check(CheckQuery(api_key=setup.api_key, **BOOKING), b"k").reason.value == "token_revoked"
+
+
+def test_nothing_is_recalled_once_the_cache_is_past_its_bound(setup):
+    cache = FactCache(setup.store.unit_of_work, 100, max_age_seconds=0.05)
+    cache.refresh()
+    checks = CheckService(lambda: setup.policy, setup.store.unit_of_work, TokenVerifier(key_encryption_key=None),
+                          setup.clock, cache, memo=DecisionMemo(cache))
+    assert checks.check(CheckQuery(api_key=setup.api_key, **BOOKING), b"k").allowed
+    assert checks.recall(b"k") is not None
+    time.sleep(0.1)  # past max_age with no refresh: the store may be down
+    assert checks.recall(b"k") is None
+
+
+def test_a_token_past_its_expiry_is_verified_again(setup):
+    checks = setup.service()
+    token = setup.token(lifetime=60)
+    query = dict(authorization=f"Bearer {token}", operation="getUser", resource=Resource(user_id="u-1"))
+    assert checks.check(CheckQuery(**query), b"k").allowed
+    setup.clock.advance(59)
+    assert checks.recall(b"k") is not None
+    setup.clock.advance(1)  # at exp: within the leeway, check() still allows, but from a fresh verification
+    assert checks.recall(b"k") is None
+    assert checks.check(CheckQuery(**query), b"k").allowed
+    assert checks.recall(b"k") is None, "a credential already past its expiry is never kept"
+    setup.clock.advance(31)
+    assert checks.check(CheckQuery(**query), b"k").reason.value == "token_expired"
+
+
+def test_a_relation_past_its_expiry_ends_the_decision(setup):
+    checks = setup.service()
+    query = dict(api_key=setup.api_key, operation="getUser", resource=Resource(user_id="u-2"))
+    assert checks.check(CheckQuery(**query), b"k").allowed
+    setup.clock.advance(99)
+    assert checks.recall(b"k") is not None
+    setup.clock.advance(1)
+    assert checks.recall(b"k") is None
+    assert checks.check(CheckQuery(**query), b"k").reason.value == "user_access_denied"
+
+
+def test_denies_about_a_verified_credential_are_kept_and_rejections_are_not(setup):
+    checks = setup.service()
+    denied = checks.check(CheckQuery(api_key=setup.api_key, operation="getUser", resource=Resource(user_id="u-9")),
+                          b"no-relation")
+    assert denied.reason.value == "user_access_denied" and checks.recall(b"no-relation") is denied
+    forged = setup.api_key[:-4] + ("AAAA" if not setup.api_key.endswith("AAAA") else "BBBB")
+    assert not checks.check(CheckQuery(api_key=forged, **BOOKING), b"forged").allowed
+    assert checks.recall(b"forged") is None
+
+
+def test_a_new_policy_ends_every_kept_decision(setup):
+    checks = setup.service()
+    assert checks.check(CheckQuery(api_key=setup.api_key, **BOOKING), b"k").allowed
+    setup.policy = load_policy(EXAMPLE_POLICY)  # a reload: a new object, even with the same text
+    assert checks.recall(b"k") is None
+
+
+def test_recalled_checks_count_against_the_partners_rate(setup):
+    checks = setup.service(limiter=RateLimiter(rate=0.001, burst=3))
+    assert checks.check(CheckQuery(api_key=setup.api_key, **BOOKING), b"k").allowed  # 1 of 3
+    assert checks.recall(b"k") is not None and checks.recall(b"k") is not None  # 2 and 3
+    assert checks.recall(b"k") is None, "the fourth is refused: check() answers it"
+    assert checks.check(CheckQuery(api_key=setup.api_key, **BOOKING), b"k").reason.value == "rate_limit_exceeded"
+
+
+def test_a_blocked_client_address_is_not_answered_from_memory(setup):
+    failures = RateLimiter(rate=0.001, burst=1)
+    checks = setup.service(failed_credentials=failures)
+    good = CheckQuery(api_key=setup.api_key, client_address="10.0.0.1", **BOOKING)
+    assert checks.check(good, b"k").allowed
+    assert checks.recall(b"k", "10.0.0.1") is not None
+    assert not checks.check(CheckQuery(api_key="tg_live_forged", client_address="10.0.0.1", **BOOKING)).allowed
+    assert checks.recall(b"k", "10.0.0.1") is None
+    assert checks.check(good, b"k").reason.value == "rate_limit_exceeded"
+    assert checks.recall(b"k", "10.0.0.2") is not None, "other addresses are not blocked"
+
+
+def test_a_decision_read_across_a_change_is_never_given(setup):
+    """remember() stamps the generation read before the facts; a change committed in between
+    (here: before remember) moves the cache on, so the stamp is already old."""
+    checks = setup.service()
+    decision = checks.check(CheckQuery(api_key=setup.api_key, **BOOKING))
+    stale = setup.memo.generation
+    setup.cache.clear()
+    setup.memo.remember(b"k", decision, "acme", setup.policy, stale, None)
+    assert checks.recall(b"k") is None
+
+
+def test_the_memo_is_bounded(setup):
+    memo = DecisionMemo(setup.cache, max_entries=3)
+    decision = setup.service().check(CheckQuery(api_key=setup.api_key, **BOOKING))
+    for i in range(10):
+        memo.remember(bytes([i]), decision, "acme", setup.policy, memo.generation, None)
+    assert sum(memo.recall(bytes([i]), setup.policy, setup.clock.now) is not None for i in range(10)) <= 3
+
+
+@pytest.mark.parametrize("memo_entries", [10_000, 0])
+def test_repeated_checks_through_the_server_answer_alike(database_url, tmp_path, memo_entries):
+    world = start_world(database_url, tmp_path, decision_memo_max_entries=memo_entries)
+    try:
+        key = world.bearer("acme")
+        answers = [world.check("getUser", authorization=key, user_id="u-active") for _ in range(5)]
+        assert all(a.allowed for a in answers) and len({a.decision_id for a in answers}) == 5
+        first = answers[0]
+        for answer in answers[1:]:
+            answer.decision_id = first.decision_id
+            assert answer == first
+        with world.seed() as repos:
+            repos.partners.set_status("acme", PartnerStatus.SUSPENDED)
+        assert world.check("getUser", authorization=key, user_id="u-active").reason == "token_revoked"
+    finally:
+        stop_world(world)
