@@ -12,10 +12,11 @@ For each store (SQLite, PostgreSQL or both):
 5. the same server with the fact cache turned off (every check reads the store);
 6. a small store (1k relations) for the "cost does not grow with the relations" comparison.
 
-Steps 2-6 use the grpcio load generator (bench/load.py, part `grpcio`). Part `h2load` adds
-saturation rows driven by h2load (bench/h2load.py), which leaves the server most of the machine:
-the floor with 1 and 2 processes, Tollgate with 1 and 2 workers, scenarios (a), (b) and (e), each
-verified against the server's decision counter. Part `rss` (`--rss-minutes N`) runs (b) at
+Steps 2-6 use the grpcio load generator (bench/load.py, part `grpcio`). Part `h2load` adds rows
+driven by h2load (bench/h2load.py), which leaves the server most of the machine, in interleaved
+rounds reported as medians: at saturation the floor with 1 and 2 processes, Tollgate with 1 and 2
+workers (scenarios (a), (b) and (e)) and with the decision memo off ((a), (b)); at concurrency 1
+the floor and 1 worker. Each row is verified against the server's decision counter. Part `rss` (`--rss-minutes N`) runs (b) at
 saturation for N minutes against one worker and samples its RSS every 10 s.
 
 Every response is checked against its scenario's expectation; a mismatch fails the run (exit 1)
@@ -33,6 +34,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -292,8 +294,9 @@ def stop(server: Server) -> None:
 
 @contextmanager
 def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: bool = True,
-             metrics: bool = False) -> Iterator[Server]:
-    """The real server; `metrics`: with /metrics on consecutive free ports (one per worker)."""
+             metrics: bool = False, memo: bool = True) -> Iterator[Server]:
+    """The real server; `metrics`: with /metrics on consecutive free ports (one per worker);
+    `memo`: False turns the decision memo off (every check decided from the fact cache)."""
     port = free_port()
     metrics_port = free_ports(workers) if metrics else 0
     data_dir = log_dir / f"{name}-data"
@@ -313,6 +316,8 @@ def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: boo
     }
     if not cache:
         env["TOLLGATE_CACHE_MAX_ENTRIES"] = "0"
+    if not memo:
+        env["TOLLGATE_DECISION_MEMO_MAX_ENTRIES"] = "0"
     command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--metrics-port", str(metrics_port)]
     process, log_path = _spawn(name, command, env, log_dir)
@@ -357,8 +362,10 @@ class H2Row:
     """One h2load row: a server, a scenario, at saturation."""
 
     store: str
-    server: str  # "floor", "floor, 2 processes", "1 worker", "2 workers"
+    server: str  # "floor", "floor, 2 processes", "1 worker", "2 workers", "1 worker, no decision memo",
+    # and at concurrency 1 (one connection, one stream, one body): "floor (c1)", "1 worker (c1)"
     scenario: Scenario
+    round: int = 0  # rows are measured in interleaved rounds (see Bench.h2load_rows)
     requests: int = 0  # -n of the measured run
     summary: h2.Summary | None = None
     server_cpu: float | None = None
@@ -414,10 +421,16 @@ class StoreResult:
     h2_rows: list[H2Row] = field(default_factory=list)
     rss_run: RssRun | None = None
 
-    def find_h2(self, server: str, scenario: str) -> H2Row | None:
-        for row in self.h2_rows:
-            if row.server == server and row.scenario.key == scenario:
-                return row
+    def h2_rounds(self, server: str, scenario: str) -> list[H2Row]:
+        """Every round's row of one server and scenario, in round order."""
+        return [row for row in self.h2_rows if row.server == server and row.scenario.key == scenario]
+
+    def h2_floor_row(self, row: H2Row) -> H2Row | None:
+        """The floor row of the same round that `row` is compared with."""
+        floor_key = "floor-ext" if row.scenario.api == "ext_authz" else "floor"
+        for floor in self.h2_rounds(_h2_floor_of(row.server), floor_key):
+            if floor.round == row.round:
+                return floor
         return None
 
     def find(self, server: str, scenario: str, mode: str) -> Measurement | None:
@@ -442,6 +455,8 @@ class Options:
     h2_connections: int = 16
     h2_streams: int = 2
     h2_bodies: int = 4
+    h2_rounds: int = 3
+    h2_seconds: float = 4.0
     rss_minutes: float = 0.0
     rss_warmup: float = 30.0
     h2load: str = ""  # the binary, found (or installed) before the run
@@ -541,48 +556,65 @@ class Bench:
     H2_SCENARIOS = ("a", "b", "e")
 
     def h2load_rows(self, result: StoreResult, url: str, scenarios: dict[str, Scenario]) -> None:
-        """Saturation rows driven by h2load: the floor (1 and 2 processes), Tollgate with 1 and 2
-        workers, for (a), (b) and (e)."""
+        """Rows driven by h2load, in interleaved rounds: every server compared runs side by side
+        (each idle while another is measured) and every round measures each row once, floors
+        first, so that a burst of other load on the shared machine lands on both sides of a ratio;
+        the table reports medians over the rounds. At saturation: the floor with 1 and 2
+        processes, Tollgate with 1 and 2 workers, and 1 worker with the decision memo off; at
+        concurrency 1: the floor and 1 worker."""
         backend = result.store
         floors = floor_scenarios(scenarios)
-        for processes, label in ((1, "floor"), (2, "floor, 2 processes")):
-            self.say(f"[{backend}] h2load: {label}")
-            with floor_server(self.log_dir, processes) as floor:
-                for scenario in floors.values():
-                    self.h2_measure(result, floor, label, scenario)
-        for workers, label in ((1, "1 worker"), (2, "2 workers")):
-            self.say(f"[{backend}] h2load: Tollgate, {label}")
-            with tollgate(f"{backend}-h2load-{workers}", url, self.log_dir, workers=workers, metrics=True) as server:
-                for key in self.H2_SCENARIOS:
-                    self.h2_measure(result, server, label, scenarios[key])
+        a, b, e = (scenarios[key] for key in self.H2_SCENARIOS)
+        with floor_server(self.log_dir, 1) as floor, floor_server(self.log_dir, 2) as floor2, \
+                tollgate(f"{backend}-h2load-1", url, self.log_dir, metrics=True) as one, \
+                tollgate(f"{backend}-h2load-no-memo", url, self.log_dir, metrics=True, memo=False) as no_memo, \
+                tollgate(f"{backend}-h2load-2", url, self.log_dir, workers=2, metrics=True) as two:
+            saturation = [
+                (floor, "floor", floors["floor"]), (floor2, "floor, 2 processes", floors["floor"]),
+                (one, "1 worker", a), (two, "2 workers", a), (no_memo, "1 worker, no decision memo", a),
+                (one, "1 worker", b), (two, "2 workers", b), (no_memo, "1 worker, no decision memo", b),
+                (floor, "floor", floors["floor-ext"]), (floor2, "floor, 2 processes", floors["floor-ext"]),
+                (one, "1 worker", e), (two, "2 workers", e)]
+            concurrency_one = [(floor, "floor (c1)", floors["floor"]), (one, "1 worker (c1)", a),
+                               (one, "1 worker (c1)", b), (floor, "floor (c1)", floors["floor-ext"]),
+                               (one, "1 worker (c1)", e)]
+            for round_ in range(self.options.h2_rounds):
+                self.say(f"[{backend}] h2load: round {round_ + 1} of {self.options.h2_rounds}")
+                for server, label, scenario in saturation:
+                    self.h2_measure(result, server, label, scenario, round_=round_)
+                for server, label, scenario in concurrency_one:
+                    self.h2_measure(result, server, label, scenario, round_=round_, concurrency_one=True)
 
-    def _h2_bodies(self, result: StoreResult, scenario: Scenario) -> list[tuple[Path, Request]]:
-        return h2.write_bodies(self.log_dir / f"h2load-{result.store}" / "bodies", scenario, self.options.h2_bodies)
+    def _h2_bodies(self, result: StoreResult, scenario: Scenario, count: int) -> list[tuple[Path, Request]]:
+        return h2.write_bodies(self.log_dir / f"h2load-{result.store}" / "bodies", scenario, count)
 
     def _h2_run(self, result: StoreResult, server: Server, scenario: Scenario, bodies, name: str,
-                **amount) -> h2.H2LoadRun:
+                concurrency_one: bool, **amount) -> h2.H2LoadRun:
         o = self.options
         work = self.log_dir / f"h2load-{result.store}"
         work.mkdir(parents=True, exist_ok=True)
+        connections, streams = (1, 1) if concurrency_one else (o.h2_connections, o.h2_streams)
         return h2.H2LoadRun(o.h2load, server.target, scenario.api, [path for path, _ in bodies], work,
-                            connections=o.h2_connections, streams=o.h2_streams, name=name, **amount)
+                            connections=connections, streams=streams, name=name, **amount)
 
-    def h2_measure(self, result: StoreResult, server: Server, label: str, scenario: Scenario) -> H2Row:
+    def h2_measure(self, result: StoreResult, server: Server, label: str, scenario: Scenario, *,
+                   round_: int = 0, concurrency_one: bool = False) -> H2Row:
         """One h2load row: the grpcio check of every body, a warm-up (-D) that also gives the rate,
-        then a measured run of about `seconds` (-n), with the server's decision counter and CPU read
-        around it."""
+        then a measured run of about `h2_seconds` (-n), with the server's decision counter and CPU read
+        around it. `concurrency_one`: one body, one connection, one stream (latency, not throughput)."""
         o = self.options
-        row = H2Row(result.store, label, scenario)
+        seconds = o.h2_seconds
+        row = H2Row(result.store, label, scenario, round_)
         result.h2_rows.append(row)
-        bodies = self._h2_bodies(result, scenario)
+        bodies = self._h2_bodies(result, scenario, 1 if concurrency_one else o.h2_bodies)
         expected = (scenario.api, "allow", "")  # every h2load scenario is an allow
         counted = bool(server.metrics_ports)
-        tag = f"{label}-{scenario.key}".replace(", ", "-").replace(" ", "-")
+        tag = f"{label}-{scenario.key}-{round_}".replace(", ", "-").replace(" ", "-").replace("(", "").replace(")", "")
         row.problems += h2.check_bodies(server.target, scenario, bodies, "allow")
 
         before = h2.scrape(server.metrics_ports) if counted else {}
         warmup = max(o.warmup, 0.5)
-        warm = h2.Summary(self._h2_run(result, server, scenario, bodies, f"{tag}-warmup",
+        warm = h2.Summary(self._h2_run(result, server, scenario, bodies, f"{tag}-warmup", concurrency_one,
                                        duration=warmup).wait(warmup + 30))
         row.problems += [f"warm-up: {problem}" for problem in warm.problems()]
         if counted:
@@ -599,16 +631,17 @@ class Bench:
             return row
 
         rate = warm.throughput
-        check = f"grpcio check of the {len(bodies)} bodies: allow"
+        check = f"grpcio check of the {len(bodies)} bod{'y' if len(bodies) == 1 else 'ies'}: allow"
         # The measured run is count-based, sized from the last rate seen; when it ends in less than
-        # MIN_SHARE of `seconds` (the warm-up's rate was low: a fresh server, a noisy neighbour) it
+        # MIN_SHARE of `h2_seconds` (the warm-up's rate was low: a fresh server, a noisy neighbour) it
         # is run once more, sized from its own rate. Every attempt is verified.
         for attempt in range(2):
-            requests = max(o.h2_connections * o.h2_streams * 2, round(rate * o.seconds))
+            requests = max(2 if concurrency_one else o.h2_connections * o.h2_streams * 2, round(rate * seconds))
             before = h2.scrape(server.metrics_ports) if counted else {}
             cpu_before = server.cpu_seconds()
-            run = self._h2_run(result, server, scenario, bodies, f"{tag}-measured-{attempt}", requests=requests)
-            stats = run.wait(3 * o.seconds + 30)
+            run = self._h2_run(result, server, scenario, bodies, f"{tag}-measured-{attempt}", concurrency_one,
+                               requests=requests)
+            stats = run.wait(3 * seconds + 30)
             row.server_cpu = server.cpu_seconds() - cpu_before
             row.requests = run.requested
             row.summary = summary = h2.Summary(stats)
@@ -627,10 +660,10 @@ class Bench:
             else:
                 row.checks = summary.succeeded
                 row.verified = f"{check}; h2load {summary.succeeded:,} succeeded (no decision counter on the floor)"
-            if row.problems or summary.seconds >= MIN_SHARE * o.seconds or not summary.throughput:
+            if row.problems or summary.seconds >= MIN_SHARE * seconds or not summary.throughput:
                 break
             self.say(f"    (h2load {label} {scenario.key}: the run took {summary.seconds:.1f} s of "
-                     f"{o.seconds:g}; once more, sized from its rate)")
+                     f"{seconds:g}; once more, sized from its rate)")
             rate = summary.throughput
         self._h2_say(row)
         return row
@@ -639,10 +672,10 @@ class Bench:
         s = row.summary
         flag = "" if not row.problems else "  MISMATCH: " + "; ".join(row.problems)
         if s is None:
-            self.say(f"    h2load {row.server:<20} {row.scenario.key:<9} no measurement{flag}")
+            self.say(f"    h2load {row.server:<28} {row.scenario.key:<9} no measurement{flag}")
             return
         split = f"  per worker {'/'.join(f'{n:,}' for n in row.split)}" if len(row.split) > 1 else ""
-        self.say(f"    h2load {row.server:<20} {row.scenario.key:<9} {s.throughput:6.0f}/s  p50 {_us(s.percentile(50))} µs  "
+        self.say(f"    h2load {row.server:<28} {row.scenario.key:<9} {s.throughput:6.0f}/s  p50 {_us(s.percentile(50))} µs  "
                  f"p99 {_us(s.percentile(99))} µs  server CPU {_us(row.cpu_per_check)} µs/check  "
                  f"h2load CPU {_pct(row.load_cpu_share)} of a core  ({s.done:,} calls){split}{flag}")
 
@@ -659,11 +692,11 @@ class Bench:
         with tollgate(f"{result.store}-rss", url, self.log_dir, metrics=True) as server:
             row = H2Row(result.store, "1 worker", scenario)
             run_info.row = row
-            bodies = self._h2_bodies(result, scenario)
+            bodies = self._h2_bodies(result, scenario, self.options.h2_bodies)
             row.problems += h2.check_bodies(server.target, scenario, bodies, "allow")
             before = h2.scrape(server.metrics_ports)
             cpu_before = server.cpu_seconds()
-            run = self._h2_run(result, server, scenario, bodies, "rss", duration=duration)
+            run = self._h2_run(result, server, scenario, bodies, "rss", False, duration=duration)
             due = [0.0]
 
             def sample(elapsed: float) -> None:
@@ -843,45 +876,87 @@ def h2load_table(result: StoreResult, options: Options, add: Callable[[str], Non
     o = options
     add(f"### Load generator: h2load (nghttp2 C client, {o.h2_bodies} processes × 1 body, "
         f"{o.h2_connections} connections × {o.h2_streams} streams in all)\n")
-    add(f"Saturation only. Each row sends {o.h2_bodies} distinct pre-serialized requests (the first of the "
-        "scenario: distinct credentials, every one seen before — steady-state cache hits), one per h2load process; "
-        f"a {max(o.warmup, 0.5):g} s warm-up (`-D`), then `-n` sized to last about {o.seconds:g} s. "
-        "Latency: per-request times from h2load's `--log-file` (µs, includes queueing behind the "
+    add(f"At saturation each row sends {o.h2_bodies} distinct pre-serialized requests (the first of the "
+        "scenario: distinct credentials, every one seen before — steady-state cache hits, and, unless the row says "
+        "*no decision memo*, decisions recalled from the decision memo: see docs/performance.md), one per h2load "
+        "process; rows marked *(c1)* send one request over one connection with one stream (concurrency 1). "
+        f"Rounds: {o.h2_rounds}, interleaved — the servers compared run side by side and each round measures every "
+        "row once, the floor first; each figure is the median over the rounds, and each `/ floor` ratio the "
+        "median of the per-round ratios to the floor row of the same round. Per row and round: a "
+        f"{max(o.warmup, 0.5):g} s warm-up (`-D`), then `-n` sized to last about {o.h2_seconds:g} s. "
+        "Latency: per-request times from h2load's `--log-file` (µs; at saturation it includes queueing behind the "
         f"{o.h2_connections * o.h2_streams} calls in flight). *h2load CPU*: user + system CPU of the h2load "
         "processes over the measured run, as a share of one core (the load generator's cost on the same "
-        "machine). *verified*: every body decoded and sent once with grpcio and its answer checked, and the "
-        "server's `tollgate_checks_total` moved by exactly h2load's succeeded count for the expected decision "
-        "and by nothing else.\n")
+        "machine). *verified*, in every round: every body decoded and sent once with grpcio and its answer "
+        "checked, and the server's `tollgate_checks_total` moved by exactly h2load's succeeded count for the "
+        "expected decision and by nothing else.\n")
     add("| server | scenario | checks/s | p50 | p99 | p99.9 | server CPU µs/check | checks/s / floor | CPU / floor "
-        "| h2load CPU | checks per worker | verified |")
+        "| h2load CPU | checks per worker | verified (last round) |")
     add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
-    for row in result.h2_rows:
-        s = row.summary
-        is_floor = row.server.startswith("floor")
-        floor = result.find_h2("floor" if row.server != "2 workers" else "floor, 2 processes",
-                               "floor-ext" if row.scenario.api == "ext_authz" else "floor")
-        verified = row.verified + (" **MISMATCH: " + "; ".join(row.problems) + "**" if row.problems else "")
-        add(f"| {row.server} | {row.scenario.title} | {_count(row.throughput)} | "
-            f"{_us(s and s.percentile(50))} | {_us(s and s.percentile(99))} | {_us(s and s.percentile(99.9))} | "
-            f"{_us(row.cpu_per_check)} | "
-            f"{'—' if is_floor else _ratio(row.throughput, floor and floor.throughput)} | "
-            f"{'—' if is_floor else _ratio(row.cpu_per_check, floor and floor.cpu_per_check)} | "
-            f"{_pct(row.load_cpu_share)} | {' / '.join(f'{n:,}' for n in row.split) if len(row.split) > 1 else '—'} "
-            f"| {verified} |")
+    for server, key in dict.fromkeys((row.server, row.scenario.key) for row in result.h2_rows):
+        rows = result.h2_rounds(server, key)
+        last = rows[-1]
+        is_floor = server.startswith("floor")
+        problems = [f"round {row.round + 1}: {p}" for row in rows for p in row.problems]
+        verified = last.verified + (" **MISMATCH: " + "; ".join(problems) + "**" if problems else "")
+        split = [sum(column) for column in zip(*(row.split for row in rows))]
+        add(f"| {server} | {last.scenario.title} | {_count(_median_of(rows, lambda r: r.throughput))} | "
+            f"{_us(_median_of(rows, lambda r: r.summary and r.summary.percentile(50)))} | "
+            f"{_us(_median_of(rows, lambda r: r.summary and r.summary.percentile(99)))} | "
+            f"{_us(_median_of(rows, lambda r: r.summary and r.summary.percentile(99.9)))} | "
+            f"{_us(_median_of(rows, lambda r: r.cpu_per_check))} | "
+            f"{'—' if is_floor else _fixed(_median_of(rows, lambda r: _per_floor(result, r, 'throughput')))} | "
+            f"{'—' if is_floor else _fixed(_median_of(rows, lambda r: _per_floor(result, r, 'cpu_per_check')))} | "
+            f"{_pct(_median_of(rows, lambda r: r.load_cpu_share))} | "
+            f"{' / '.join(f'{n:,}' for n in split) if len(split) > 1 else '—'} | {verified} |")
     add("")
-    add("| comparison (h2load) | value |")
+    add("| comparison (h2load, medians over the rounds) | value |")
     add("|---|---|")
     pairs = [(f"floor, 2 processes / floor, {kind}", "floor", "floor, 2 processes", key)
              for kind, key in (("native", "floor"), ("ext_authz", "floor-ext"))]
     pairs += [(f"2 workers / 1 worker, ({key})", "1 worker", "2 workers", key) for key in Bench.H2_SCENARIOS]
+    pairs += [(f"decision memo on / off, 1 worker, ({key})", "1 worker, no decision memo", "1 worker", key)
+              for key in ("a", "b")]
     for label, one_name, two_name, key in pairs:
-        one, two = result.find_h2(one_name, key), result.find_h2(two_name, key)
-        value = (f"{_count(one.throughput)} → {_count(two.throughput)} checks/s, ratio "
-                 f"{_ratio(two.throughput, one.throughput)}" if one and two else "n/a")
+        ones, twos = result.h2_rounds(one_name, key), result.h2_rounds(two_name, key)
+        one, two = (_median_of(rows, lambda r: r.throughput) for rows in (ones, twos))
+        ratios = [b.throughput / a.throughput for a, b in zip(ones, twos) if a.throughput and b.throughput]
+        value = (f"{_count(one)} → {_count(two)} checks/s; median of the per-round ratios "
+                 f"{_fixed(statistics.median(ratios))} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+                 if one and two and ratios else "n/a")
         add(f"| {label} | {value} |")
+    for key in Bench.H2_SCENARIOS:
+        rows = result.h2_rounds("1 worker (c1)", key)
+        floors = result.h2_rounds("floor (c1)", "floor-ext" if key == "e" else "floor")
+        p50, p99 = (_median_of(rows, lambda r, q=q: r.summary and r.summary.percentile(q)) for q in (50, 99))
+        f50, f99 = (_median_of(floors, lambda r, q=q: r.summary and r.summary.percentile(q)) for q in (50, 99))
+        value = (f"p50 {_us(p50)} µs, p99 {_us(p99)} µs (floor: p50 {_us(f50)} µs, p99 {_us(f99)} µs)"
+                 if rows else "n/a")
+        add(f"| concurrency 1, 1 worker, ({key}) | {value} |")
     add("")
-    add("The 2-worker rows are compared with the 2-process floor (the same stack on as many processes); the others "
-        "with the 1-process floor.\n")
+    add("The 2-worker rows are compared with the 2-process floor (the same stack on as many processes), the c1 rows "
+        "with the floor at c1, the others with the 1-process floor at saturation.\n")
+
+
+def _median_of(rows: list[H2Row], value: Callable[[H2Row], float | None]) -> float | None:
+    values = [v for v in (value(row) for row in rows) if v is not None and v == v]
+    return statistics.median(values) if values else None
+
+
+def _per_floor(result: StoreResult, row: H2Row, attribute: str) -> float | None:
+    floor = result.h2_floor_row(row)
+    ours, theirs = getattr(row, attribute), floor and getattr(floor, attribute)
+    return ours / theirs if ours and theirs else None
+
+
+def _fixed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _h2_floor_of(server: str) -> str:
+    if server == "2 workers":
+        return "floor, 2 processes"
+    return "floor (c1)" if server.endswith("(c1)") else "floor"
 
 
 def rss_table(run: RssRun, options: Options, add: Callable[[str], None]) -> None:
@@ -928,6 +1003,10 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
                         help="concurrent streams per h2load connection (default 2)")
     parser.add_argument("--h2load-bodies", type=int, default=4,
                         help="distinct requests per h2load row, one h2load process each (default 4)")
+    parser.add_argument("--h2load-rounds", type=int, help="interleaved rounds of the h2load rows (default 3; "
+                        "--quick: 1)")
+    parser.add_argument("--h2load-seconds", type=float, help="measured seconds per h2load row and round (default 4; "
+                        "--quick: 2)")
     parser.add_argument("--rss-minutes", type=float, default=0.0,
                         help="also run (b) at saturation against 1 worker for this many minutes after the "
                         "RSS warm-up, sampling the server's RSS every 10 s (adds the rss part; default off)")
@@ -955,10 +1034,14 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     if not 1 <= args.h2load_bodies <= 16 or not args.h2load_bodies <= args.h2load_connections <= 256 \
             or not 1 <= args.h2load_streams <= 256:
         parser.error("--h2load-bodies must be 1..16, --h2load-connections bodies..256, --h2load-streams 1..256")
+    h2_rounds = args.h2load_rounds if args.h2load_rounds is not None else (1 if args.quick else 3)
+    h2_seconds = args.h2load_seconds if args.h2load_seconds is not None else (2.0 if args.quick else 4.0)
+    if not 1 <= h2_rounds <= 20 or not 0 < h2_seconds <= 120:
+        parser.error("--h2load-rounds must be 1..20 and --h2load-seconds in (0, 120]")
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     return Options(stores, args.small or args.quick, args.quick, seconds, warmup, args.clients, args.inflight,
                    distinct, args.output, parts, args.h2load_connections, args.h2load_streams, args.h2load_bodies,
-                   args.rss_minutes, args.rss_warmup), args
+                   h2_rounds, h2_seconds, args.rss_minutes, args.rss_warmup), args
 
 
 def main(argv: list[str] | None = None) -> int:
