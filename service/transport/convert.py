@@ -77,7 +77,7 @@ _CHECK_RESPONSES = ResponseTemplates(authorization_pb2.CheckResponse)
 
 
 def check_response_to_proto(decision: Decision, *, realm: str, decision_id: str) -> authorization_pb2.CheckResponse:
-    response = _CHECK_RESPONSES.copy((decision, realm), lambda: _build_check_response(decision, realm))
+    response = _CHECK_RESPONSES.copy(decision, realm, lambda: _build_check_response(decision, realm))
     response.decision_id = decision_id
     return response
 

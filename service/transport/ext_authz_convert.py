@@ -91,7 +91,7 @@ _RESPONSES = ResponseTemplates(external_auth_pb2.CheckResponse)
 
 def ext_authz_response(decision: Decision, *, realm: str, decision_id: str, operation: str,
                        strip_credentials: bool) -> external_auth_pb2.CheckResponse:
-    response = _RESPONSES.copy((decision, realm, operation, strip_credentials),
+    response = _RESPONSES.copy(decision, (realm, operation, strip_credentials),
                                lambda: _build_response(decision, realm, operation, strip_credentials))
     # The template carries an empty decision id in each place one goes: the metadata (twice on an
     # allow) and, on an allow, the first identity header.

@@ -4,7 +4,10 @@ Two checks that reach the same Decision (the same credential on the same operati
 with the same message except for the decision id. Building a response field by field (principal,
 grants, identity headers, metadata structs) costs more CPU than deciding; copying a prebuilt one
 and setting its decision id costs a few µs. Keys are values (a Decision and whatever else the
-response depends on), so a template can never answer for another decision.
+response depends on), so a template can never answer for another decision. A decision recalled
+from the decision memo is the very object of the earlier check, so the template of the last few
+decision objects is also found by identity, without hashing the Decision (its principal, its
+grants) again.
 """
 
 from __future__ import annotations
@@ -26,16 +29,27 @@ class ResponseTemplates(Generic[Response]):
         # request text (an unknown operation), so the table is bounded; emptied when full, as
         # the steady state refills it within a few calls.
         self._templates: dict[Hashable, Response] = {}
+        # id(decision) -> (decision, details, template); the entry holds the decision, so its id
+        # is not reused while the entry is there.
+        self._by_identity: dict[int, tuple[object, Hashable, Response]] = {}
 
-    def copy(self, key: Hashable, build: Callable[[], Response]) -> Response:
-        """A fresh copy of the template for `key` (built by `build` on first use); the caller
-        owns it and sets its decision id."""
-        template = self._templates.get(key)
-        if template is None:
-            template = build()
-            if len(self._templates) >= self._max_entries:
-                self._templates.clear()
-            self._templates[key] = template
+    def copy(self, decision: Hashable, details: Hashable, build: Callable[[], Response]) -> Response:
+        """A fresh copy of the template for `decision` and `details` (whatever else the response
+        depends on; built by `build` on first use); the caller owns it and sets its decision id."""
+        known = self._by_identity.get(id(decision))
+        if known is not None and known[0] is decision and known[1] == details:
+            template = known[2]
+        else:
+            key = (decision, details)
+            template = self._templates.get(key)
+            if template is None:
+                template = build()
+                if len(self._templates) >= self._max_entries:
+                    self._templates.clear()
+                self._templates[key] = template
+            if len(self._by_identity) >= self._max_entries:
+                self._by_identity.clear()
+            self._by_identity[id(decision)] = (decision, details, template)
         response = self._message_type()
         response.CopyFrom(template)
         return response

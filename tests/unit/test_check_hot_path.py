@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 
 from prometheus_client import generate_latest
 
@@ -70,7 +71,7 @@ def test_an_ext_authz_response_carries_its_decision_id_everywhere():
             assert response == built
 
 
-def test_metrics_count_every_decision_with_the_kept_children():
+def test_metrics_count_every_decision():
     telemetry = Telemetry()
     for _ in range(3):
         telemetry.record_decision("native", "getUser", ALLOW, "d", 0.0002)
@@ -82,3 +83,34 @@ def test_metrics_count_every_decision_with_the_kept_children():
     assert 'tollgate_checks_total{adapter="ext_authz",decision="allow",reason=""} 1.0' in text
     assert 'tollgate_check_duration_seconds_count{adapter="native"} 4.0' in text
     assert 'tollgate_check_duration_seconds_bucket{adapter="ext_authz",le="0.0025"} 1.0' in text
+    assert 'tollgate_check_duration_seconds_bucket{adapter="ext_authz",le="0.001"} 0.0' in text
+    assert 'tollgate_check_duration_seconds_bucket{adapter="native",le="0.00025"} 4.0' in text
+    assert 'tollgate_check_duration_seconds_bucket{adapter="native",le="+Inf"} 4.0' in text
+    assert 'tollgate_check_duration_seconds_sum{adapter="native"} 0.0008' in text
+
+
+def test_metrics_lose_no_count_across_threads_and_scrapes():
+    """Each handler thread counts in its own tallies; scrapes taken while they count never
+    disturb them, and the sum over threads is exact (also after the threads have ended)."""
+    telemetry = Telemetry()
+    per_thread, threads = 5_000, 8
+    start = threading.Barrier(threads + 1)
+
+    def count():
+        start.wait()
+        for i in range(per_thread):
+            telemetry.record_decision("native", "getUser", ALLOW if i % 2 else DENY, "d", 0.0003)
+
+    workers = [threading.Thread(target=count) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    while any(worker.is_alive() for worker in workers):
+        generate_latest(telemetry.registry)
+    for worker in workers:
+        worker.join()
+    text = generate_latest(telemetry.registry).decode()
+    half = threads * per_thread // 2
+    assert f'tollgate_checks_total{{adapter="native",decision="allow",reason=""}} {float(half)}' in text
+    assert f'tollgate_checks_total{{adapter="native",decision="deny",reason="insufficient_scope"}} {float(half)}' in text
+    assert f'tollgate_check_duration_seconds_bucket{{adapter="native",le="0.0005"}} {float(2 * half)}' in text
