@@ -61,7 +61,7 @@ DISTINCT = 2_000  # distinct credentials (and users) per scenario
 TOKEN_LIFETIME = 3 * 3600
 START_TIMEOUT = 60.0
 RSS_INTERVAL = 10.0  # seconds between RSS samples of --rss-minutes
-MIN_SHARE = 0.6  # an h2load measured run shorter than this share of --seconds is run again
+MIN_SHARE = 0.6  # an h2load measured run shorter than this share of --h2load-seconds is run again
 
 
 # -- scenarios ----------------------------------------------------------------------------------
