@@ -220,11 +220,11 @@ class CheckService:
         that of each relation the plan looked at (an inactive one only makes it end sooner)."""
         assert self._memo is not None and self._cache is not None
         partner_id = credential.principal.partner_id
-        reader = self._cache.reader
-        expiries = [reader.relation_expiry(partner_id, subject_type, plan.resource.subject_id(subject_type))
-                    for subject_type in plan.relations]
-        expiries.append(credential.expires_at)
-        valid_until = min((moment for moment in expiries if moment is not None), default=None)
+        valid_until = credential.expires_at
+        for subject_type in plan.relations:
+            expiry = self._cache.reader.relation_expiry(partner_id, subject_type, plan.resource.subject_id(subject_type))
+            if expiry is not None and (valid_until is None or expiry < valid_until):
+                valid_until = expiry
         self._memo.remember(memo_key, decision, partner_id, policy, generation, valid_until)
 
     def _grants_of(self, policy: Policy, credential: AuthenticatedCredential) -> tuple[GrantSet, tuple[Permission, ...]]:
