@@ -16,8 +16,9 @@ Steps 2-6 use the grpcio load generator (bench/load.py, part `grpcio`). Part `h2
 driven by h2load (bench/h2load.py), which leaves the server most of the machine, in interleaved
 rounds reported as medians: at saturation the floor with 1 and 2 processes, Tollgate with 1 and 2
 workers (scenarios (a), (b) and (e)) and with the decision memo off ((a), (b)); at concurrency 1
-the floor and 1 worker. Each row is verified against the server's decision counter. Part `rss` (`--rss-minutes N`) runs (b) at
-saturation for N minutes against one worker and samples its RSS every 10 s.
+the floor and 1 worker. Each row is verified against the server's decision counter. Part `rss`
+(`--rss-minutes N`) runs (b) at saturation for N minutes against one worker and samples its RSS
+every 10 s.
 
 Every response is checked against its scenario's expectation; a mismatch fails the run (exit 1)
 after the results are written. Results: markdown tables on stdout and in bench/results.md.

@@ -26,14 +26,13 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
     def Check(self, request: authorization_pb2.CheckRequest, context) -> authorization_pb2.CheckResponse:
         started = time.perf_counter()
         checks = self._checks
-        client_address = request.client_address
-        if checks.limits_failed_credentials and not client_address:
-            client_address = peer_address(context)
+        client_address = self._client_address(request, context)
         decision = memo_key = None
         if checks.remembers_decisions:
             # The whole request names the decision (a digest: the request holds the credential).
             memo_key = hashlib.sha256(request.SerializeToString()).digest()
             decision = checks.recall(memo_key, client_address)
+        recalled = decision is not None
         if decision is None:
             query = check_query_from_proto(request)
             if client_address != query.client_address:
@@ -42,17 +41,15 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
         decision_id = new_decision_id()
         self._telemetry.record_decision("native", request.operation, decision, decision_id,
                                         time.perf_counter() - started)
-        return check_response_to_proto(decision, realm=self._realm, decision_id=decision_id)
+        return check_response_to_proto(decision, realm=self._realm, decision_id=decision_id, recalled=recalled)
 
     @translate_errors
     def BatchCheck(self, request: authorization_pb2.BatchCheckRequest, context) -> authorization_pb2.BatchCheckResponse:
         started = time.perf_counter()
         items = check_items_from_proto(request)
-        client_address = request.client_address
-        if self._checks.limits_failed_credentials and not client_address:
-            client_address = peer_address(context)
         decisions = self._checks.check_batch(request.authorization, request.api_key, items,
-                                             revision_from_token(request.at_least_as_fresh), client_address)
+                                             revision_from_token(request.at_least_as_fresh),
+                                             self._client_address(request, context))
         seconds = (time.perf_counter() - started) / len(decisions)
         results = []
         for item, decision in zip(items, decisions):
@@ -60,3 +57,10 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
             self._telemetry.record_decision("batch", item.operation, decision, decision_id, seconds)
             results.append(check_response_to_proto(decision, realm=self._realm, decision_id=decision_id))
         return authorization_pb2.BatchCheckResponse(results=results)
+
+    def _client_address(self, request, context) -> str:
+        """Where the credential comes from, for the failed-credential limit: the request's own
+        client_address, else the gRPC peer; "" when the limit is off (the peer is not asked)."""
+        if request.client_address or not self._checks.limits_failed_credentials:
+            return request.client_address
+        return peer_address(context)

@@ -76,8 +76,11 @@ def revision_from_token(token: str) -> int:
 _CHECK_RESPONSES = ResponseTemplates(authorization_pb2.CheckResponse)
 
 
-def check_response_to_proto(decision: Decision, *, realm: str, decision_id: str) -> authorization_pb2.CheckResponse:
-    response = _CHECK_RESPONSES.copy(decision, realm, lambda: _build_check_response(decision, realm))
+def check_response_to_proto(decision: Decision, *, realm: str, decision_id: str,
+                            recalled: bool = False) -> authorization_pb2.CheckResponse:
+    """`recalled`: the decision came from the decision memo (see ResponseTemplates.copy)."""
+    response = _CHECK_RESPONSES.copy(decision, realm, lambda: _build_check_response(decision, realm),
+                                     recalled=recalled)
     response.decision_id = decision_id
     return response
 

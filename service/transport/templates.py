@@ -5,9 +5,9 @@ with the same message except for the decision id. Building a response field by f
 grants, identity headers, metadata structs) costs more CPU than deciding; copying a prebuilt one
 and setting its decision id costs a few µs. Keys are values (a Decision and whatever else the
 response depends on), so a template can never answer for another decision. A decision recalled
-from the decision memo is the very object of the earlier check, so the template of the last few
-decision objects is also found by identity, without hashing the Decision (its principal, its
-grants) again.
+from the decision memo is the very object of the earlier check, so the templates of recalled
+decisions are also found by identity, without hashing the Decision (its principal, its grants)
+again; freshly made decisions are new objects every time, so they go by value only.
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ class ResponseTemplates(Generic[Response]):
         # is not reused while the entry is there.
         self._by_identity: dict[int, tuple[object, Hashable, Response]] = {}
 
-    def copy(self, decision: Hashable, details: Hashable, build: Callable[[], Response]) -> Response:
+    def copy(self, decision: Hashable, details: Hashable, build: Callable[[], Response], *,
+             recalled: bool = False) -> Response:
         """A fresh copy of the template for `decision` and `details` (whatever else the response
-        depends on; built by `build` on first use); the caller owns it and sets its decision id."""
-        known = self._by_identity.get(id(decision))
+        depends on; built by `build` on first use); the caller owns it and sets its decision id.
+        `recalled`: the decision came from the decision memo (the same object will come again)."""
+        known = self._by_identity.get(id(decision)) if recalled else None
         if known is not None and known[0] is decision and known[1] == details:
             template = known[2]
         else:
@@ -47,9 +49,10 @@ class ResponseTemplates(Generic[Response]):
                 if len(self._templates) >= self._max_entries:
                     self._templates.clear()
                 self._templates[key] = template
-            if len(self._by_identity) >= self._max_entries:
-                self._by_identity.clear()
-            self._by_identity[id(decision)] = (decision, details, template)
+            if recalled:
+                if len(self._by_identity) >= self._max_entries:
+                    self._by_identity.clear()
+                self._by_identity[id(decision)] = (decision, details, template)
         response = self._message_type()
         response.CopyFrom(template)
         return response

@@ -70,8 +70,9 @@ class CheckService:
         # would spend our CPU (a signature check each).
         self._failures = failed_credentials
         self._monotonic = monotonic
-        # Decisions of identical earlier checks (see recall()); kept only on the fact cache's path.
-        self._memo = memo if cache is not None else None
+        # Decisions of identical earlier checks (see recall()), over the same fact cache: kept
+        # only on the cache's path.
+        self._memo = memo
         # Effective grants (and their sorted listing) depend only on the policy and the verified
         # credential, and on a fact-cache hit both are the very objects of the previous check of
         # that token: so they are computed once per pair, found by identity. Each entry holds the

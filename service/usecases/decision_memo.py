@@ -49,11 +49,6 @@ class DecisionMemo:
         # of distinct requests only ever costs the deciding it would have cost anyway.
         self._kept: dict[bytes, KeptDecision] = {}
 
-    @property
-    def generation(self) -> int:
-        """To be read before the facts of a decision are: see remember()."""
-        return self._cache.generation
-
     def recall(self, key: bytes, policy: Policy, now: Callable[[], datetime]) -> KeptDecision | None:
         kept = self._kept.get(key)
         if kept is None or kept.policy is not policy or kept.generation != self._cache.generation:
@@ -66,7 +61,7 @@ class DecisionMemo:
 
     def remember(self, key: bytes, decision: Decision, partner_id: str, policy: Policy, generation: int,
                  valid_until: datetime | None) -> None:
-        """`generation`: the cache's, read before any fact of `decision` was; a change committed
+        """`generation`: the cache's (FactCache.generation), read before any fact of `decision` was; a change committed
         meanwhile has moved it on, so the answer is never given again."""
         if len(self._kept) >= self._max_entries:
             self._kept.clear()

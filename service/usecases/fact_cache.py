@@ -6,8 +6,10 @@ are noticed by refresh(), which the server runs every `cache_refresh_seconds` (t
 stale a replica can be), and which Check runs at once for a request that asks to be at least as
 fresh as a given revision. Worker processes of one server (`serve --workers N`) also share a
 counter that each advances after its writes: a worker that sees it move refreshes before its next
-check, so a client whose next call lands on another worker still reads its own write. Time-dependent facts (key and relation expiry, token exp) are cached as
-the records themselves and re-judged against the clock on every check, never as yes/no answers.
+check, so a client whose next call lands on another worker still reads its own write.
+Time-dependent facts (key and relation expiry, token exp) are cached as the records themselves and
+re-judged against the clock on every check; the only yes/no answers kept are the decision memo's
+(decision_memo.py), which end at the first of those expiries and with every change of generation.
 """
 
 from __future__ import annotations

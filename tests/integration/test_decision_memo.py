@@ -197,7 +197,7 @@ def test_a_decision_read_across_a_change_is_never_given(setup):
     (here: before remember) moves the cache on, so the stamp is already old."""
     checks = setup.service()
     decision = checks.check(CheckQuery(api_key=setup.api_key, **BOOKING))
-    stale = setup.memo.generation
+    stale = setup.cache.generation
     setup.cache.clear()
     setup.memo.remember(b"k", decision, "acme", setup.policy, stale, None)
     assert checks.recall(b"k") is None
@@ -207,7 +207,7 @@ def test_the_memo_is_bounded(setup):
     memo = DecisionMemo(setup.cache, max_entries=3)
     decision = setup.service().check(CheckQuery(api_key=setup.api_key, **BOOKING))
     for i in range(10):
-        memo.remember(bytes([i]), decision, "acme", setup.policy, memo.generation, None)
+        memo.remember(bytes([i]), decision, "acme", setup.policy, setup.cache.generation, None)
     assert sum(memo.recall(bytes([i]), setup.policy, setup.clock.now) is not None for i in range(10)) <= 3
 
 

@@ -53,6 +53,15 @@ def test_a_native_response_is_the_built_one_with_its_own_decision_id():
         'Bearer realm="other"')
 
 
+def test_a_recalled_decision_answers_its_own_template_by_identity_and_realm():
+    for decision in (ALLOW, DENY):
+        for realm in ("r", "other", "r"):
+            response = check_response_to_proto(decision, realm=realm, decision_id="d", recalled=True)
+            expected = _build_check_response(decision, realm)
+            expected.decision_id = "d"
+            assert response == expected
+
+
 def test_an_ext_authz_response_carries_its_decision_id_everywhere():
     for decision in (ALLOW, DENY):
         for decision_id in ("a" * 32, "b" * 32):
