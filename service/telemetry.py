@@ -103,6 +103,7 @@ class Telemetry:
 
     def record_decision(self, adapter: str, operation: str, decision: Decision, decision_id: str,
                         seconds: float) -> None:
+        """`operation` goes to the decision log, which has denials only ("" will do for an allow)."""
         reason = decision.reason.value if decision.reason else ""
         allowed = decision.allowed
         self._decisions.record(adapter, allowed, reason, seconds)

@@ -11,9 +11,19 @@ from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
 from ..domain.ids import new_decision_id
 from ..telemetry import Telemetry
 from ..usecases.check import CheckService
-from .convert import check_items_from_proto, check_query_from_proto, check_response_to_proto, revision_from_token
+from .convert import (
+    check_items_from_proto,
+    check_query_from_proto,
+    check_response_to_proto,
+    revision_from_token,
+    serialized_check_response,
+)
+from .decoding import decode_request, takes_bytes
 from .errors import translate_errors
 from .metadata import peer_address
+
+
+CHECK_METHOD = "/tollgate.v1.Authorization/Check"
 
 
 class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
@@ -23,25 +33,34 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
         self._telemetry = telemetry
 
     @translate_errors
-    def Check(self, request: authorization_pb2.CheckRequest, context) -> authorization_pb2.CheckResponse:
+    @takes_bytes
+    def Check(self, raw: bytes, context) -> bytes:
+        """Bytes in and bytes out (see decoding.takes_bytes): a request identical to an earlier one
+        is found in the decision memo by the digest of its bytes and answered without decoding it."""
         started = time.perf_counter()
         checks = self._checks
-        client_address = self._client_address(request, context)
-        decision = memo_key = None
+        request = decision = memo_key = None
         if checks.remembers_decisions:
             # The whole request names the decision (a digest: the request holds the credential).
-            memo_key = hashlib.sha256(request.SerializeToString()).digest()
-            decision = checks.recall(memo_key, client_address)
+            memo_key = hashlib.sha256(raw).digest()
+            if checks.limits_failed_credentials:  # the request may say where its credential comes from
+                request = decode_request(authorization_pb2.CheckRequest, raw, CHECK_METHOD)
+            decision = checks.recall(memo_key, "" if request is None else self._client_address(request, context))
         recalled = decision is not None
         if decision is None:
+            if request is None:
+                request = decode_request(authorization_pb2.CheckRequest, raw, CHECK_METHOD)
             query = check_query_from_proto(request)
+            client_address = self._client_address(request, context)
             if client_address != query.client_address:
                 query = replace(query, client_address=client_address)
             decision = checks.check(query, memo_key)
+        elif request is None and not decision.allowed:  # denials are logged with their operation
+            request = decode_request(authorization_pb2.CheckRequest, raw, CHECK_METHOD)
         decision_id = new_decision_id()
-        self._telemetry.record_decision("native", request.operation, decision, decision_id,
+        self._telemetry.record_decision("native", "" if request is None else request.operation, decision, decision_id,
                                         time.perf_counter() - started)
-        return check_response_to_proto(decision, realm=self._realm, decision_id=decision_id, recalled=recalled)
+        return serialized_check_response(decision, realm=self._realm, decision_id=decision_id, recalled=recalled)
 
     @translate_errors
     def BatchCheck(self, request: authorization_pb2.BatchCheckRequest, context) -> authorization_pb2.BatchCheckResponse:

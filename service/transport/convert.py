@@ -76,13 +76,28 @@ def revision_from_token(token: str) -> int:
 _CHECK_RESPONSES = ResponseTemplates(authorization_pb2.CheckResponse)
 
 
-def check_response_to_proto(decision: Decision, *, realm: str, decision_id: str,
-                            recalled: bool = False) -> authorization_pb2.CheckResponse:
-    """`recalled`: the decision came from the decision memo (see ResponseTemplates.copy)."""
-    response = _CHECK_RESPONSES.copy(decision, realm, lambda: _build_check_response(decision, realm),
-                                     recalled=recalled)
+def check_response_to_proto(decision: Decision, *, realm: str, decision_id: str) -> authorization_pb2.CheckResponse:
+    response = _CHECK_RESPONSES.copy(decision, realm, lambda: _build_check_response(decision, realm))
     response.decision_id = decision_id
     return response
+
+
+def serialized_check_response(decision: Decision, *, realm: str, decision_id: str, recalled: bool = False) -> bytes:
+    """check_response_to_proto's encoding, made without a message: the template's encoding with
+    the decision id's field after it. `recalled`: the decision came from the decision memo (see
+    ResponseTemplates.copy)."""
+    template = _CHECK_RESPONSES.serialized(decision, realm, lambda: _build_check_response(decision, realm),
+                                           recalled=recalled)
+    if len(decision_id) == len(_DECISION_ID_SAMPLE) and decision_id.isascii():
+        return template + _DECISION_ID_FIELD_START + decision_id.encode("ascii")
+    return template + authorization_pb2.CheckResponse(decision_id=decision_id).SerializeToString()
+
+
+# The encoding of decision_id = <32 characters> up to its value (tag and length), from protobuf
+# itself: every id of new_decision_id() has that length.
+_DECISION_ID_SAMPLE = "0" * 32
+_DECISION_ID_FIELD_START = authorization_pb2.CheckResponse(decision_id=_DECISION_ID_SAMPLE).SerializeToString()[
+    :-len(_DECISION_ID_SAMPLE)]
 
 
 def _build_check_response(decision: Decision, realm: str) -> authorization_pb2.CheckResponse:

@@ -5,16 +5,45 @@ grpcio decodes a request before the handler runs; when the bytes do not decode i
 call, so our services take the raw bytes and decode them in the handler instead, answering through
 the one error table. The generated `add_*Servicer_to_server` functions stay the source of the
 method table: they register into a stand-in for the server that rewrites each method first.
+
+A method marked `@takes_bytes` goes further: it is handed the request's bytes and returns the
+response's (for native Check, which answers a repeated request without decoding it at all) and
+decodes, when it needs to, with `decode_request`.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from ..domain import errors
 from .errors import rich_status, status_code_for
+
+
+Method = TypeVar("Method", bound=Callable)
+MessageType = TypeVar("MessageType", bound=Message)
+
+
+def takes_bytes(method: Method) -> Method:
+    """Marks a servicer method that takes the request's bytes and returns the response's; the mark
+    is an attribute, so it survives wrappers made with functools.wraps."""
+    method.takes_bytes = True  # type: ignore[attr-defined]
+    return method
+
+
+def decode_request(message_type: type[MessageType], raw: bytes, method: str) -> MessageType:
+    """For `@takes_bytes` methods: the request of `method` ("/package.Service/Method"), or
+    InvalidRequest when the bytes do not decode."""
+    try:
+        return message_type.FromString(raw)
+    except Exception:  # noqa: BLE001  (protobuf raises DecodeError, or others on hostile bytes)
+        raise _refusal(method) from None
+
+
+def _refusal(method: str) -> errors.InvalidRequest:
+    return errors.InvalidRequest(f"the request of {method} is not a valid protobuf message")
 
 
 def add_decoding_in_handler(add_to_server: Callable[[object, object], None], servicer: object,
@@ -49,7 +78,9 @@ def _decoding_in_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.Rp
     if handler.unary_unary is None or handler.request_deserializer is None:
         return handler  # streaming methods are not ours to rewrite
     decode, behaviour = handler.request_deserializer, handler.unary_unary
-    refusal = errors.InvalidRequest(f"the request of {method} is not a valid protobuf message")
+    if getattr(behaviour, "takes_bytes", False):
+        return grpc.unary_unary_rpc_method_handler(behaviour)  # bytes in, bytes out
+    refusal = _refusal(method)
     status = rich_status(status_code_for(refusal), refusal.message, refusal.reason)
 
     def decoded(raw: bytes, context: grpc.ServicerContext):

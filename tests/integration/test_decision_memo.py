@@ -4,6 +4,7 @@ and token verification; then through a real server, with the memo on and off."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -225,5 +226,20 @@ def test_repeated_checks_through_the_server_answer_alike(database_url, tmp_path,
         with world.seed() as repos:
             repos.partners.set_status("acme", PartnerStatus.SUSPENDED)
         assert world.check("getUser", authorization=key, user_id="u-active").reason == "token_revoked"
+    finally:
+        stop_world(world)
+
+
+def test_recalled_denials_are_logged_with_their_operation(database_url, tmp_path, caplog):
+    """A recalled request is not decoded on the way to its answer, except to log a denial."""
+    world = start_world(database_url, tmp_path)
+    try:
+        key = world.bearer("acme")
+        with caplog.at_level(logging.INFO, logger="tollgate.decisions"):
+            answers = [world.check("getUser", authorization=key, user_id="u-nobody") for _ in range(3)]
+        assert {a.reason for a in answers} == {"user_access_denied"}
+        records = [r.fields for r in caplog.records if r.name == "tollgate.decisions"]
+        assert [(r["operation"], r["reason"]) for r in records] == [("getUser", "user_access_denied")] * 3
+        assert [r["decision_id"] for r in records] == [a.decision_id for a in answers]
     finally:
         stop_world(world)

@@ -48,18 +48,27 @@ class Split:
         return self.world.app.mtls_port
 
 
-@pytest.fixture
-def split(tmp_path):
+def split_server(tmp_path, required_for: str):
     authority = CertificateAuthority(tmp_path)
     server = authority.issue("server", server=True)
     world = start_world(f"sqlite:///{tmp_path / 't.db'}", tmp_path, tls_cert_file=server.cert,
                         tls_key_file=server.key, tls_client_ca_file=authority.cert, mtls_port=0,
-                        client_cert_required_for="admin, ext_authz")
+                        client_cert_required_for=required_for)
     try:
         yield Split(world, authority, authority.issue("client", server=False),
                     CertificateAuthority(tmp_path, "Other CA").issue("stranger", server=False))
     finally:
         stop_world(world)
+
+
+@pytest.fixture
+def split(tmp_path):
+    yield from split_server(tmp_path, "admin, ext_authz")
+
+
+@pytest.fixture
+def split_all(tmp_path):
+    yield from split_server(tmp_path, ", ".join(CLIENT_CERT_SERVICES))
 
 
 def native_check(channel: grpc.Channel) -> authorization_pb2.CheckResponse:
@@ -110,6 +119,15 @@ def test_both_listeners_are_bound_and_distinct(split):
 def test_native_check_is_served_over_plain_tls_on_the_main_port(split):
     assert native_check(split.channel(split.main)).allowed
     assert native_check(split.channel(split.mtls, split.client)).allowed, "ungated services answer on both"
+
+
+def test_gated_native_check_answers_only_on_the_mtls_port(split_all):
+    """Native Check takes its request as bytes (a repeated one is answered from the decision
+    memo without decoding it); the gate stands in front of that path too."""
+    expect_client_certificate_required(lambda: native_check(split_all.channel(split_all.main)))
+    first, again = (native_check(split_all.channel(split_all.mtls, split_all.client)) for _ in range(2))
+    assert first.allowed and again.allowed and first.decision_id != again.decision_id
+    expect_client_certificate_required(lambda: native_check(split_all.channel(split_all.main)))
 
 
 def test_admin_on_the_main_port_is_refused_even_with_a_client_certificate(split, caplog):

@@ -14,7 +14,9 @@ from service.domain.ids import new_decision_id
 from service.domain.model import CredentialKind, Principal
 from service.domain.scopes import AccessLevel, Permission
 from service.telemetry import Telemetry
-from service.transport.convert import _build_check_response, check_response_to_proto
+from tollgate.v1 import authorization_pb2
+
+from service.transport.convert import _build_check_response, check_response_to_proto, serialized_check_response
 from service.transport.ext_authz_convert import DECISION_HEADER, _build_response, ext_authz_response
 
 ALLOW = Decision(allowed=True, message="allowed", principal=Principal("p", "key_1", CredentialKind.API_KEY),
@@ -53,13 +55,18 @@ def test_a_native_response_is_the_built_one_with_its_own_decision_id():
         'Bearer realm="other"')
 
 
-def test_a_recalled_decision_answers_its_own_template_by_identity_and_realm():
-    for decision in (ALLOW, DENY):
-        for realm in ("r", "other", "r"):
-            response = check_response_to_proto(decision, realm=realm, decision_id="d", recalled=True)
-            expected = _build_check_response(decision, realm)
-            expected.decision_id = "d"
-            assert response == expected
+def test_a_serialized_response_decodes_as_the_built_one_with_its_own_decision_id():
+    """Recalled decisions find their template by identity; any realm and any decision id (32
+    characters, as new_decision_id makes them, or another length) still give the built response."""
+    for recalled in (False, True, True):
+        for decision in (ALLOW, DENY):
+            for realm in ("r", "other", "r"):
+                for decision_id in (new_decision_id(), "d", "é" * 32):
+                    encoded = serialized_check_response(decision, realm=realm, decision_id=decision_id,
+                                                        recalled=recalled)
+                    expected = _build_check_response(decision, realm)
+                    expected.decision_id = decision_id
+                    assert authorization_pb2.CheckResponse.FromString(encoded) == expected
 
 
 def test_an_ext_authz_response_carries_its_decision_id_everywhere():
