@@ -10,7 +10,8 @@ For each store (SQLite, PostgreSQL or both):
    and at saturation, its RSS read at start and at end;
 4. the same server with two workers (SO_REUSEPORT) for the throughput ratio;
 5. the same server with the fact cache turned off (every check reads the store);
-6. a small store (1k relations) for the "cost does not grow with the relations" comparison.
+6. a small store (1k relations) beside the full one for the "cost does not grow with the
+   relations" comparison: (b) at concurrency 1 on both, fact cache on and off, in interleaved rounds.
 
 Steps 2-6 use the grpcio load generator (bench/load.py, part `grpcio`). Part `h2load` adds rows
 driven by h2load (bench/h2load.py), which leaves the server most of the machine, in interleaved
@@ -356,6 +357,7 @@ class Row:
     scenario: Scenario
     measurement: Measurement
     problems: list[str]
+    round: int | None = None  # the 1k-vs-1M rows are measured in interleaved rounds (Bench.relations_rows)
 
 
 @dataclass
@@ -440,6 +442,10 @@ class StoreResult:
                 return row.measurement
         return None
 
+    def rounds_of(self, server: str) -> list[Measurement]:
+        """The interleaved rounds of one server of the 1k-vs-1M comparison, in round order."""
+        return [row.measurement for row in self.rows if row.server == server and row.round is not None]
+
 
 @dataclass
 class Options:
@@ -456,7 +462,7 @@ class Options:
     h2_connections: int = 16
     h2_streams: int = 2
     h2_bodies: int = 4
-    h2_rounds: int = 3
+    h2_rounds: int = 5
     h2_seconds: float = 4.0
     rss_minutes: float = 0.0
     rss_warmup: float = 30.0
@@ -473,12 +479,12 @@ class Bench:
         self.say = say
 
     def measure(self, result: StoreResult, server: Server, label: str, scenario: Scenario, mode: str, *,
-                prime: bool = False) -> Measurement:
+                prime: bool = False, seconds: float | None = None, round_: int | None = None) -> Measurement:
         o = self.options
-        m = self.load.run(server.target, scenario, mode=mode, seconds=o.seconds, warmup=o.warmup,
+        m = self.load.run(server.target, scenario, mode=mode, seconds=seconds or o.seconds, warmup=o.warmup,
                           inflight=o.inflight, prime=prime, cpu_probe=server.cpu_seconds)
         problems = m.problems(scenario.expect)
-        result.rows.append(Row(result.store, label, scenario, m, problems))
+        result.rows.append(Row(result.store, label, scenario, m, problems, round_))
         flag = "" if not problems else "  MISMATCH: " + "; ".join(problems)
         self.say(f"    {label:<34} {scenario.key:<9} {mode:<3} {m.throughput:6.0f}/s  p50 {_us(m.p50)} µs  "
                  f"p99 {_us(m.p99)} µs  p99.9 {_us(m.p999)} µs  server CPU {_us(m.cpu_per_call)} µs/check  "
@@ -502,22 +508,36 @@ class Bench:
                 self.h2load_rows(result, url, scenarios)
             if "rss" in o.parts:
                 self.rss_over_time(result, url, scenarios)
-
-        if "grpcio" not in o.parts:
-            return result
-        if not o.small:
-            with seeding.fresh_database(backend) as url:
-                self.say(f"[{backend}] small store for the 1k-vs-1M comparison")
-                small = seeding.seed(url, seeding.SMALL, log=lambda _line: None)
-                result.seeded[seeding.SMALL.name] = {"counts": small.counts, "seconds": small.seconds}
-                b_small = build_scenarios(small, o.distinct)["b"]
-                for cache in (True, False):
-                    label = "1 worker, 1k relations" + ("" if cache else ", no cache")
-                    with tollgate(f"{backend}-small-{cache}", url, self.log_dir, cache=cache) as server:
-                        self.measure(result, server, label, b_small, "c1", prime=True)
-        else:
+            if "grpcio" in o.parts and not o.small:
+                self.relations_rows(result, url, scenarios["b"])
+        if "grpcio" in o.parts and o.small:
             result.notes.append("`--small`: the store has 1k relations, so the 1k-vs-1M comparison is n/a.")
         return result
+
+    RELATIONS_ROUNDS = 3
+
+    def relations_rows(self, result: StoreResult, url: str, b_full: Scenario) -> None:
+        """(b) at concurrency 1 against the full store (1M relations) and a small one (1k), fact
+        cache on and off: all four servers side by side, measured in interleaved rounds of half a
+        row's seconds each, so that a drift of the shared machine lands on both sides of the ratio."""
+        o, backend = self.options, result.store
+        with seeding.fresh_database(backend) as small_url, ExitStack() as servers:
+            self.say(f"[{backend}] small store beside the full one, for the 1k-vs-1M comparison")
+            small = seeding.seed(small_url, seeding.SMALL, log=lambda _line: None)
+            result.seeded[seeding.SMALL.name] = {"counts": small.counts, "seconds": small.seconds}
+            b_small = build_scenarios(small, o.distinct)["b"]
+            rows = []
+            for cache in (True, False):
+                suffix = "" if cache else ", no cache"
+                for size, store_url, scenario in (("1M", url, b_full), ("1k", small_url, b_small)):
+                    server = servers.enter_context(tollgate(f"{backend}-{size}-{cache}", store_url, self.log_dir,
+                                                            cache=cache))
+                    rows.append((server, f"1 worker, {size} relations{suffix}", scenario))
+            for round_ in range(self.RELATIONS_ROUNDS):
+                self.say(f"[{backend}] 1k vs 1M relations: round {round_ + 1} of {self.RELATIONS_ROUNDS}")
+                for server, label, scenario in rows:
+                    self.measure(result, server, label, scenario, "c1", prime=round_ == 0, seconds=o.seconds / 2,
+                                 round_=round_)
 
     def grpcio_rows(self, result: StoreResult, url: str, scenarios: dict[str, Scenario]) -> None:
         """The rows driven by the grpcio load generator, which checks every response."""
@@ -841,6 +861,8 @@ def grpcio_table(result: StoreResult, add: Callable[[str], None]) -> None:
         "| p50 / floor | CPU / floor | responses |")
     add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in result.rows:
+        if row.round is not None:
+            continue  # the 1k-vs-1M rounds have their own table
         m = row.measurement
         floor_key = "floor-ext" if row.scenario.api == "ext_authz" else "floor"
         floor = result.find("floor", floor_key, m.mode)
@@ -856,12 +878,15 @@ def grpcio_table(result: StoreResult, add: Callable[[str], None]) -> None:
     add("")
     add("| comparison | value |")
     add("|---|---|")
-    for label, server_small, server_big in (("p50 (b) at c1, cache on", "1 worker, 1k relations", "1 worker"),
-                                            ("p50 (b) at c1, cache off", "1 worker, 1k relations, no cache",
-                                             "1 worker, no cache")):
-        small, big = result.find(server_small, "b", "c1"), result.find(server_big, "b", "c1")
-        value = (f"1k relations {_us(small.p50)} µs, 1M relations {_us(big.p50)} µs, ratio "
-                 f"{_ratio(big.p50, small.p50)}") if small and big else "n/a"
+    for label, suffix in (("p50 (b) at c1, cache on", ""), ("p50 (b) at c1, cache off", ", no cache")):
+        pairs = [(big.p50, small.p50) for big, small in zip(result.rounds_of(f"1 worker, 1M relations{suffix}"),
+                                                           result.rounds_of(f"1 worker, 1k relations{suffix}"))
+                 if big.p50 and small.p50]
+        ratios = [big / small for big, small in pairs]
+        value = (f"1k relations {_us(statistics.median(small for _, small in pairs))} µs, 1M relations "
+                 f"{_us(statistics.median(big for big, _ in pairs))} µs (medians of {len(pairs)} interleaved "
+                 f"rounds); 1M / 1k {statistics.median(ratios):.2f} (rounds {', '.join(f'{r:.2f}' for r in ratios)})"
+                 if pairs else "n/a")
         add(f"| {label} | {value} |")
     for key in ("a", "b"):
         one, two = result.find("1 worker", key, "sat"), result.find("2 workers", key, "sat")
@@ -871,6 +896,20 @@ def grpcio_table(result: StoreResult, add: Callable[[str], None]) -> None:
     for server, start, end in result.rss:
         add(f"| server RSS MiB, {server}: start → end | {_mib(start)} → {_mib(end)} |")
     add("")
+    rounds = [row for row in result.rows if row.round is not None]
+    if rounds:
+        add(f"The 1k-vs-1M rows: (b) at c1, the four servers side by side, measured in interleaved rounds "
+            f"({Bench.RELATIONS_ROUNDS}; each row half the measured seconds of the rows above):\n")
+        add("| server | round | checks/s | p50 | p99 | p99.9 | server CPU µs/check | responses |")
+        add("|---|---:|---:|---:|---:|---:|---:|---|")
+        for row in rounds:
+            m = row.measurement
+            responses = ", ".join(f"{k} {v:,}" for k, v in sorted(m.outcomes.items()))
+            if row.problems:
+                responses += " **MISMATCH: " + "; ".join(row.problems) + "**"
+            add(f"| {row.server} | {row.round + 1} | {m.throughput:,.0f} | {_us(m.p50)} | {_us(m.p99)} | "
+                f"{_us(m.p999)} | {_us(m.cpu_per_call)} | {responses} |")
+        add("")
 
 
 def h2load_table(result: StoreResult, options: Options, add: Callable[[str], None]) -> None:
@@ -1004,7 +1043,7 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
                         help="concurrent streams per h2load connection (default 2)")
     parser.add_argument("--h2load-bodies", type=int, default=4,
                         help="distinct requests per h2load row, one h2load process each (default 4)")
-    parser.add_argument("--h2load-rounds", type=int, help="interleaved rounds of the h2load rows (default 3; "
+    parser.add_argument("--h2load-rounds", type=int, help="interleaved rounds of the h2load rows (default 5; "
                         "--quick: 1)")
     parser.add_argument("--h2load-seconds", type=float, help="measured seconds per h2load row and round (default 4; "
                         "--quick: 2)")
@@ -1035,7 +1074,7 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     if not 1 <= args.h2load_bodies <= 16 or not args.h2load_bodies <= args.h2load_connections <= 256 \
             or not 1 <= args.h2load_streams <= 256:
         parser.error("--h2load-bodies must be 1..16, --h2load-connections bodies..256, --h2load-streams 1..256")
-    h2_rounds = args.h2load_rounds if args.h2load_rounds is not None else (1 if args.quick else 3)
+    h2_rounds = args.h2load_rounds if args.h2load_rounds is not None else (1 if args.quick else 5)
     h2_seconds = args.h2load_seconds if args.h2load_seconds is not None else (2.0 if args.quick else 4.0)
     if not 1 <= h2_rounds <= 20 or not 0 < h2_seconds <= 120:
         parser.error("--h2load-rounds must be 1..20 and --h2load-seconds in (0, 120]")

@@ -26,7 +26,8 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 
 
 class DecisionMetrics(Collector):
-    """`tollgate_checks_total` and `tollgate_check_duration_seconds`, counted per handler thread.
+    """`tollgate_checks_total`, `tollgate_checks_recalled_total` and `tollgate_check_duration_seconds`,
+    counted per handler thread.
 
     They move on every check, which makes them the dearest metrics to keep: prometheus_client's
     Counter and Histogram take a lock per increment and walk the buckets in Python, several frames
@@ -39,7 +40,7 @@ class DecisionMetrics(Collector):
         self._all: list[_Tallies] = []  # every thread's, kept after the thread ends
         self._lock = threading.Lock()  # guards _all only
 
-    def record(self, adapter: str, allowed: bool, reason: str, seconds: float) -> None:
+    def record(self, adapter: str, allowed: bool, reason: str, seconds: float, recalled: bool = False) -> None:
         tallies = getattr(self._local, "tallies", None)
         if tallies is None:
             tallies = self._local.tallies = _Tallies()
@@ -47,6 +48,8 @@ class DecisionMetrics(Collector):
                 self._all.append(tallies)
         key = (adapter, allowed, reason)
         tallies.decisions[key] = tallies.decisions.get(key, 0) + 1
+        if recalled:
+            tallies.recalled[adapter] = tallies.recalled.get(adapter, 0) + 1
         latency = tallies.latency.get(adapter)
         if latency is None:
             latency = tallies.latency[adapter] = [0.0] + [0] * (len(_LATENCY_BUCKETS) + 1)
@@ -57,10 +60,13 @@ class DecisionMetrics(Collector):
         with self._lock:
             every = list(self._all)
         decisions: dict[tuple[str, bool, str], int] = {}
+        recalled: dict[str, int] = {}
         latency: dict[str, list[float]] = {}
         for tallies in every:
             for key, count in list(tallies.decisions.items()):
                 decisions[key] = decisions.get(key, 0) + count
+            for adapter, count in list(tallies.recalled.items()):
+                recalled[adapter] = recalled.get(adapter, 0) + count
             for adapter, counts in list(tallies.latency.items()):
                 total = latency.setdefault(adapter, [0.0] * len(counts))
                 for i, value in enumerate(list(counts)):
@@ -70,6 +76,11 @@ class DecisionMetrics(Collector):
         for (adapter, allowed, reason), count in sorted(decisions.items()):
             checks.add_metric([adapter, "allow" if allowed else "deny", reason], count)
         yield checks
+        memo = CounterMetricFamily("tollgate_checks_recalled", "Checks answered from the decision memo (counted in "
+                                   "tollgate_checks_total too), by adapter.", labels=["adapter"])
+        for adapter, count in sorted(recalled.items()):
+            memo.add_metric([adapter], count)
+        yield memo
         durations = HistogramMetricFamily("tollgate_check_duration_seconds", "Time to decide one check, by adapter.",
                                           labels=["adapter"])
         for adapter, (total_seconds, *counts) in sorted(latency.items()):
@@ -82,11 +93,13 @@ class DecisionMetrics(Collector):
 
 
 class _Tallies:
-    """One thread's counts: decisions by (adapter, allowed, reason); per adapter, the sum of the
-    durations followed by the count of each bucket (the last one: above every bound)."""
+    """One thread's counts: decisions by (adapter, allowed, reason); per adapter, those recalled
+    from the decision memo, and the sum of the durations followed by the count of each bucket (the
+    last one: above every bound)."""
 
     def __init__(self) -> None:
         self.decisions: dict[tuple[str, bool, str], int] = {}
+        self.recalled: dict[str, int] = {}
         self.latency: dict[str, list] = {}
 
 
@@ -102,11 +115,12 @@ class Telemetry:
         self._http: WSGIServer | None = None
 
     def record_decision(self, adapter: str, operation: str, decision: Decision, decision_id: str,
-                        seconds: float) -> None:
-        """`operation` goes to the decision log, which has denials only ("" will do for an allow)."""
+                        seconds: float, recalled: bool = False) -> None:
+        """`operation` goes to the decision log, which has denials only ("" will do for an allow);
+        `recalled`: the decision came from the decision memo."""
         reason = decision.reason.value if decision.reason else ""
         allowed = decision.allowed
-        self._decisions.record(adapter, allowed, reason, seconds)
+        self._decisions.record(adapter, allowed, reason, seconds, recalled)
         if not allowed:
             decision_log.info("denied", extra={"fields": {
                 "decision_id": decision_id, "adapter": adapter, "operation": operation[:200], "reason": reason,

@@ -59,7 +59,7 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
             request = decode_request(authorization_pb2.CheckRequest, raw, CHECK_METHOD)
         decision_id = new_decision_id()
         self._telemetry.record_decision("native", "" if request is None else request.operation, decision, decision_id,
-                                        time.perf_counter() - started)
+                                        time.perf_counter() - started, recalled)
         return serialized_check_response(decision, realm=self._realm, decision_id=decision_id, recalled=recalled)
 
     @translate_errors

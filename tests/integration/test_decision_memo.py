@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from prometheus_client import generate_latest
 
 from service.domain import opaque
 from service.domain.decide import Resource
@@ -223,6 +224,10 @@ def test_repeated_checks_through_the_server_answer_alike(database_url, tmp_path,
         for answer in answers[1:]:
             answer.decision_id = first.decision_id
             assert answer == first
+        metrics = generate_latest(world.app.telemetry.registry).decode()
+        assert 'tollgate_checks_total{adapter="native",decision="allow",reason=""} 5.0' in metrics
+        recalled = [line for line in metrics.splitlines() if line.startswith("tollgate_checks_recalled_total")]
+        assert recalled == (['tollgate_checks_recalled_total{adapter="native"} 4.0'] if memo_entries else [])
         with world.seed() as repos:
             repos.partners.set_status("acme", PartnerStatus.SUSPENDED)
         assert world.check("getUser", authorization=key, user_id="u-active").reason == "token_revoked"
