@@ -85,7 +85,7 @@ def check_response_to_proto(decision: Decision, *, realm: str, decision_id: str)
 def serialized_check_response(decision: Decision, *, realm: str, decision_id: str, recalled: bool = False) -> bytes:
     """check_response_to_proto's encoding, made without a message: the template's encoding with
     the decision id's field after it. `recalled`: the decision came from the decision memo (see
-    ResponseTemplates.copy)."""
+    ResponseTemplates.serialized)."""
     template = _CHECK_RESPONSES.serialized(decision, realm, lambda: _build_check_response(decision, realm),
                                            recalled=recalled)
     if len(decision_id) == len(_DECISION_ID_SAMPLE) and decision_id.isascii():

@@ -6,10 +6,10 @@ grants, identity headers, metadata structs) costs more CPU than deciding; copyin
 and setting its decision id costs a few µs, and appending the decision id to the template's
 encoding (concatenated encodings of a message decode as one message) costs less still. Keys are
 values (a Decision and whatever else the response depends on), so a template can never answer for
-another decision. A decision recalled
-from the decision memo is the very object of the earlier check, so the templates of recalled
-decisions are also found by identity, without hashing the Decision (its principal, its grants)
-again; freshly made decisions are new objects every time, so they go by value only.
+another decision. A decision recalled from the decision memo is the very object of the earlier
+check, so the templates of recalled decisions are also found by identity, without hashing the
+Decision (its principal, its grants) again; freshly made decisions are new objects every time, so
+they go by value only.
 """
 
 from __future__ import annotations
@@ -29,26 +29,24 @@ class ResponseTemplates(Generic[Response]):
         self._max_entries = max_entries
         # A plain dict: handler threads racing on one key store equal templates. Denies can carry
         # request text (an unknown operation), so the table is bounded; emptied when full, as
-        # the steady state refills it within a few calls.
-        # Each template is kept with its encoding.
+        # the steady state refills it within a few calls. Each template is kept with its encoding.
         self._templates: dict[Hashable, tuple[Response, bytes]] = {}
         # id(decision) -> (decision, details, template); the entry holds the decision, so its id
         # is not reused while the entry is there.
         self._by_identity: dict[int, tuple[object, Hashable, tuple[Response, bytes]]] = {}
 
-    def copy(self, decision: Hashable, details: Hashable, build: Callable[[], Response], *,
-             recalled: bool = False) -> Response:
+    def copy(self, decision: Hashable, details: Hashable, build: Callable[[], Response]) -> Response:
         """A fresh copy of the template for `decision` and `details` (whatever else the response
-        depends on; built by `build` on first use); the caller owns it and sets its decision id.
-        `recalled`: the decision came from the decision memo (the same object will come again)."""
+        depends on; built by `build` on first use); the caller owns it and sets its decision id."""
         response = self._message_type()
-        response.CopyFrom(self._template(decision, details, build, recalled)[0])
+        response.CopyFrom(self._template(decision, details, build, recalled=False)[0])
         return response
 
     def serialized(self, decision: Hashable, details: Hashable, build: Callable[[], Response], *,
                    recalled: bool = False) -> bytes:
-        """The template's encoding, for a caller that appends the per-call fields as bytes (see
-        copy() for the arguments)."""
+        """The template's encoding (arguments as for copy()), for a caller that appends the
+        per-call fields as bytes. `recalled`: the decision came from the decision memo (the same
+        object will come again)."""
         return self._template(decision, details, build, recalled)[1]
 
     def _template(self, decision: Hashable, details: Hashable, build: Callable[[], Response],
