@@ -26,6 +26,10 @@ from .metadata import peer_address
 CHECK_METHOD = "/tollgate.v1.Authorization/Check"
 
 
+def _check_request(raw: bytes) -> authorization_pb2.CheckRequest:
+    return decode_request(authorization_pb2.CheckRequest.FromString, raw, CHECK_METHOD)
+
+
 class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
     def __init__(self, checks: CheckService, realm: str, telemetry: Telemetry) -> None:
         self._checks = checks
@@ -44,19 +48,19 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
             # The whole request names the decision (a digest: the request holds the credential).
             memo_key = hashlib.sha256(raw).digest()
             if checks.limits_failed_credentials:  # the request may say where its credential comes from
-                request = decode_request(authorization_pb2.CheckRequest, raw, CHECK_METHOD)
+                request = _check_request(raw)
             decision = checks.recall(memo_key, "" if request is None else self._client_address(request, context))
         recalled = decision is not None
         if decision is None:
             if request is None:
-                request = decode_request(authorization_pb2.CheckRequest, raw, CHECK_METHOD)
+                request = _check_request(raw)
             query = check_query_from_proto(request)
             client_address = self._client_address(request, context)
             if client_address != query.client_address:
                 query = replace(query, client_address=client_address)
             decision = checks.check(query, memo_key)
         elif request is None and not decision.allowed:  # denials are logged with their operation
-            request = decode_request(authorization_pb2.CheckRequest, raw, CHECK_METHOD)
+            request = _check_request(raw)
         decision_id = new_decision_id()
         self._telemetry.record_decision("native", "" if request is None else request.operation, decision, decision_id,
                                         time.perf_counter() - started, recalled)

@@ -23,7 +23,7 @@ from .errors import rich_status, status_code_for
 
 
 Method = TypeVar("Method", bound=Callable)
-MessageType = TypeVar("MessageType", bound=Message)
+Request = TypeVar("Request", bound=Message)
 
 
 def takes_bytes(method: Method) -> Method:
@@ -33,17 +33,13 @@ def takes_bytes(method: Method) -> Method:
     return method
 
 
-def decode_request(message_type: type[MessageType], raw: bytes, method: str) -> MessageType:
-    """For `@takes_bytes` methods: the request of `method` ("/package.Service/Method"), or
-    InvalidRequest when the bytes do not decode."""
+def decode_request(decode: Callable[[bytes], Request], raw: bytes, method: str) -> Request:
+    """`decode(raw)` (a message type's FromString), the request of `method`
+    ("/package.Service/Method"); InvalidRequest when the bytes do not decode."""
     try:
-        return message_type.FromString(raw)
+        return decode(raw)
     except Exception:  # noqa: BLE001  (protobuf raises DecodeError, or others on hostile bytes)
-        raise _refusal(method) from None
-
-
-def _refusal(method: str) -> errors.InvalidRequest:
-    return errors.InvalidRequest(f"the request of {method} is not a valid protobuf message")
+        raise errors.InvalidRequest(f"the request of {method} is not a valid protobuf message") from None
 
 
 def add_decoding_in_handler(add_to_server: Callable[[object, object], None], servicer: object,
@@ -80,14 +76,12 @@ def _decoding_in_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.Rp
     decode, behaviour = handler.request_deserializer, handler.unary_unary
     if getattr(behaviour, "takes_bytes", False):
         return grpc.unary_unary_rpc_method_handler(behaviour)  # bytes in, bytes out
-    refusal = _refusal(method)
-    status = rich_status(status_code_for(refusal), refusal.message, refusal.reason)
 
     def decoded(raw: bytes, context: grpc.ServicerContext):
         try:
-            request = decode(raw)
-        except Exception:  # noqa: BLE001  (protobuf raises DecodeError, or others on hostile bytes)
-            context.abort_with_status(status)
+            request = decode_request(decode, raw, method)
+        except errors.InvalidRequest as refusal:  # outside the servicer's translate_errors
+            context.abort_with_status(rich_status(status_code_for(refusal), refusal.message, refusal.reason))
         return behaviour(request, context)
 
     return grpc.unary_unary_rpc_method_handler(decoded, response_serializer=handler.response_serializer)

@@ -222,8 +222,9 @@ class CheckService:
         assert self._memo is not None and self._cache is not None
         partner_id = credential.principal.partner_id
         valid_until = credential.expires_at
+        reader = self._cache.reader
         for subject_type in plan.relations:
-            expiry = self._cache.reader.relation_expiry(partner_id, subject_type, plan.resource.subject_id(subject_type))
+            expiry = reader.relation_expiry(partner_id, subject_type, plan.resource.subject_id(subject_type))
             if expiry is not None and (valid_until is None or expiry < valid_until):
                 valid_until = expiry
         self._memo.remember(memo_key, decision, partner_id, policy, generation, valid_until)

@@ -61,8 +61,8 @@ class DecisionMemo:
 
     def remember(self, key: bytes, decision: Decision, partner_id: str, policy: Policy, generation: int,
                  valid_until: datetime | None) -> None:
-        """`generation`: the cache's (FactCache.generation), read before any fact of `decision` was; a change committed
-        meanwhile has moved it on, so the answer is never given again."""
+        """`generation`: the cache's (FactCache.generation), read before any fact of `decision`
+        was; a change committed meanwhile has moved it on, so the answer is never given again."""
         if len(self._kept) >= self._max_entries:
             self._kept.clear()
         self._kept[key] = KeptDecision(decision, partner_id, policy, generation, valid_until)
