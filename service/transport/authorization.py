@@ -43,19 +43,21 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
         is found in the decision memo by the digest of its bytes and answered without decoding it."""
         started = time.perf_counter()
         checks = self._checks
-        request = decision = memo_key = None
+        request = decision = memo_key = client_address = None
         if checks.remembers_decisions:
             # The whole request names the decision (a digest: the request holds the credential).
             memo_key = hashlib.sha256(raw).digest()
             if checks.limits_failed_credentials:  # the request may say where its credential comes from
                 request = _check_request(raw)
-            decision = checks.recall(memo_key, "" if request is None else self._client_address(request, context))
+                client_address = self._client_address(request, context)
+            decision = checks.recall(memo_key, client_address or "")
         recalled = decision is not None
         if decision is None:
             if request is None:
                 request = _check_request(raw)
+            if client_address is None:
+                client_address = self._client_address(request, context)
             query = check_query_from_proto(request)
-            client_address = self._client_address(request, context)
             if client_address != query.client_address:
                 query = replace(query, client_address=client_address)
             decision = checks.check(query, memo_key)
