@@ -12,8 +12,8 @@ from typing import Mapping
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The services client_cert_required_for may name: check is tollgate.v1.Authorization (Check and
 # BatchCheck), relations tollgate.v1.Relations, admin tollgate.v1.Admin, ext_authz Envoy's
-# envoy.service.auth.v3.Authorization.
-CLIENT_CERT_SERVICES = ("check", "relations", "admin", "ext_authz")
+# envoy.service.auth.v3.Authorization, tokens tollgate.v1.Tokens.
+CLIENT_CERT_SERVICES = ("check", "relations", "admin", "ext_authz", "tokens")
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_POLICY = PROJECT_ROOT / "examples" / "policy.yaml"
 
@@ -75,6 +75,26 @@ class Settings:
     decision_memo_max_entries: int = 10_000
     # Prometheus /metrics on its own HTTP port (same host as gRPC); 0 turns it off.
     metrics_port: int = 9464
+    # The OAuth 2 endpoints (token, revocation, introspection, metadata, JWKS) over HTTP, on this
+    # port of the same host as gRPC, served by every worker; 0 turns them off.
+    http_port: int = 8080
+    # Tollgate's own issuer: the "iss" of the tokens it issues and the base of its endpoint URLs in
+    # the RFC 8414 metadata. Empty: http://<host>:<http_port>. Set it to the public URL in a
+    # deployment (replicas must share it).
+    issuer_url: str = ""
+    # The "aud" of the tokens it issues (and that Check requires of them). Empty: the issuer URL.
+    token_audience: str = ""
+    access_token_lifetime_seconds: int = 3600
+    # A refresh token's own lifetime (each rotation starts a new one).
+    refresh_token_lifetime_seconds: int = 30 * 24 * 3600
+    # The claim of its tokens that holds an OAuth client's customer numbers.
+    token_customer_claim: str = "customer_numbers"
+    # The algorithm of the signing keys it makes: ES256, RS256 or EdDSA.
+    token_signing_algorithm: str = "ES256"
+    # Failed client authentications per second per client id and per client address, and the
+    # burst allowed; past either, the token endpoints answer 429 without looking at the secret.
+    client_auth_failure_rate_per_second: float = 1.0
+    client_auth_failure_burst: int = 10
     # How often the store is pinged to keep the health status true.
     health_check_seconds: float = 2.0
     log_level: str = "INFO"
@@ -93,6 +113,15 @@ class Settings:
         return timedelta(seconds=self.jwt_leeway_seconds)
 
     @property
+    def token_issuer(self) -> str:
+        """The issuer URL, without a trailing slash."""
+        return (self.issuer_url or f"http://{_url_host(self.host)}:{self.http_port}").rstrip("/")
+
+    @property
+    def token_audience_or_issuer(self) -> str:
+        return self.token_audience or self.token_issuer
+
+    @property
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
 
@@ -104,7 +133,12 @@ class Settings:
 
 
 
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 _ENV_PREFIX = "TOLLGATE_"
+SIGNING_ALGORITHMS = ("ES256", "RS256", "EdDSA")
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -137,9 +171,10 @@ def _convert(name: str, kind: object, raw: str) -> object:
 
 
 def _validated(settings: Settings) -> Settings:
-    for name in ("port", "metrics_port"):
+    for name in ("port", "metrics_port", "http_port"):
         if not 0 <= getattr(settings, name) <= 65535:
             raise ConfigError(f"{name} must be 0..65535, got {getattr(settings, name)}")
+    _validated_token_service(settings)
     if settings.log_format not in ("json", "text"):
         raise ConfigError(f"log_format must be json or text, got {settings.log_format!r}")
     for name in ("jwt_leeway_seconds", "pending_relation_ttl_seconds", "connect_token_ttl_seconds",
@@ -166,6 +201,23 @@ def _validated(settings: Settings) -> Settings:
     if settings.database_url and not settings.database_url.startswith(("sqlite", "postgresql")):
         raise ConfigError("database_url must be a sqlite:// or postgresql+psycopg:// URL")
     return settings
+
+
+def _validated_token_service(settings: Settings) -> None:
+    if settings.http_port and settings.http_port in (settings.port, settings.metrics_port):
+        raise ConfigError(f"http_port must differ from port and metrics_port, got {settings.http_port}")
+    if settings.issuer_url and not settings.issuer_url.startswith(("https://", "http://")):
+        raise ConfigError("issuer_url must be an http:// or https:// URL")
+    for name in ("access_token_lifetime_seconds", "refresh_token_lifetime_seconds"):
+        if not 60 <= getattr(settings, name) <= 366 * 24 * 3600:
+            raise ConfigError(f"{name} must be between 60 seconds and a year")
+    if settings.token_signing_algorithm not in SIGNING_ALGORITHMS:
+        raise ConfigError(f"token_signing_algorithm must be one of {', '.join(SIGNING_ALGORITHMS)}")
+    if not settings.token_customer_claim.strip():
+        raise ConfigError("token_customer_claim must not be empty")
+    if settings.client_auth_failure_rate_per_second <= 0 or settings.client_auth_failure_burst < 1:
+        raise ConfigError("client_auth_failure_rate_per_second must be positive and "
+                          "client_auth_failure_burst at least 1")
 
 
 def _names(raw: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -17,30 +17,36 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tollgate.v1 import admin_pb2, admin_pb2_grpc
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2, relations_pb2_grpc
+from tollgate.v1 import tokens_pb2, tokens_pb2_grpc
 
 from .config import Settings
 from .domain.errors import DomainError
 from .domain.policy import Policy
 from .domain.ports import Clock, SystemClock
 from .domain.rate_limit import RateLimiter
+from .http.app import HttpListener, oauth_app
 from .keyring import load_key_encryption_key
 from .policy_file import load_policy
 from .siblings import SiblingWrites
 from .store import Store, create_store
 from .telemetry import Telemetry
 from .tokens import TokenVerifier, load_jwks, seal_secret
+from .tokens.signing import KeySigner
+from .tokens.verifier import OwnIssuer
 from .transport.admin import AdminServicer
 from .transport.authorization import AuthorizationServicer
 from .transport.client_certs import ClientCertificateRequired
 from .transport.decoding import add_decoding_in_handler
 from .transport.ext_authz import ExtAuthzServicer
 from .transport.relations import RelationsServicer
+from .transport.tokens import TokensServicer
 from .usecases.admin import AdminService
 from .usecases.callers import CallerAuthenticator
 from .usecases.check import CheckService
 from .usecases.decision_memo import DecisionMemo
 from .usecases.fact_cache import FactCache
 from .usecases.relations import RelationService, RelationSettings
+from .usecases.tokens import ClientAuthentication, TokenService, TokenSettings
 
 log = logging.getLogger("tollgate.server")
 
@@ -50,6 +56,7 @@ GATED_SERVICES = {
     "relations": relations_pb2.DESCRIPTOR.services_by_name["Relations"],
     "admin": admin_pb2.DESCRIPTOR.services_by_name["Admin"],
     "ext_authz": external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"],
+    "tokens": tokens_pb2.DESCRIPTOR.services_by_name["Tokens"],
 }
 SERVICE_NAMES = tuple(service.full_name for service in GATED_SERVICES.values())
 # Bounds what one call may send us; real requests are a few KB.
@@ -83,11 +90,20 @@ class App:
     metrics_port: int = 0
     # The mutual-TLS listener's bound port, None when there is none (TOLLGATE_MTLS_PORT unset).
     mtls_port: int | None = None
+    # The OAuth endpoints' listener, None when TOLLGATE_HTTP_PORT is 0.
+    http: HttpListener | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
 
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http is not None else None
+
     def start(self) -> None:
-        """Serves RPCs and metrics, and starts the expiry sweeper and the health watcher."""
+        """Serves RPCs, the OAuth endpoints and metrics, and starts the expiry sweeper and the
+        health watcher."""
         self.server.start()
+        if self.http is not None:
+            self.http.start()
         if self.settings.metrics_port:
             self.metrics_port = self.telemetry.serve_metrics(self.settings.host, self.settings.metrics_port)
         self._every(self.settings.expiry_sweep_seconds, "relation-sweeper", self.relations.expire_due)
@@ -133,6 +149,8 @@ class App:
         """Stops accepting calls, lets in-flight ones finish within `grace`, then closes the store."""
         self._stopping.set()
         self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop()
         self.server.stop(grace).wait()
         self.telemetry.stop()
         self.store.dispose()
@@ -159,7 +177,8 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
     _step("migrate the store", store.migrate)
     key_encryption_key = _step("load the key-encryption key", lambda: load_key_encryption_key(settings))
     verifier = _step("prepare token verification", lambda: TokenVerifier(
-        key_encryption_key=key_encryption_key, leeway=settings.jwt_leeway))
+        key_encryption_key=key_encryption_key, leeway=settings.jwt_leeway, own_issuer=OwnIssuer(
+            settings.token_issuer, settings.token_audience_or_issuer, settings.token_customer_claim)))
     clock = clock or SystemClock()
     cache = FactCache(store.unit_of_work, settings.cache_max_entries,
                       max_age_seconds=2 * settings.cache_refresh_seconds,
@@ -177,6 +196,9 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
         pending_ttl=timedelta(seconds=settings.pending_relation_ttl_seconds),
         connect_token_ttl=timedelta(seconds=settings.connect_token_ttl_seconds)))
     callers = CallerAuthenticator(policy.current, store.unit_of_work, verifier, clock)
+    signer = KeySigner(key_encryption_key)
+    tokens = _token_service(settings, policy, store, clock, signer, verifier, cache)
+    _step("prepare the signing key", tokens.ensure_signing_key)
     telemetry = Telemetry()
 
     server = grpc.server(
@@ -199,15 +221,33 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
     add_decoding_in_handler(external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
                             gate("ext_authz", ExtAuthzServicer(checks, policy.current, settings.realm, telemetry)),
                             server)
+    add_decoding_in_handler(tokens_pb2_grpc.add_TokensServicer_to_server,
+                            gate("tokens", TokensServicer(tokens, telemetry)), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = _step("bind the port", lambda: _bind(server, settings))
     mtls_port = _step("bind the mutual-TLS port", lambda: _bind_mutual_tls(server, settings))
+    http = _step("bind the HTTP port", lambda: HttpListener(
+        oauth_app(tokens, policy.current, settings.realm, telemetry), settings.host, settings.http_port,
+        reuse_port=settings.worker_count > 1, grace_seconds=settings.shutdown_grace_seconds)
+        ) if settings.http_port else None
     app = App(settings, server, port, store, policy, relations, health_servicer, telemetry, cache,
-              mtls_port=mtls_port)
+              mtls_port=mtls_port, http=http)
     app.check_health()
     return app
+
+
+def _token_service(settings: Settings, policy: PolicyHolder, store: Store, clock: Clock, signer: KeySigner,
+                   verifier: TokenVerifier, cache: FactCache | None) -> TokenService:
+    failures = functools.partial(RateLimiter, settings.client_auth_failure_rate_per_second,
+                                 settings.client_auth_failure_burst)
+    return TokenService(policy.current, store.unit_of_work, clock, signer, verifier, TokenSettings(
+        issuer=settings.token_issuer, audience=settings.token_audience_or_issuer,
+        access_token_lifetime=timedelta(seconds=settings.access_token_lifetime_seconds),
+        refresh_token_lifetime=timedelta(seconds=settings.refresh_token_lifetime_seconds),
+        customer_claim=settings.token_customer_claim, signing_algorithm=settings.token_signing_algorithm),
+        ClientAuthentication(failures(), failures()), cache)
 
 
 def _gated(settings: Settings, name: str, servicer: object) -> object:
@@ -260,6 +300,8 @@ def serve(settings: Settings, siblings: SiblingWrites | None = None) -> None:
              "postgresql" if settings.effective_database_url.startswith("postgresql") else "sqlite",
              app.metrics_port or "off")
     print(f"Tollgate serving on {settings.host}:{app.port}", flush=True)
+    if app.http_port is not None:
+        log.info("OAuth endpoints on http://%s:%d (issuer %s)", settings.host, app.http_port, settings.token_issuer)
     if app.mtls_port is not None:
         log.info("mutual TLS on %s:%d; client certificate required for: %s", settings.host, app.mtls_port,
                  ", ".join(settings.client_cert_required_for) or "none")

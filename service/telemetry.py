@@ -112,6 +112,8 @@ class Telemetry:
                                          ["action", "outcome"], registry=self.registry)
         self._store_errors = Counter("tollgate_store_errors", "Store failures seen while serving, by operation.",
                                      ["operation"], registry=self.registry)
+        self._token_requests = Counter("tollgate_token_requests", "OAuth endpoint answers (HTTP), by endpoint and "
+                                       "status.", ["endpoint", "status"], registry=self.registry)
         self._http: WSGIServer | None = None
 
     def record_decision(self, adapter: str, operation: str, decision: Decision, decision_id: str,
@@ -130,6 +132,9 @@ class Telemetry:
 
     def record_relation_change(self, action: str, outcome: str) -> None:
         self._relation_changes.labels(action, outcome).inc()
+
+    def record_token_request(self, endpoint: str, status: int) -> None:
+        self._token_requests.labels(endpoint, str(status)).inc()
 
     def record_store_error(self, operation: str) -> None:
         self._store_errors.labels(operation).inc()

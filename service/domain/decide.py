@@ -87,14 +87,16 @@ def _validate_ids(resource: Resource) -> None:
 
 
 def effective_grants(policy: Policy, credential: AuthenticatedCredential) -> GrantSet:
-    """The credential's own grants (or its partner's, when it has none of its own), narrowed by a
-    JWT's scope claim, and never beyond the partner's grants."""
+    """The credential's own grants (else the roles the policy gives its kind, else its partner's),
+    narrowed by a JWT's scope claim, and never beyond the partner's grants."""
     partner = credential.partner
     ceiling = policy.grants_from(partner.grants, partner.roles, strict=False)
     if credential.token_scopes is not None:
         own = policy.grants_from(credential.token_scopes, (), strict=False)
     elif credential.own_grants or credential.own_roles:
         own = policy.grants_from(credential.own_grants, credential.own_roles, strict=False)
+    elif credential.principal.kind in policy.kind_roles:
+        own = policy.grants_from((), policy.kind_roles[credential.principal.kind], strict=False)
     else:
         own = ceiling
     return own.capped_by(ceiling)

@@ -16,7 +16,10 @@ class PartnerStatus(enum.StrEnum):
 
 class CredentialKind(enum.StrEnum):
     API_KEY = "api_key"
+    # A JWT access token of a registered (external) issuer.
     JWT = "jwt"
+    # An access token Tollgate issued to one of its OAuth clients (its own, built-in issuer).
+    OAUTH_CLIENT = "oauth_client"
 
 
 class SubjectType(enum.StrEnum):
@@ -85,6 +88,74 @@ class IssuerRecord:
     # Claim holding the customer numbers (a list or a space-separated string).
     customer_claim: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class OAuthClientRecord:
+    """An OAuth client of a partner (RFC 6749 section 2): a confidential client that authenticates
+    with its id and secret. Only `secret_digest` (SHA-256 hex of the secret) is stored.
+
+    `scopes` narrow what its tokens may carry below the partner's grants (empty: the partner's);
+    `customer_numbers` go into its tokens' customer claim; `refresh_tokens` turns on refresh
+    tokens for its client_credentials grants (RFC 6749 section 4.4.3 says SHOULD NOT by default).
+    """
+
+    id: str
+    partner_id: str
+    name: str
+    secret_digest: str
+    scopes: tuple[str, ...]
+    customer_numbers: tuple[str, ...]
+    refresh_tokens: bool
+    created_at: datetime
+    secret_rotated_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RefreshFamilyRecord:
+    """Every refresh token descending from one grant (RFC 9700 section 4.14.2): rotation adds a
+    token to the family, and reuse of a spent one revokes the whole family, together with the
+    access tokens issued from it. `scope` is the grant's, which a refresh may narrow but never widen."""
+
+    id: str
+    client_id: str
+    scope: tuple[str, ...]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RefreshTokenRecord:
+    """One refresh token; only its digest is stored. `used_at` is set when it is rotated."""
+
+    id: str
+    family_id: str
+    client_id: str
+    digest: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SigningKeyRecord:
+    """A key Tollgate signs its access tokens with. The private key is sealed with the
+    key-encryption key; `public_jwk` is what /.well-known/jwks.json publishes.
+
+    The active key (retired_at None) signs. A retired key signs nothing more but is published
+    until `publish_until`, when every token it signed has expired."""
+
+    kid: str
+    algorithm: str
+    private_key_sealed: str
+    public_jwk: dict[str, Any]
+    created_at: datetime
+    retired_at: datetime | None = None
+    publish_until: datetime | None = None
+
+    def published_at(self, now: datetime) -> bool:
+        return self.publish_until is None or self.publish_until > now
 
 
 @dataclass(frozen=True)

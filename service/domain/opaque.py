@@ -1,4 +1,5 @@
-"""Opaque secrets (API keys, connect tokens): generation, checksum and digest. Standard library only.
+"""Opaque secrets (API keys, connect tokens, OAuth client secrets, refresh tokens): generation,
+checksum and digest. Standard library only.
 
 Format: <prefix><30 base62 chars of randomness (178 bits)><6 base62 chars of CRC32 checksum>.
 The checksum lets a mistyped or truncated secret be refused without a store query (the scheme
@@ -18,6 +19,9 @@ _CHECKSUM_CHARS = 6
 
 API_KEY_PREFIX = "tg_live_"
 CONNECT_TOKEN_PREFIX = "tg_ct_"
+# An OAuth client's secret, and the refresh tokens Tollgate issues.
+CLIENT_SECRET_PREFIX = "tg_cs_"
+REFRESH_TOKEN_PREFIX = "tg_rt_"
 
 
 def _base62(number: int, width: int) -> str:

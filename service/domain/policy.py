@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from .errors import PolicyError
-from .model import SubjectType
+from .model import CredentialKind, SubjectType
 from .routes import RouteTable, parse_routes
 from .text import excerpt
 from .scopes import ADMIN_GRANT, ALL_SCOPES_WRITE, LEVEL_WORDS, GrantSet, Permission
@@ -41,6 +41,10 @@ class Policy:
     routes: RouteTable = RouteTable()
     # Sidecar behaviour: drop the credential headers before the request reaches the upstream.
     strip_credential_headers: bool = False
+    # Roles a credential of a kind ("api_key", "jwt", "oauth_client") acts with when it has no
+    # grants of its own; a kind not named inherits its partner's grants (the partner's grants stay
+    # the ceiling either way).
+    kind_roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Parsed grant sets by their inputs: Check parses the same few grant lists on every call.
     _parsed: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -97,7 +101,7 @@ def parse_policy(document: Any) -> Policy:
     """Builds a Policy from a parsed document; raises PolicyError naming the offending key path."""
     if not isinstance(document, Mapping):
         raise PolicyError("the policy must be a mapping with scopes, roles and operations", field="(root)")
-    unknown = set(document) - {"version", "scopes", "roles", "operations", "routes", "sidecar"}
+    unknown = set(document) - {"version", "scopes", "roles", "operations", "routes", "sidecar", "credential_kinds"}
     if unknown:
         raise PolicyError(f"unknown top-level key {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
     if document.get("version", 1) != 1:
@@ -113,7 +117,28 @@ def parse_policy(document: Any) -> Policy:
         operations=MappingProxyType(dict(operations)),
         routes=parse_routes(document.get("routes"), operations),
         strip_credential_headers=_parse_sidecar(document.get("sidecar")),
+        kind_roles=MappingProxyType(_parse_credential_kinds(document.get("credential_kinds"), roles)),
     )
+
+
+CREDENTIAL_KINDS = tuple(kind.value for kind in CredentialKind)
+
+
+def _parse_credential_kinds(value: Any, roles: Mapping[str, GrantSet]) -> dict[str, tuple[str, ...]]:
+    """credential_kinds: {api_key: {roles: [api-user]}, ...}: the roles each kind acts with."""
+    kinds: dict[str, tuple[str, ...]] = {}
+    for kind, spec in _mapping(value, "credential_kinds", required=False).items():
+        path = f"credential_kinds.{kind}"
+        if kind not in CREDENTIAL_KINDS:
+            raise PolicyError(f"{path}: the kinds are {', '.join(CREDENTIAL_KINDS)}", field=path)
+        if not isinstance(spec, Mapping) or set(spec) - {"roles"}:
+            raise PolicyError(f"{path} must be a mapping with roles", field=path)
+        names = _string_list(spec.get("roles"), f"{path}.roles")
+        for index, role in enumerate(names):
+            if role not in roles:
+                raise PolicyError(f"{path}.roles[{index}]: unknown role {role!r}", field=f"{path}.roles[{index}]")
+        kinds[kind] = tuple(dict.fromkeys(names))
+    return kinds
 
 
 def _parse_sidecar(value: Any) -> bool:

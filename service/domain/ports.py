@@ -18,12 +18,16 @@ from .model import (
     AuthenticatedCredential,
     ConnectTokenRecord,
     IssuerRecord,
+    OAuthClientRecord,
     PartnerRecord,
     PartnerStatus,
     RelationEventRecord,
     RelationFilter,
     RelationRecord,
     RelationStatus,
+    RefreshFamilyRecord,
+    RefreshTokenRecord,
+    SigningKeyRecord,
     SubjectType,
 )
 
@@ -176,6 +180,83 @@ class AdminAuditRepository(Protocol):
         ...
 
 
+class OAuthClientRepository(Protocol):
+    def get(self, client_id: str) -> OAuthClientRecord | None: ...
+
+    def add(self, client: OAuthClientRecord) -> None: ...
+
+    def list_for_partner(self, partner_id: str | None) -> list[OAuthClientRecord]:
+        """A partner's clients (every client when None), oldest first."""
+        ...
+
+    def set_secret(self, client_id: str, secret_digest: str, at: datetime) -> bool:
+        """Replaces the secret of a client that is not revoked; False when there is none such."""
+        ...
+
+    def revoke(self, client_id: str, at: datetime) -> bool:
+        """Sets revoked_at if not yet revoked; False when no such client or already revoked."""
+        ...
+
+
+class RefreshTokenRepository(Protocol):
+    def add_family(self, family: RefreshFamilyRecord) -> None: ...
+
+    def get_family(self, family_id: str) -> RefreshFamilyRecord | None: ...
+
+    def add(self, token: RefreshTokenRecord) -> None: ...
+
+    def find_by_digest(self, digest: str) -> RefreshTokenRecord | None: ...
+
+    def mark_used(self, token_id: str, at: datetime) -> bool:
+        """Rotation's claim: UPDATE ... WHERE used_at IS NULL. True for exactly one caller,
+        however many race."""
+        ...
+
+    def revoke_family(self, family_id: str, at: datetime) -> bool:
+        """Sets the family's revoked_at if not yet set; False when there is nothing to revoke."""
+        ...
+
+
+class RevokedAccessTokenRepository(Protocol):
+    """The jti of access tokens Tollgate issued and revoked before their expiry (RFC 7009)."""
+
+    def is_revoked(self, jti: str) -> bool: ...
+
+    def revoke(self, jti: str, client_id: str, at: datetime, expires_at: datetime) -> None:
+        """Idempotent."""
+        ...
+
+
+class SigningKeyRepository(Protocol):
+    def active(self) -> SigningKeyRecord | None:
+        """The key that signs now (at most one exists)."""
+        ...
+
+    def published(self, now: datetime) -> list[SigningKeyRecord]:
+        """The active key and the retired keys still published at `now`, newest first."""
+        ...
+
+    def list(self) -> list[SigningKeyRecord]:
+        """Every key, newest first."""
+        ...
+
+    def add_active(self, key: SigningKeyRecord) -> bool:
+        """Inserts `key` as the active key; False (nothing written) when another key is active,
+        e.g. one inserted concurrently by another worker: the database's unique index decides."""
+        ...
+
+    def retire(self, kid: str, at: datetime, publish_until: datetime) -> bool:
+        """Compare-and-set: retires the key only if it is still active."""
+        ...
+
+
+class _NotWired:
+    """A repository that a unit of work built for a fake does not have."""
+
+    def __getattr__(self, name: str):
+        raise RuntimeError(f"this unit of work has no repository for {name}")
+
+
 class _AuditNotWired:
     """Repositories built without an audit repository (fakes of code that never audits)."""
 
@@ -197,6 +278,10 @@ class Repositories:
     relations: RelationRepository
     connect_tokens: ConnectTokenRepository
     audit: AdminAuditRepository = _AuditNotWired()
+    oauth_clients: OAuthClientRepository = _NotWired()  # type: ignore[assignment]  (fakes only)
+    refresh_tokens: RefreshTokenRepository = _NotWired()  # type: ignore[assignment]
+    revoked_access_tokens: RevokedAccessTokenRepository = _NotWired()  # type: ignore[assignment]
+    signing_keys: SigningKeyRepository = _NotWired()  # type: ignore[assignment]
 
 
 class UnitOfWork(Protocol):
@@ -219,6 +304,18 @@ class UnitOfWork(Protocol):
 
     def on_write(self, listener: Callable[[], None]) -> None:
         """Calls `listener` after each writing unit of work this process commits."""
+        ...
+
+
+class TokenSigner(Protocol):
+    """Makes and uses the keys of Tollgate's own issuer (service/tokens implements it)."""
+
+    def new_key(self, algorithm: str, now: datetime) -> SigningKeyRecord:
+        """A fresh key pair, its private key sealed; not yet stored."""
+        ...
+
+    def sign(self, claims: dict, key: SigningKeyRecord) -> str:
+        """A compact JWS of `claims` with typ "at+jwt" and the key's kid (RFC 9068)."""
         ...
 
 

@@ -222,3 +222,82 @@ class AdminAuditRow(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     outcome: Mapped[str] = mapped_column(String)
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class OAuthClientRow(Base):
+    """An OAuth client of a partner; only the digest of its secret is kept."""
+
+    __tablename__ = "oauth_clients"
+    __table_args__ = (Index("ix_oauth_clients_partner_id", "partner_id"),)
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    name: Mapped[str] = mapped_column(String)
+    secret_digest: Mapped[str] = mapped_column(String)
+    scopes: Mapped[list[str]] = mapped_column(StringList)
+    customer_numbers: Mapped[list[str]] = mapped_column(StringList)
+    refresh_tokens: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class RefreshFamilyRow(Base):
+    """The refresh tokens descending from one grant; revoking it revokes them all."""
+
+    __tablename__ = "refresh_families"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.id"))
+    scope: Mapped[list[str]] = mapped_column(StringList)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class RefreshTokenRow(Base):
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (
+        # Every refresh and revocation looks its token up by digest.
+        Index("uq_refresh_tokens_digest", "digest", unique=True),
+        Index("ix_refresh_tokens_family_id", "family_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    family_id: Mapped[str] = mapped_column(ForeignKey("refresh_families.id"))
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.id"))
+    digest: Mapped[str] = mapped_column(String)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class RevokedAccessTokenRow(Base):
+    """An access token Tollgate issued and revoked before it expired, by jti."""
+
+    __tablename__ = "revoked_access_tokens"
+
+    jti: Mapped[str] = mapped_column(String, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String)
+    revoked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The token's own expiry: after it the row is no longer needed.
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SigningKeyRow(Base):
+    """A key of Tollgate's own issuer; the private key is sealed with the key-encryption key."""
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (
+        # `active` is true for the one key that signs and NULL for the others (NULLs are distinct
+        # in a unique index), so the database decides when two workers create the first key at once.
+        Index("uq_signing_keys_active", "active", unique=True),
+    )
+
+    kid: Mapped[str] = mapped_column(String, primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String)
+    private_key_sealed: Mapped[str] = mapped_column(Text)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    active: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    publish_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -26,12 +26,16 @@ from ..domain.model import (
     ApiKeyRecord,
     ConnectTokenRecord,
     IssuerRecord,
+    OAuthClientRecord,
     PartnerRecord,
     PartnerStatus,
     RelationEventRecord,
     RelationFilter,
     RelationRecord,
     RelationStatus,
+    RefreshFamilyRecord,
+    RefreshTokenRecord,
+    SigningKeyRecord,
     SubjectType,
 )
 from .models import (
@@ -39,10 +43,15 @@ from .models import (
     ApiKeyRow,
     ConnectTokenRow,
     IssuerRow,
+    OAuthClientRow,
     PartnerRow,
+    RefreshFamilyRow,
+    RefreshTokenRow,
     RelationEventRow,
     RelationRow,
+    RevokedAccessTokenRow,
     RevokedTokenRow,
+    SigningKeyRow,
 )
 
 OPEN_STATUSES = (RelationStatus.PENDING.value, RelationStatus.ACTIVE.value)
@@ -176,6 +185,12 @@ def _issuer(row: IssuerRow) -> IssuerRecord:
         customer_claim=row.customer_claim, created_at=row.created_at)
 
 
+def _insert_ignoring_duplicates(session: Session, model: type, index_elements: list[str], **values: Any) -> None:
+    """INSERT … ON CONFLICT DO NOTHING: idempotent without a read first."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing(index_elements=index_elements))
+
+
 class SqlRevokedTokenRepository(_Repository):
     def is_revoked(self, issuer_id: str, jti: str) -> bool:
         if not _storable(issuer_id, jti):
@@ -185,11 +200,9 @@ class SqlRevokedTokenRepository(_Repository):
         return bool(self._session.scalar(query))
 
     def revoke(self, issuer_id: str, jti: str, at: datetime, expires_at: datetime | None) -> None:
-        # Idempotent without a read first: the database skips a second revocation of the same jti.
-        dialect = postgresql if self._session.get_bind().dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(RevokedTokenRow).values(issuer_id=issuer_id, jti=jti, revoked_at=at,
-                                                           expires_at=expires_at)
-        self._session.execute(statement.on_conflict_do_nothing(index_elements=["issuer_id", "jti"]))
+        # The database skips a second revocation of the same jti.
+        _insert_ignoring_duplicates(self._session, RevokedTokenRow, ["issuer_id", "jti"], issuer_id=issuer_id,
+                                    jti=jti, revoked_at=at, expires_at=expires_at)
 
 
 # -- relations -----------------------------------------------------------------------------------
@@ -453,3 +466,125 @@ def _decode_audit_page_token(token: str) -> int:
     if audit_id is None or _encode_audit_page_token(audit_id) != token:
         raise InvalidRequest("page_token is not valid", field="page_token")
     return audit_id
+
+
+# -- Tollgate's own token service ----------------------------------------------------------------
+
+
+class SqlOAuthClientRepository(_Repository):
+    def get(self, client_id: str) -> OAuthClientRecord | None:
+        if not _storable(client_id):  # a client id comes from an unauthenticated request
+            return None
+        row = self._session.get(OAuthClientRow, client_id)
+        return _oauth_client(row) if row is not None else None
+
+    def add(self, client: OAuthClientRecord) -> None:
+        self._session.execute(insert(OAuthClientRow).values(
+            id=client.id, partner_id=client.partner_id, name=client.name, secret_digest=client.secret_digest,
+            scopes=list(client.scopes), customer_numbers=list(client.customer_numbers),
+            refresh_tokens=client.refresh_tokens, created_at=client.created_at,
+            secret_rotated_at=client.secret_rotated_at, revoked_at=client.revoked_at))
+
+    def list_for_partner(self, partner_id: str | None) -> list[OAuthClientRecord]:
+        query = select(OAuthClientRow).order_by(OAuthClientRow.created_at, OAuthClientRow.id)
+        if partner_id is not None:
+            query = query.where(OAuthClientRow.partner_id == partner_id)
+        return [_oauth_client(row) for row in self._session.scalars(query)]
+
+    def set_secret(self, client_id: str, secret_digest: str, at: datetime) -> bool:
+        return _update_one(self._session, OAuthClientRow,
+                           (OAuthClientRow.id == client_id) & OAuthClientRow.revoked_at.is_(None),
+                           secret_digest=secret_digest, secret_rotated_at=at)
+
+    def revoke(self, client_id: str, at: datetime) -> bool:
+        return _update_one(self._session, OAuthClientRow,
+                           (OAuthClientRow.id == client_id) & OAuthClientRow.revoked_at.is_(None), revoked_at=at)
+
+
+def _oauth_client(row: OAuthClientRow) -> OAuthClientRecord:
+    return OAuthClientRecord(
+        id=row.id, partner_id=row.partner_id, name=row.name, secret_digest=row.secret_digest,
+        scopes=tuple(row.scopes), customer_numbers=tuple(row.customer_numbers), refresh_tokens=row.refresh_tokens,
+        created_at=row.created_at, secret_rotated_at=row.secret_rotated_at, revoked_at=row.revoked_at)
+
+
+class SqlRefreshTokenRepository(_Repository):
+    def add_family(self, family: RefreshFamilyRecord) -> None:
+        self._session.execute(insert(RefreshFamilyRow).values(
+            id=family.id, client_id=family.client_id, scope=list(family.scope), created_at=family.created_at,
+            revoked_at=family.revoked_at))
+
+    def get_family(self, family_id: str) -> RefreshFamilyRecord | None:
+        if not _storable(family_id):
+            return None
+        row = self._session.get(RefreshFamilyRow, family_id)
+        if row is None:
+            return None
+        return RefreshFamilyRecord(id=row.id, client_id=row.client_id, scope=tuple(row.scope),
+                                   created_at=row.created_at, revoked_at=row.revoked_at)
+
+    def add(self, token: RefreshTokenRecord) -> None:
+        self._session.execute(insert(RefreshTokenRow).values(
+            id=token.id, family_id=token.family_id, client_id=token.client_id, digest=token.digest,
+            created_at=token.created_at, expires_at=token.expires_at, used_at=token.used_at))
+
+    def find_by_digest(self, digest: str) -> RefreshTokenRecord | None:
+        if not _storable(digest):
+            return None
+        row = self._session.scalars(select(RefreshTokenRow).where(RefreshTokenRow.digest == digest)).one_or_none()
+        if row is None:
+            return None
+        return RefreshTokenRecord(id=row.id, family_id=row.family_id, client_id=row.client_id, digest=row.digest,
+                                  created_at=row.created_at, expires_at=row.expires_at, used_at=row.used_at)
+
+    def mark_used(self, token_id: str, at: datetime) -> bool:
+        # The WHERE clause is the claim: of racing refreshes exactly one matches the row.
+        return _update_one(self._session, RefreshTokenRow,
+                           (RefreshTokenRow.id == token_id) & RefreshTokenRow.used_at.is_(None), used_at=at)
+
+    def revoke_family(self, family_id: str, at: datetime) -> bool:
+        return _update_one(self._session, RefreshFamilyRow,
+                           (RefreshFamilyRow.id == family_id) & RefreshFamilyRow.revoked_at.is_(None), revoked_at=at)
+
+
+class SqlRevokedAccessTokenRepository(_Repository):
+    def is_revoked(self, jti: str) -> bool:
+        if not _storable(jti):
+            return False
+        return bool(self._session.scalar(select(exists().where(RevokedAccessTokenRow.jti == jti))))
+
+    def revoke(self, jti: str, client_id: str, at: datetime, expires_at: datetime) -> None:
+        _insert_ignoring_duplicates(self._session, RevokedAccessTokenRow, ["jti"], jti=jti, client_id=client_id,
+                                    revoked_at=at, expires_at=expires_at)
+
+
+class SqlSigningKeyRepository(_Repository):
+    def active(self) -> SigningKeyRecord | None:
+        row = self._session.scalars(select(SigningKeyRow).where(SigningKeyRow.active.is_(True))).one_or_none()
+        return _signing_key(row) if row is not None else None
+
+    def published(self, now: datetime) -> list[SigningKeyRecord]:
+        query = (select(SigningKeyRow)
+                 .where(or_(SigningKeyRow.publish_until.is_(None), SigningKeyRow.publish_until > now))
+                 .order_by(SigningKeyRow.created_at.desc(), SigningKeyRow.kid))
+        return [_signing_key(row) for row in self._session.scalars(query)]
+
+    def list(self) -> list[SigningKeyRecord]:
+        query = select(SigningKeyRow).order_by(SigningKeyRow.created_at.desc(), SigningKeyRow.kid)
+        return [_signing_key(row) for row in self._session.scalars(query)]
+
+    def add_active(self, key: SigningKeyRecord) -> bool:
+        # uq_signing_keys_active decides: False when another key is active.
+        return self._inserted(insert(SigningKeyRow).values(
+            kid=key.kid, algorithm=key.algorithm, private_key_sealed=key.private_key_sealed,
+            public_jwk=key.public_jwk, created_at=key.created_at, active=True, retired_at=None, publish_until=None))
+
+    def retire(self, kid: str, at: datetime, publish_until: datetime) -> bool:
+        return _update_one(self._session, SigningKeyRow, (SigningKeyRow.kid == kid) & SigningKeyRow.active.is_(True),
+                           active=None, retired_at=at, publish_until=publish_until)
+
+
+def _signing_key(row: SigningKeyRow) -> SigningKeyRecord:
+    return SigningKeyRecord(kid=row.kid, algorithm=row.algorithm, private_key_sealed=row.private_key_sealed,
+                            public_jwk=dict(row.public_jwk), created_at=row.created_at, retired_at=row.retired_at,
+                            publish_until=row.publish_until)

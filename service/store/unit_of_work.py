@@ -21,9 +21,13 @@ from .repositories import (
     SqlApiKeyRepository,
     SqlConnectTokenRepository,
     SqlIssuerRepository,
+    SqlOAuthClientRepository,
     SqlPartnerRepository,
+    SqlRefreshTokenRepository,
     SqlRelationRepository,
+    SqlRevokedAccessTokenRepository,
     SqlRevokedTokenRepository,
+    SqlSigningKeyRepository,
 )
 
 UNAVAILABLE_MESSAGE = "the store is unavailable"
@@ -78,6 +82,10 @@ def repositories(session: Session) -> Repositories:
         relations=SqlRelationRepository(session),
         connect_tokens=SqlConnectTokenRepository(session),
         audit=SqlAdminAuditRepository(session),
+        oauth_clients=SqlOAuthClientRepository(session),
+        refresh_tokens=SqlRefreshTokenRepository(session),
+        revoked_access_tokens=SqlRevokedAccessTokenRepository(session),
+        signing_keys=SqlSigningKeyRepository(session),
     )
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -21,14 +22,17 @@ import jwt
 from ..domain import opaque
 from ..domain.credentials import MAX_CREDENTIAL_LENGTH, PresentedCredential, PresentedKind
 from ..domain.errors import CredentialRejected
+from ..domain.oauth import FAMILY_CLAIM
 from ..domain.model import (
     ApiKeyRecord,
     AuthenticatedCredential,
     CredentialKind,
     IssuerRecord,
+    OAuthClientRecord,
     PartnerRecord,
     PartnerStatus,
     Principal,
+    SigningKeyRecord,
 )
 from ..domain.ports import Repositories
 from .jwks import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, BoundedCache, JwksCache
@@ -59,6 +63,21 @@ _DECODE_OPTIONS: dict[str, Any] = {
 }
 
 
+# The id under which Tollgate's own issuer appears where an issuer id is needed (key caches).
+OWN_ISSUER_ID = "tollgate"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class OwnIssuer:
+    """Tollgate's own issuer, built in: its tokens need no registration. Its keys are the
+    published signing keys in the store."""
+
+    issuer: str
+    audience: str
+    customer_claim: str
+
+
 def _reject(message: str, reason: str = INVALID) -> CredentialRejected:
     return CredentialRejected(message, reason=reason)
 
@@ -68,12 +87,16 @@ class TokenVerifier:
     HMAC secrets in bounded caches keyed by issuer id and content, so a key rotation or a new
     secret in the store takes effect on the next token."""
 
-    def __init__(self, *, key_encryption_key: str | None, leeway: timedelta = timedelta(seconds=30)) -> None:
+    def __init__(self, *, key_encryption_key: str | None, leeway: timedelta = timedelta(seconds=30),
+                 own_issuer: OwnIssuer | None = None) -> None:
         # A malformed KEK fails here, at start-up, rather than on the first HMAC token.
         self._fernet = fernet_for(key_encryption_key) if key_encryption_key else None
         self._leeway = leeway.total_seconds()
         self._keys = JwksCache()
         self._secrets: BoundedCache[str, tuple[str, bytes]] = BoundedCache(256)
+        self._own = own_issuer
+        # The own issuer as an IssuerRecord, for the kids it was built from (rebuilt on rotation).
+        self._own_record: tuple[tuple[str, ...], IssuerRecord] | None = None
 
     def verify(self, presented: PresentedCredential, repos: Repositories, now: datetime) -> AuthenticatedCredential:
         value = presented.value
@@ -106,6 +129,8 @@ class TokenVerifier:
     def _verify_jwt(self, token: str, repos: Repositories, now: datetime) -> AuthenticatedCredential:
         header, unverified = _read_unverified(token)
         alg, kid, typ = _checked_header(header)
+        if self._own is not None and unverified.get("iss") == self._own.issuer:
+            return self._verify_own_token(token, alg, kid, typ, repos, now)
         issuer = _known_issuer(unverified, repos)
         _check_algorithm(issuer, alg)
         _check_typ(issuer, typ)
@@ -121,6 +146,51 @@ class TokenVerifier:
             customer_numbers=_customer_numbers(claims, issuer.customer_claim),
             expires_at=expires_at,
         )
+
+    def _verify_own_token(self, token: str, alg: str, kid: str | None, typ: str | None, repos: Repositories,
+                          now: datetime) -> AuthenticatedCredential:
+        """A token Tollgate issued: the same checks as any issuer's (alg, typ at+jwt, signature, iss,
+        aud, exp), then its client, partner, jti and refresh family must all still stand."""
+        issuer = self._own_issuer_record(repos.signing_keys.published(now))
+        _check_algorithm(issuer, alg)
+        _check_typ(issuer, typ)
+        claims = _verified_claims(token, self._verification_key(issuer, alg, kid), alg, issuer)
+        expires_at = self._check_times(claims, now)
+        client = _active_client(repos, claims.get("client_id"))
+        partner = _active_partner(repos, client.partner_id)
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise _reject("the token's jti is malformed")
+        if repos.revoked_access_tokens.is_revoked(jti):
+            raise _reject("the token has been revoked", REVOKED)
+        family_id = claims.get(FAMILY_CLAIM)
+        if family_id is not None:
+            family = repos.refresh_tokens.get_family(family_id) if isinstance(family_id, str) else None
+            if family is None or family.revoked_at is not None:
+                raise _reject("the token's refresh token family has been revoked", REVOKED)
+        return AuthenticatedCredential(
+            principal=Principal(partner.id, f"{client.id}:{jti}", CredentialKind.OAUTH_CLIENT),
+            partner=partner,
+            token_scopes=_scopes(claims),
+            customer_numbers=_customer_numbers(claims, issuer.customer_claim),
+            expires_at=expires_at,
+        )
+
+    def _own_issuer_record(self, keys: list[SigningKeyRecord]) -> IssuerRecord:
+        """The own issuer as an issuer record over its published keys, so that its tokens go
+        through exactly the checks every issuer's do."""
+        assert self._own is not None
+        kids = tuple(key.kid for key in keys)
+        cached = self._own_record
+        if cached is not None and cached[0] == kids:
+            return cached[1]
+        record = IssuerRecord(
+            id=OWN_ISSUER_ID, issuer=self._own.issuer, audience=self._own.audience,
+            algorithms=tuple(sorted({key.algorithm for key in keys})), jwks={"keys": [key.public_jwk for key in keys]},
+            hmac_secret_sealed=None, require_at_jwt_typ=True, customer_claim=self._own.customer_claim,
+            created_at=_EPOCH)
+        self._own_record = (kids, record)
+        return record
 
     def _verification_key(self, issuer: IssuerRecord, alg: str, kid: str | None) -> Any:
         """Keys only ever come from the issuer record: jku, x5u, jwk and x5c headers are ignored."""
@@ -272,6 +342,17 @@ def _active_partner(repos: Repositories, partner_id: str) -> PartnerRecord:
     if partner.status != PartnerStatus.ACTIVE:
         raise _reject("the partner is not active", REVOKED)
     return partner
+
+
+def _active_client(repos: Repositories, client_id: Any) -> OAuthClientRecord:
+    if not isinstance(client_id, str) or not client_id:
+        raise _reject("the token names no client")
+    client = repos.oauth_clients.get(client_id)
+    if client is None:
+        raise _reject("unknown client")
+    if client.revoked_at is not None:
+        raise _reject("the client has been revoked", REVOKED)
+    return client
 
 
 def _credential_id(claims: dict[str, Any], issuer: IssuerRecord, repos: Repositories) -> str:

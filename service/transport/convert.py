@@ -28,7 +28,8 @@ _LEVELS = {
     AccessLevel.READ: common_pb2.ACCESS_LEVEL_READ,
     AccessLevel.WRITE: common_pb2.ACCESS_LEVEL_WRITE,
 }
-_KINDS = {CredentialKind.API_KEY: common_pb2.CREDENTIAL_KIND_API_KEY, CredentialKind.JWT: common_pb2.CREDENTIAL_KIND_JWT}
+_KINDS = {CredentialKind.API_KEY: common_pb2.CREDENTIAL_KIND_API_KEY, CredentialKind.JWT: common_pb2.CREDENTIAL_KIND_JWT,
+          CredentialKind.OAUTH_CLIENT: common_pb2.CREDENTIAL_KIND_OAUTH_CLIENT}
 _SUBJECTS = {SubjectType.USER: relations_pb2.SUBJECT_TYPE_USER,
              SubjectType.ORGANIZATION: relations_pb2.SUBJECT_TYPE_ORGANIZATION}
 _SUBJECTS_BACK = {v: k for k, v in _SUBJECTS.items()}

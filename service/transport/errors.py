@@ -15,6 +15,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ..domain import errors
+from ..domain.oauth import OAuthError, OAuthErrorCode
 
 log = logging.getLogger("tollgate.transport")
 
@@ -31,17 +32,36 @@ _TABLE: tuple[tuple[type[errors.DomainError], grpc.StatusCode], ...] = (
 )
 
 
+# OAuth errors of tollgate.v1.Tokens, by RFC 6749 error code (the code is the ErrorInfo reason).
+_OAUTH_TABLE: dict[OAuthErrorCode, grpc.StatusCode] = {
+    OAuthErrorCode.INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    OAuthErrorCode.INVALID_CLIENT: grpc.StatusCode.UNAUTHENTICATED,
+    OAuthErrorCode.INVALID_GRANT: grpc.StatusCode.FAILED_PRECONDITION,
+    OAuthErrorCode.UNAUTHORIZED_CLIENT: grpc.StatusCode.PERMISSION_DENIED,
+    OAuthErrorCode.UNSUPPORTED_GRANT_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
+    OAuthErrorCode.INVALID_SCOPE: grpc.StatusCode.INVALID_ARGUMENT,
+    OAuthErrorCode.UNSUPPORTED_TOKEN_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
+    OAuthErrorCode.INSUFFICIENT_SCOPE: grpc.StatusCode.PERMISSION_DENIED,
+    OAuthErrorCode.TEMPORARILY_UNAVAILABLE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
 def status_code_for(error: errors.DomainError) -> grpc.StatusCode:
+    if isinstance(error, OAuthError):
+        return _OAUTH_TABLE[error.code]
     for error_type, code in _TABLE:
         if isinstance(error, error_type):
             return code
     return grpc.StatusCode.INTERNAL
 
 
-def rich_status(code: grpc.StatusCode, message: str, reason: str, field: str = "") -> grpc.Status:
+def rich_status(code: grpc.StatusCode, message: str, reason: str, field: str = "",
+                retry_after: int = 0) -> grpc.Status:
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
     if field:
         info.metadata["field"] = field
+    if retry_after:
+        info.metadata["retry_after_seconds"] = str(retry_after)
     detail = any_pb2.Any()
     detail.Pack(info)
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=[detail])
@@ -76,7 +96,8 @@ def translate_errors(handler: Handler) -> Handler:
                 telemetry = getattr(self, "_telemetry", None)  # every servicer of ours carries one
                 if telemetry is not None:
                     telemetry.record_store_error(handler.__name__)
-            context.abort_with_status(rich_status(code, error.message, error.reason, error.field))
+            context.abort_with_status(rich_status(code, error.message, error.reason, error.field,
+                                                  getattr(error, "retry_after", 0)))
         except Exception:  # noqa: BLE001  (the last line of defence: never leak a stack trace)
             log.exception("unexpected error in %s", handler.__qualname__)
             context.abort_with_status(rich_status(grpc.StatusCode.INTERNAL, "internal error", "internal"))

@@ -19,6 +19,9 @@ PLATFORM_PERMISSION = Permission("relations", AccessLevel.WRITE)
 # The grant that makes a credential an admin credential (tollgate.v1.Admin). No policy scope is
 # named "admin": the `admin` grant (every scope at write) is what holds it.
 ADMIN_PERMISSION = Permission("admin", AccessLevel.WRITE)
+# The grant that lets a caller use token introspection (RFC 7662): "introspect:read" where the
+# policy declares the scope introspect, or admin.
+INTROSPECT_PERMISSION = Permission("introspect", AccessLevel.READ)
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,15 @@ from ..domain.model import (
     ApiKeyRecord,
     AuthenticatedCredential,
     IssuerRecord,
+    OAuthClientRecord,
     PartnerRecord,
+    RefreshFamilyRecord,
     RelationRecord,
     RelationStatus,
+    SigningKeyRecord,
     SubjectType,
 )
-from ..domain.ports import UnitOfWork
+from ..domain.ports import Repositories, UnitOfWork
 
 Value = TypeVar("Value")
 _MISSING = object()
@@ -123,31 +126,59 @@ class FactCache:
 
 
 class CachedReader:
-    """The read side of the repositories that credential verification and Check use, cached.
-    Each miss reads in its own read-only unit of work."""
+    """The read side of the repositories that credential verification and Check use, cached, one
+    reader per repository. Each miss reads in its own read-only unit of work."""
 
     def __init__(self, cache: FactCache) -> None:
-        self._cache = cache
-        self.api_keys = self.partners = self.issuers = self.revoked_tokens = self.relations = self
+        self.api_keys = _CachedApiKeys(cache)
+        self.partners = _CachedPartners(cache)
+        self.issuers = _CachedIssuers(cache)
+        self.revoked_tokens = _CachedRevokedTokens(cache)
+        self.relations = _CachedRelations(cache)
+        self.oauth_clients = _CachedOAuthClients(cache)
+        self.refresh_tokens = _CachedRefreshFamilies(cache)
+        self.revoked_access_tokens = _CachedRevokedAccessTokens(cache)
+        self.signing_keys = _CachedSigningKeys(cache)
 
-    def _read(self, key: tuple, read: Callable) -> object:
-        def load():
+    def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
+        return self.relations.is_active(partner_id, subject_type, subject_id, now)
+
+    def relation_expiry(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> datetime | None:
+        return self.relations.relation_expiry(partner_id, subject_type, subject_id)
+
+
+class _Cached:
+    def __init__(self, cache: FactCache) -> None:
+        self._cache = cache
+
+    def _read(self, key: tuple, read: Callable[[Repositories], Value]) -> Value:
+        def load() -> Value:
             with self._cache._unit_of_work(read_only=True) as repos:
                 return read(repos)
         return self._cache.get(key, load)
 
+
+class _CachedApiKeys(_Cached):
     def find_by_digest(self, digest: str) -> ApiKeyRecord | None:
-        return self._read(("api_key", digest), lambda r: r.api_keys.find_by_digest(digest))  # type: ignore
+        return self._read(("api_key", digest), lambda r: r.api_keys.find_by_digest(digest))
 
+
+class _CachedPartners(_Cached):
     def get(self, partner_id: str) -> PartnerRecord | None:
-        return self._read(("partner", partner_id), lambda r: r.partners.get(partner_id))  # type: ignore
+        return self._read(("partner", partner_id), lambda r: r.partners.get(partner_id))
 
+
+class _CachedIssuers(_Cached):
     def find_by_issuer(self, issuer: str) -> IssuerRecord | None:
-        return self._read(("issuer", issuer), lambda r: r.issuers.find_by_issuer(issuer))  # type: ignore
+        return self._read(("issuer", issuer), lambda r: r.issuers.find_by_issuer(issuer))
 
+
+class _CachedRevokedTokens(_Cached):
     def is_revoked(self, issuer_id: str, jti: str) -> bool:
-        return self._read(("jti", issuer_id, jti), lambda r: r.revoked_tokens.is_revoked(issuer_id, jti))  # type: ignore
+        return self._read(("jti", issuer_id, jti), lambda r: r.revoked_tokens.is_revoked(issuer_id, jti))
 
+
+class _CachedRelations(_Cached):
     def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
         relation = self._open_relation(partner_id, subject_type, subject_id)
         return (relation is not None and relation.status is RelationStatus.ACTIVE
@@ -159,5 +190,32 @@ class CachedReader:
         return relation.expires_at if relation is not None else None
 
     def _open_relation(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
-        return self._read(("relation", partner_id, subject_type, subject_id),  # type: ignore[return-value]
+        return self._read(("relation", partner_id, subject_type, subject_id),
                           lambda r: r.relations.find_open(partner_id, subject_type, subject_id))
+
+
+class _CachedOAuthClients(_Cached):
+    def get(self, client_id: str) -> OAuthClientRecord | None:
+        return self._read(("oauth_client", client_id), lambda r: r.oauth_clients.get(client_id))
+
+
+class _CachedRefreshFamilies(_Cached):
+    def get_family(self, family_id: str) -> RefreshFamilyRecord | None:
+        return self._read(("refresh_family", family_id), lambda r: r.refresh_tokens.get_family(family_id))
+
+
+class _CachedRevokedAccessTokens(_Cached):
+    def is_revoked(self, jti: str) -> bool:
+        return self._read(("access_jti", jti), lambda r: r.revoked_access_tokens.is_revoked(jti))
+
+
+class _CachedSigningKeys(_Cached):
+    def active(self) -> SigningKeyRecord | None:
+        return next((key for key in self._all() if key.retired_at is None), None)
+
+    def published(self, now: datetime) -> list[SigningKeyRecord]:
+        # Cached whole and judged against the clock here: a key's publication ends on its own.
+        return [key for key in self._all() if key.published_at(now)]
+
+    def _all(self) -> list[SigningKeyRecord]:
+        return self._read(("signing_keys",), lambda r: r.signing_keys.list())

@@ -22,7 +22,9 @@ def free_port() -> int:
 
 def start_server(port: int, env: dict[str, str], *args: str) -> subprocess.Popen:
     """Starts `python -m service serve` with exactly `env` and waits (at most 30 s) until it
-    accepts gRPC calls. Output goes to a file (a pipe nobody reads could stall the server)."""
+    accepts gRPC calls. Output goes to a file (a pipe nobody reads could stall the server). The
+    OAuth endpoints listen on env's TOLLGATE_HTTP_PORT, else on a free port (never the default 8080)."""
+    env = {"TOLLGATE_HTTP_PORT": str(free_port()), **env}
     log = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), *args],

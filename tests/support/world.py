@@ -30,6 +30,7 @@ from service.tokens import new_key_encryption_key, seal_secret
 
 from .clock import MovableClock
 from .keys import SigningKey, access_token_claims, generate_signing_key, jwks
+from .processes import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_POLICY = PROJECT_ROOT / "examples" / "policy.yaml"
@@ -82,6 +83,7 @@ class World:
 
 def start_world(database_url: str, data_dir: Path, **settings) -> World:
     settings.setdefault("metrics_port", 0)
+    settings.setdefault("http_port", free_port())
     settings.setdefault("policy_path", EXAMPLE_POLICY)
     clock = MovableClock()
     kek = new_key_encryption_key()

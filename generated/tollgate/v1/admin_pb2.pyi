@@ -331,3 +331,125 @@ class ListAuditEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class OAuthClient(_message.Message):
+    __slots__ = ("id", "partner_id", "name", "scopes", "customer_numbers", "refresh_tokens", "create_time", "secret_rotate_time", "revoke_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ROTATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    partner_id: str
+    name: str
+    scopes: _containers.RepeatedScalarFieldContainer[str]
+    customer_numbers: _containers.RepeatedScalarFieldContainer[str]
+    refresh_tokens: bool
+    create_time: _timestamp_pb2.Timestamp
+    secret_rotate_time: _timestamp_pb2.Timestamp
+    revoke_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., partner_id: _Optional[str] = ..., name: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., customer_numbers: _Optional[_Iterable[str]] = ..., refresh_tokens: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., secret_rotate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SigningKey(_message.Message):
+    __slots__ = ("kid", "algorithm", "active", "public_jwk", "create_time", "retire_time", "publish_until_time")
+    KID_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_JWK_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RETIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_UNTIL_TIME_FIELD_NUMBER: _ClassVar[int]
+    kid: str
+    algorithm: str
+    active: bool
+    public_jwk: str
+    create_time: _timestamp_pb2.Timestamp
+    retire_time: _timestamp_pb2.Timestamp
+    publish_until_time: _timestamp_pb2.Timestamp
+    def __init__(self, kid: _Optional[str] = ..., algorithm: _Optional[str] = ..., active: _Optional[bool] = ..., public_jwk: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., publish_until_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateOAuthClientRequest(_message.Message):
+    __slots__ = ("partner_id", "name", "scopes", "customer_numbers", "refresh_tokens")
+    PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    partner_id: str
+    name: str
+    scopes: _containers.RepeatedScalarFieldContainer[str]
+    customer_numbers: _containers.RepeatedScalarFieldContainer[str]
+    refresh_tokens: bool
+    def __init__(self, partner_id: _Optional[str] = ..., name: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., customer_numbers: _Optional[_Iterable[str]] = ..., refresh_tokens: _Optional[bool] = ...) -> None: ...
+
+class CreateOAuthClientResponse(_message.Message):
+    __slots__ = ("client", "client_secret")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    client: OAuthClient
+    client_secret: str
+    def __init__(self, client: _Optional[_Union[OAuthClient, _Mapping]] = ..., client_secret: _Optional[str] = ...) -> None: ...
+
+class ListOAuthClientsRequest(_message.Message):
+    __slots__ = ("partner_id",)
+    PARTNER_ID_FIELD_NUMBER: _ClassVar[int]
+    partner_id: str
+    def __init__(self, partner_id: _Optional[str] = ...) -> None: ...
+
+class ListOAuthClientsResponse(_message.Message):
+    __slots__ = ("clients",)
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    clients: _containers.RepeatedCompositeFieldContainer[OAuthClient]
+    def __init__(self, clients: _Optional[_Iterable[_Union[OAuthClient, _Mapping]]] = ...) -> None: ...
+
+class RotateOAuthClientSecretRequest(_message.Message):
+    __slots__ = ("client_id",)
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    def __init__(self, client_id: _Optional[str] = ...) -> None: ...
+
+class RotateOAuthClientSecretResponse(_message.Message):
+    __slots__ = ("client", "client_secret")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    client: OAuthClient
+    client_secret: str
+    def __init__(self, client: _Optional[_Union[OAuthClient, _Mapping]] = ..., client_secret: _Optional[str] = ...) -> None: ...
+
+class RevokeOAuthClientRequest(_message.Message):
+    __slots__ = ("client_id",)
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    def __init__(self, client_id: _Optional[str] = ...) -> None: ...
+
+class RevokeOAuthClientResponse(_message.Message):
+    __slots__ = ("client",)
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    client: OAuthClient
+    def __init__(self, client: _Optional[_Union[OAuthClient, _Mapping]] = ...) -> None: ...
+
+class RotateSigningKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RotateSigningKeyResponse(_message.Message):
+    __slots__ = ("key", "previous")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    key: SigningKey
+    previous: SigningKey
+    def __init__(self, key: _Optional[_Union[SigningKey, _Mapping]] = ..., previous: _Optional[_Union[SigningKey, _Mapping]] = ...) -> None: ...
+
+class ListSigningKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSigningKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[SigningKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[SigningKey, _Mapping]]] = ...) -> None: ...

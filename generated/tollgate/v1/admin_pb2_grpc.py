@@ -109,6 +109,36 @@ class AdminStub:
                 request_serializer=tollgate_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.CreateOAuthClient = channel.unary_unary(
+                '/tollgate.v1.Admin/CreateOAuthClient',
+                request_serializer=tollgate_dot_v1_dot_admin__pb2.CreateOAuthClientRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_admin__pb2.CreateOAuthClientResponse.FromString,
+                _registered_method=True)
+        self.ListOAuthClients = channel.unary_unary(
+                '/tollgate.v1.Admin/ListOAuthClients',
+                request_serializer=tollgate_dot_v1_dot_admin__pb2.ListOAuthClientsRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_admin__pb2.ListOAuthClientsResponse.FromString,
+                _registered_method=True)
+        self.RotateOAuthClientSecret = channel.unary_unary(
+                '/tollgate.v1.Admin/RotateOAuthClientSecret',
+                request_serializer=tollgate_dot_v1_dot_admin__pb2.RotateOAuthClientSecretRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_admin__pb2.RotateOAuthClientSecretResponse.FromString,
+                _registered_method=True)
+        self.RevokeOAuthClient = channel.unary_unary(
+                '/tollgate.v1.Admin/RevokeOAuthClient',
+                request_serializer=tollgate_dot_v1_dot_admin__pb2.RevokeOAuthClientRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_admin__pb2.RevokeOAuthClientResponse.FromString,
+                _registered_method=True)
+        self.RotateSigningKey = channel.unary_unary(
+                '/tollgate.v1.Admin/RotateSigningKey',
+                request_serializer=tollgate_dot_v1_dot_admin__pb2.RotateSigningKeyRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_admin__pb2.RotateSigningKeyResponse.FromString,
+                _registered_method=True)
+        self.ListSigningKeys = channel.unary_unary(
+                '/tollgate.v1.Admin/ListSigningKeys',
+                request_serializer=tollgate_dot_v1_dot_admin__pb2.ListSigningKeysRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_admin__pb2.ListSigningKeysResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -219,6 +249,52 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateOAuthClient(self, request, context):
+        """CreateOAuthClient gives a partner an OAuth client for Tollgate's token endpoint and returns its
+        secret, once; only its digest is stored. NOT_FOUND "partner_not_found" for an unknown partner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOAuthClients(self, request, context):
+        """ListOAuthClients returns a partner's OAuth clients, or every client (never a secret or digest).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateOAuthClientSecret(self, request, context):
+        """RotateOAuthClientSecret replaces a client's secret and returns the new one, once; the old one
+        stops working at once. Tokens already issued stay valid.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeOAuthClient(self, request, context):
+        """RevokeOAuthClient revokes a client: it gets no more tokens, and every token it holds is
+        refused by the next Check.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateSigningKey(self, request, context):
+        """RotateSigningKey makes a new key sign Tollgate's access tokens; the old one stays published
+        until every token it signed has expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSigningKeys(self, request, context):
+        """ListSigningKeys returns the keys of Tollgate's own issuer, newest first (public halves only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -291,6 +367,36 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=tollgate_dot_v1_dot_admin__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'CreateOAuthClient': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOAuthClient,
+                    request_deserializer=tollgate_dot_v1_dot_admin__pb2.CreateOAuthClientRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_admin__pb2.CreateOAuthClientResponse.SerializeToString,
+            ),
+            'ListOAuthClients': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOAuthClients,
+                    request_deserializer=tollgate_dot_v1_dot_admin__pb2.ListOAuthClientsRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_admin__pb2.ListOAuthClientsResponse.SerializeToString,
+            ),
+            'RotateOAuthClientSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateOAuthClientSecret,
+                    request_deserializer=tollgate_dot_v1_dot_admin__pb2.RotateOAuthClientSecretRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_admin__pb2.RotateOAuthClientSecretResponse.SerializeToString,
+            ),
+            'RevokeOAuthClient': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeOAuthClient,
+                    request_deserializer=tollgate_dot_v1_dot_admin__pb2.RevokeOAuthClientRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_admin__pb2.RevokeOAuthClientResponse.SerializeToString,
+            ),
+            'RotateSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateSigningKey,
+                    request_deserializer=tollgate_dot_v1_dot_admin__pb2.RotateSigningKeyRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_admin__pb2.RotateSigningKeyResponse.SerializeToString,
+            ),
+            'ListSigningKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSigningKeys,
+                    request_deserializer=tollgate_dot_v1_dot_admin__pb2.ListSigningKeysRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_admin__pb2.ListSigningKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -676,6 +782,168 @@ class Admin:
             '/tollgate.v1.Admin/ListAuditEvents',
             tollgate_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
             tollgate_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOAuthClient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.Admin/CreateOAuthClient',
+            tollgate_dot_v1_dot_admin__pb2.CreateOAuthClientRequest.SerializeToString,
+            tollgate_dot_v1_dot_admin__pb2.CreateOAuthClientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOAuthClients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.Admin/ListOAuthClients',
+            tollgate_dot_v1_dot_admin__pb2.ListOAuthClientsRequest.SerializeToString,
+            tollgate_dot_v1_dot_admin__pb2.ListOAuthClientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateOAuthClientSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.Admin/RotateOAuthClientSecret',
+            tollgate_dot_v1_dot_admin__pb2.RotateOAuthClientSecretRequest.SerializeToString,
+            tollgate_dot_v1_dot_admin__pb2.RotateOAuthClientSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeOAuthClient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.Admin/RevokeOAuthClient',
+            tollgate_dot_v1_dot_admin__pb2.RevokeOAuthClientRequest.SerializeToString,
+            tollgate_dot_v1_dot_admin__pb2.RevokeOAuthClientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.Admin/RotateSigningKey',
+            tollgate_dot_v1_dot_admin__pb2.RotateSigningKeyRequest.SerializeToString,
+            tollgate_dot_v1_dot_admin__pb2.RotateSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSigningKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.Admin/ListSigningKeys',
+            tollgate_dot_v1_dot_admin__pb2.ListSigningKeysRequest.SerializeToString,
+            tollgate_dot_v1_dot_admin__pb2.ListSigningKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

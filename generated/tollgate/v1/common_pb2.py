@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tollgate/v1/common.proto\x12\x0btollgate.v1\"?\n\x05Grant\x12\r\n\x05scope\x18\x01 \x01(\t\x12\'\n\x05level\x18\x02 \x01(\x0e\x32\x18.tollgate.v1.AccessLevel\"l\n\tPrincipal\x12\x12\n\npartner_id\x18\x01 \x01(\t\x12\x15\n\rcredential_id\x18\x02 \x01(\t\x12\x34\n\x0f\x63redential_kind\x18\x03 \x01(\x0e\x32\x1b.tollgate.v1.CredentialKind*q\n\x0b\x41\x63\x63\x65ssLevel\x12\x1c\n\x18\x41\x43\x43\x45SS_LEVEL_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43\x43\x45SS_LEVEL_NONE\x10\x01\x12\x15\n\x11\x41\x43\x43\x45SS_LEVEL_READ\x10\x02\x12\x16\n\x12\x41\x43\x43\x45SS_LEVEL_WRITE\x10\x03*g\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDENTIAL_KIND_API_KEY\x10\x01\x12\x17\n\x13\x43REDENTIAL_KIND_JWT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tollgate/v1/common.proto\x12\x0btollgate.v1\"?\n\x05Grant\x12\r\n\x05scope\x18\x01 \x01(\t\x12\'\n\x05level\x18\x02 \x01(\x0e\x32\x18.tollgate.v1.AccessLevel\"l\n\tPrincipal\x12\x12\n\npartner_id\x18\x01 \x01(\t\x12\x15\n\rcredential_id\x18\x02 \x01(\t\x12\x34\n\x0f\x63redential_kind\x18\x03 \x01(\x0e\x32\x1b.tollgate.v1.CredentialKind*q\n\x0b\x41\x63\x63\x65ssLevel\x12\x1c\n\x18\x41\x43\x43\x45SS_LEVEL_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43\x43\x45SS_LEVEL_NONE\x10\x01\x12\x15\n\x11\x41\x43\x43\x45SS_LEVEL_READ\x10\x02\x12\x16\n\x12\x41\x43\x43\x45SS_LEVEL_WRITE\x10\x03*\x89\x01\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDENTIAL_KIND_API_KEY\x10\x01\x12\x17\n\x13\x43REDENTIAL_KIND_JWT\x10\x02\x12 \n\x1c\x43REDENTIAL_KIND_OAUTH_CLIENT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACCESSLEVEL']._serialized_start=216
   _globals['_ACCESSLEVEL']._serialized_end=329
-  _globals['_CREDENTIALKIND']._serialized_start=331
-  _globals['_CREDENTIALKIND']._serialized_end=434
+  _globals['_CREDENTIALKIND']._serialized_start=332
+  _globals['_CREDENTIALKIND']._serialized_end=469
   _globals['_GRANT']._serialized_start=41
   _globals['_GRANT']._serialized_end=104
   _globals['_PRINCIPAL']._serialized_start=106

@@ -17,6 +17,7 @@ class CredentialKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CREDENTIAL_KIND_UNSPECIFIED: _ClassVar[CredentialKind]
     CREDENTIAL_KIND_API_KEY: _ClassVar[CredentialKind]
     CREDENTIAL_KIND_JWT: _ClassVar[CredentialKind]
+    CREDENTIAL_KIND_OAUTH_CLIENT: _ClassVar[CredentialKind]
 ACCESS_LEVEL_UNSPECIFIED: AccessLevel
 ACCESS_LEVEL_NONE: AccessLevel
 ACCESS_LEVEL_READ: AccessLevel
@@ -24,6 +25,7 @@ ACCESS_LEVEL_WRITE: AccessLevel
 CREDENTIAL_KIND_UNSPECIFIED: CredentialKind
 CREDENTIAL_KIND_API_KEY: CredentialKind
 CREDENTIAL_KIND_JWT: CredentialKind
+CREDENTIAL_KIND_OAUTH_CLIENT: CredentialKind
 
 class Grant(_message.Message):
     __slots__ = ("scope", "level")
