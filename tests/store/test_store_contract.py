@@ -91,7 +91,7 @@ def test_migrate_twice_is_a_no_op(store):
     seed(store)
     store.migrate()
     store.migrate()
-    assert current_revision(store.engine) == "0003"
+    assert current_revision(store.engine) == "0004"
     with store.unit_of_work(read_only=True) as repos:
         assert repos.partners.get("acme") == partner()
 
