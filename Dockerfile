@@ -1,7 +1,9 @@
-# Tollgate: the gRPC authorization decision point (tollgate.v1 and Envoy ext_authz v3 on one port).
+# Tollgate: the gRPC authorization decision point (tollgate.v1 and Envoy ext_authz v3 on one port)
+# and its OAuth 2 token service (HTTP).
 #
 #   docker build -t tollgate .
-#   docker run --rm -p 50051:50051 -p 9464:9464 -v tollgate-data:/var/lib/tollgate tollgate
+#   docker run --rm -p 50051:50051 -p 8080:8080 -p 9464:9464 -v tollgate-data:/var/lib/tollgate \
+#     -e TOLLGATE_ISSUER_URL=https://auth.example.com tollgate
 #   docker run --rm -v tollgate-data:/var/lib/tollgate tollgate partner list   # any other command
 #
 # The builder stage installs the project (service/ and the generated tollgate/ package) into a
@@ -49,6 +51,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     TOLLGATE_HOST=0.0.0.0 \
     TOLLGATE_PORT=50051 \
     TOLLGATE_METRICS_PORT=9464 \
+    TOLLGATE_HTTP_PORT=8080 \
     TOLLGATE_DATA_DIR=/var/lib/tollgate \
     TOLLGATE_POLICY_PATH=/etc/tollgate/policy.yaml
 
@@ -57,8 +60,10 @@ WORKDIR /var/lib/tollgate
 USER 10001:10001
 
 # 50051: gRPC (tollgate.v1.*, envoy.service.auth.v3.Authorization, grpc.health.v1, reflection).
+# 8080: the OAuth endpoints, /oauth/token and the others (TOLLGATE_HTTP_PORT=0 turns them off); set
+# TOLLGATE_ISSUER_URL to the URL clients reach them at.
 # 9464: Prometheus /metrics (TOLLGATE_METRICS_PORT=0 turns it off).
-EXPOSE 50051 9464
+EXPOSE 50051 8080 9464
 
 # grpc.health.v1 Check on the overall service (""): exit 0 only when SERVING. It follows
 # TOLLGATE_PORT; a port given with `serve --port` instead is not seen here.

@@ -28,6 +28,7 @@ def imports_of(package: str) -> dict[str, set[str]]:
     ("tokens", {"grpc", "sqlalchemy", "tollgate"}),
     ("store", {"grpc", "jwt", "cryptography", "tollgate"}),
     ("transport", {"sqlalchemy", "jwt", "cryptography"}),
+    ("http", {"grpc", "sqlalchemy", "jwt", "cryptography", "tollgate"}),
 ])
 def test_package_does_not_import(package, forbidden):
     for module, names in imports_of(package).items():
@@ -41,6 +42,7 @@ def test_package_does_not_import(package, forbidden):
     ("store", {"domain"}),
     ("usecases", {"domain"}),
     ("transport", {"domain", "usecases", "telemetry"}),
+    ("http", {"domain", "usecases", "telemetry"}),
 ])
 def test_package_imports_point_inward(package, allowed_siblings):
     for module, names in imports_of(package).items():
