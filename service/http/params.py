@@ -97,12 +97,17 @@ def _parsed(body: bytes, content_type: str) -> dict[str, str]:
     return values
 
 
+class _JsonObject(list):
+    """A JSON object's members in order (duplicates kept, for _parsed to refuse): a list type of
+    its own, so that a JSON array is never mistaken for an object."""
+
+
 def _json_pairs(text: str) -> list[tuple[str, str]]:
     try:
-        document = json.loads(text, object_pairs_hook=lambda pairs: pairs)
+        document = json.loads(text, object_pairs_hook=_JsonObject)
     except (ValueError, RecursionError):
         raise _invalid("the body is not valid JSON") from None
-    if not isinstance(document, list) or len(document) > 64:
+    if not isinstance(document, _JsonObject) or len(document) > 64:
         raise _invalid("the JSON body must be an object of at most 64 parameters")
     for name, value in document:
         if not isinstance(value, str):
