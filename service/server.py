@@ -302,6 +302,9 @@ def serve(settings: Settings, siblings: SiblingWrites | None = None) -> None:
     print(f"Tollgate serving on {settings.host}:{app.port}", flush=True)
     if app.http_port is not None:
         log.info("OAuth endpoints on http://%s:%d (issuer %s)", settings.host, app.http_port, settings.token_issuer)
+        if not settings.issuer_url and settings.host in ("0.0.0.0", "::", ""):
+            log.warning("TOLLGATE_ISSUER_URL is not set: tokens name the issuer %s, which clients cannot reach; "
+                        "set it to the public URL of the OAuth endpoints", settings.token_issuer)
     if app.mtls_port is not None:
         log.info("mutual TLS on %s:%d; client certificate required for: %s", settings.host, app.mtls_port,
                  ", ".join(settings.client_cert_required_for) or "none")
