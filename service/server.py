@@ -40,7 +40,7 @@ from .transport.decoding import add_decoding_in_handler
 from .transport.ext_authz import ExtAuthzServicer
 from .transport.relations import RelationsServicer
 from .transport.tokens import TokensServicer
-from .usecases.admin import AdminService
+from .usecases.admin import AdminService, SigningKeySettings
 from .usecases.callers import CallerAuthenticator
 from .usecases.check import CheckService
 from .usecases.decision_memo import DecisionMemo
@@ -215,7 +215,9 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
                             gate("relations", RelationsServicer(relations, callers, telemetry)), server)
     # Admin seals HMAC issuer secrets with the key-encryption key and validates JWKS (service.tokens).
     admin = AdminService(policy.current, store.unit_of_work, clock, validate_jwks=load_jwks,
-                         seal=functools.partial(seal_secret, kek=key_encryption_key))
+                         seal=functools.partial(seal_secret, kek=key_encryption_key), signer=signer,
+                         signing=SigningKeySettings(settings.token_signing_algorithm, timedelta(
+                             seconds=settings.access_token_lifetime_seconds + settings.jwt_leeway_seconds)))
     add_decoding_in_handler(admin_pb2_grpc.add_AdminServicer_to_server,
                             gate("admin", AdminServicer(admin, callers, telemetry)), server)
     add_decoding_in_handler(external_auth_pb2_grpc.add_AuthorizationServicer_to_server,

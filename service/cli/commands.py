@@ -9,7 +9,8 @@ from typing import Any
 
 from ..domain.ids import new_id
 from ..telemetry import configure_logging
-from ..domain.model import IssuerRecord, PartnerStatus, RelationFilter, RelationStatus, SubjectType
+from ..domain.model import IssuerRecord, OAuthClientRecord, PartnerStatus, RelationFilter, RelationStatus, \
+    SubjectType
 from ..usecases.callers import OPERATOR
 from . import values
 from .local import local, open_store, settings_from, step
@@ -17,15 +18,21 @@ from .output import CommandFailed, Output
 from .views import (
     ISSUER_COLUMNS,
     KEY_COLUMNS,
+    OAUTH_CLIENT_COLUMNS,
     PARTNER_COLUMNS,
     RELATION_COLUMNS,
+    SIGNING_KEY_COLUMNS,
+    iso,
     issuer_view,
     key_view,
+    oauth_client_view,
     partner_view,
     relation_view,
+    signing_key_view,
 )
 
 KEY_WARNING = "this is the only time the key is shown; store it now, it cannot be shown again"
+CLIENT_SECRET_WARNING = "this is the only time the client secret is shown; store it now, it cannot be shown again"
 
 
 # -- server and schema ---------------------------------------------------------------------------
@@ -35,7 +42,7 @@ def serve(args: argparse.Namespace, out: Output) -> None:
     from ..workers import serve_workers
 
     settings = settings_from(args, host=args.host, port=args.port, max_workers=args.max_workers,
-                             metrics_port=args.metrics_port, workers=args.workers)
+                             metrics_port=args.metrics_port, workers=args.workers, http_port=args.http_port)
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     try:
         if settings.worker_count > 1:
@@ -192,6 +199,56 @@ def token_revoke(args: argparse.Namespace, out: Output) -> None:
     with local(args) as app:
         issuer = app.admin().revoke_token(args.issuer, args.jti)
     out.record({"issuer_id": issuer.id, "issuer": issuer.issuer, "jti": args.jti, "revoked": True})
+
+
+# -- OAuth clients and signing keys of the token service -----------------------------------------
+
+def oauth_client_create(args: argparse.Namespace, out: Output) -> None:
+    with local(args) as app:
+        client, secret = app.admin().create_oauth_client(
+            args.partner_id, args.name, args.scope, args.customer, args.refresh_tokens)
+    _show_client_secret(out, client, secret)
+
+
+def oauth_client_list(args: argparse.Namespace, out: Output) -> None:
+    with local(args) as app:
+        clients = app.admin().list_oauth_clients(args.partner_id)
+    out.table("clients", [oauth_client_view(c) for c in clients], OAUTH_CLIENT_COLUMNS)
+
+
+def oauth_client_rotate_secret(args: argparse.Namespace, out: Output) -> None:
+    with local(args) as app:
+        client, secret = app.admin().rotate_oauth_client_secret(args.client_id)
+    _show_client_secret(out, client, secret)
+
+
+def oauth_client_revoke(args: argparse.Namespace, out: Output) -> None:
+    with local(args) as app:
+        client = app.admin().revoke_oauth_client(args.client_id)
+    out.record(oauth_client_view(client), OAUTH_CLIENT_COLUMNS)
+
+
+def _show_client_secret(out: Output, client: OAuthClientRecord, secret: str) -> None:
+    """The client and its plaintext secret, this once; the warning goes to stderr."""
+    view = {"client_id": client.id, "client_secret": secret, **oauth_client_view(client)}
+    out.record(view, [("client_id", "client_id"), ("client_secret", "client_secret"),
+                      *(column for column in OAUTH_CLIENT_COLUMNS if column[1] != "id")])
+    out.warn(CLIENT_SECRET_WARNING)
+
+
+def signing_key_rotate(args: argparse.Namespace, out: Output) -> None:
+    with local(args) as app:
+        key, previous = app.admin().rotate_signing_key()
+    view = {**signing_key_view(key), "previous_kid": previous.kid if previous else None,
+            "previous_publish_until": iso(previous.publish_until) if previous else None}
+    out.record(view, [*SIGNING_KEY_COLUMNS, ("previous kid", "previous_kid"),
+                      ("previous published until", "previous_publish_until")])
+
+
+def signing_key_list(args: argparse.Namespace, out: Output) -> None:
+    with local(args) as app:
+        keys = app.admin().list_signing_keys()
+    out.table("keys", [signing_key_view(k) for k in keys], SIGNING_KEY_COLUMNS)
 
 
 # -- relations -----------------------------------------------------------------------------------

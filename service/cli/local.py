@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..config import Settings, load_settings
 from ..domain.errors import DomainError
+from ..domain.model import SigningKeyRecord
 from ..domain.ports import SystemClock
-from ..usecases.admin import AdminService
+from ..usecases.admin import AdminService, SigningKeySettings
 from ..usecases.relations import RelationService, RelationSettings
 from .output import CommandFailed
 
@@ -42,12 +43,41 @@ class Local:
         from ..policy_file import load_policy
 
         policy = load_policy(self.settings.policy_path)
-        return AdminService(lambda: policy, self.unit_of_work, SystemClock())
+        settings = self.settings
+        signing = SigningKeySettings(settings.token_signing_algorithm, timedelta(
+            seconds=settings.access_token_lifetime_seconds + settings.jwt_leeway_seconds))
+        return AdminService(lambda: policy, self.unit_of_work, SystemClock(), signer=_SignerOnFirstUse(settings),
+                            signing=signing)
 
     def relations(self) -> RelationService:
         return RelationService(self.unit_of_work, SystemClock(), RelationSettings(
             pending_ttl=timedelta(seconds=self.settings.pending_relation_ttl_seconds),
             connect_token_ttl=timedelta(seconds=self.settings.connect_token_ttl_seconds)))
+
+
+class _SignerOnFirstUse:
+    """domain.ports.TokenSigner: a KeySigner on the key-encryption key, loaded when a key is first
+    made or used. Most commands never need it, and loading it creates data_dir/secret.key when
+    none is configured, which only a command that seals something should do."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._signer: Any = None
+
+    def _loaded(self):
+        if self._signer is None:
+            from ..keyring import load_key_encryption_key
+            from ..tokens.signing import KeySigner
+
+            self._signer = step("load the key-encryption key",
+                                lambda: KeySigner(load_key_encryption_key(self._settings)))
+        return self._signer
+
+    def new_key(self, algorithm: str, now: datetime) -> SigningKeyRecord:
+        return self._loaded().new_key(algorithm, now)
+
+    def sign(self, claims: dict, key: SigningKeyRecord) -> str:
+        return self._loaded().sign(claims, key)
 
 
 @contextmanager

@@ -93,6 +93,8 @@ def build_parser() -> Parser:
     _key_commands(_group(commands, "key", "issue, list and revoke API keys"))
     _issuer_commands(_group(commands, "issuer", "register trusted JWT issuers"))
     _token_commands(_group(commands, "token", "revoke JWTs"))
+    _oauth_client_commands(_group(commands, "oauth-client", "manage OAuth clients of the token service"))
+    _signing_key_commands(_group(commands, "signing-key", "rotate the keys Tollgate signs its tokens with"))
     _relation_commands(_group(commands, "relation", "inspect and sweep relations in the store"))
     _client_commands(_group(commands, "client", "call a running server over gRPC"))
     return parser
@@ -107,6 +109,8 @@ def _server_commands(commands) -> None:
                        help="server processes sharing the port, 0 for one per core (default: $TOLLGATE_WORKERS or 0)")
     serve.add_argument("--metrics-port", type=int,
                        help="Prometheus /metrics port, 0 to turn off (default: $TOLLGATE_METRICS_PORT or 9464)")
+    serve.add_argument("--http-port", type=int,
+                       help="the OAuth endpoints' HTTP port, 0 to turn off (default: $TOLLGATE_HTTP_PORT or 8080)")
     _leaf(commands, "migrate", "commands.migrate", "create or upgrade the database schema")
 
 
@@ -164,6 +168,31 @@ def _token_commands(token) -> None:
     revoke = _leaf(token, "revoke", "commands.token_revoke", "revoke one JWT by its jti")
     revoke.add_argument("--issuer", required=True, metavar="ISS", help="the issuer's iss or id")
     revoke.add_argument("--jti", required=True)
+
+
+def _oauth_client_commands(client) -> None:
+    create = _leaf(client, "create", "commands.oauth_client_create", "create an OAuth client (secret shown once)")
+    create.add_argument("partner_id", metavar="PARTNER")
+    create.add_argument("--name", default="", help="a label for the client")
+    create.add_argument("--scope", action="append", default=[], metavar="SCOPE",
+                        help="a grant its tokens may carry, within the partner's (repeatable; default: the "
+                             "partner's grants)")
+    create.add_argument("--refresh-tokens", action="store_true",
+                        help="also return refresh tokens from client_credentials grants")
+    create.add_argument("--customer", action="append", default=[], metavar="NUMBER",
+                        help="a customer number its tokens carry (repeatable)")
+    _leaf(client, "list", "commands.oauth_client_list", "list OAuth clients (never secrets)").add_argument(
+        "partner_id", metavar="PARTNER", nargs="?", help="only this partner's clients")
+    _leaf(client, "rotate-secret", "commands.oauth_client_rotate_secret",
+          "replace a client's secret (the new one is shown once)").add_argument("client_id", metavar="CLIENT_ID")
+    _leaf(client, "revoke", "commands.oauth_client_revoke",
+          "revoke an OAuth client and every token it holds").add_argument("client_id", metavar="CLIENT_ID")
+
+
+def _signing_key_commands(signing_key) -> None:
+    _leaf(signing_key, "rotate", "commands.signing_key_rotate",
+          "make a new signing key; the old one stays published until its tokens expire")
+    _leaf(signing_key, "list", "commands.signing_key_list", "list signing keys (public halves only)")
 
 
 def _relation_commands(relation) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from ..domain.model import ApiKeyRecord, IssuerRecord, PartnerRecord, RelationRecord
+from ..domain.model import ApiKeyRecord, IssuerRecord, OAuthClientRecord, PartnerRecord, RelationRecord, \
+    SigningKeyRecord
 from .output import Column
 
 
@@ -70,6 +71,45 @@ ISSUER_COLUMNS: list[Column] = [("id", "id"), ("issuer", "issuer"), ("audience",
                                 ("algorithms", "algorithms"), ("keys", "key_source"), ("kids", "key_ids"),
                                 ("at+jwt", "require_at_jwt_typ"), ("customer claim", "customer_claim"),
                                 ("created", "created_at")]
+
+
+def oauth_client_view(client: OAuthClientRecord) -> dict[str, Any]:
+    """Never the secret's digest."""
+    return {
+        "id": client.id,
+        "partner_id": client.partner_id,
+        "name": client.name,
+        "scopes": list(client.scopes),
+        "customer_numbers": list(client.customer_numbers),
+        "refresh_tokens": client.refresh_tokens,
+        "created_at": iso(client.created_at),
+        "secret_rotated_at": iso(client.secret_rotated_at),
+        "revoked_at": iso(client.revoked_at),
+    }
+
+
+OAUTH_CLIENT_COLUMNS: list[Column] = [("id", "id"), ("partner", "partner_id"), ("name", "name"),
+                                      ("scopes", "scopes"), ("customers", "customer_numbers"),
+                                      ("refresh tokens", "refresh_tokens"), ("created", "created_at"),
+                                      ("secret rotated", "secret_rotated_at"), ("revoked", "revoked_at")]
+
+
+def signing_key_view(key: SigningKeyRecord) -> dict[str, Any]:
+    """The public half only, never the sealed private key."""
+    return {
+        "kid": key.kid,
+        "algorithm": key.algorithm,
+        "active": key.retired_at is None,
+        "created_at": iso(key.created_at),
+        "retired_at": iso(key.retired_at),
+        "publish_until": iso(key.publish_until),
+        "public_jwk": dict(key.public_jwk),
+    }
+
+
+SIGNING_KEY_COLUMNS: list[Column] = [("kid", "kid"), ("algorithm", "algorithm"), ("active", "active"),
+                                     ("created", "created_at"), ("retired", "retired_at"),
+                                     ("publish until", "publish_until")]
 
 
 def relation_view(relation: RelationRecord) -> dict[str, Any]:

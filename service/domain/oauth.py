@@ -122,13 +122,17 @@ class Introspection:
 INACTIVE = Introspection(active=False)
 
 
+def is_scope_token(text: str) -> bool:
+    return bool(_SCOPE_TOKEN.fullmatch(text))
+
+
 def requested_scopes(text: str | None) -> tuple[str, ...] | None:
     """The scope parameter as distinct scope tokens in order; None when it was not sent.
     Raises OAuthError(invalid_scope) for a value RFC 6749 section 3.3 does not allow."""
     if text is None:
         return None
     tokens = text.split(" ")
-    if not text or any(not _SCOPE_TOKEN.fullmatch(token) for token in tokens):
+    if not text or not all(map(is_scope_token, tokens)):
         raise OAuthError(OAuthErrorCode.INVALID_SCOPE, "scope must be scope tokens separated by single spaces")
     if len(tokens) > MAX_SCOPES:
         raise OAuthError(OAuthErrorCode.INVALID_SCOPE, f"at most {MAX_SCOPES} scopes")
@@ -137,12 +141,14 @@ def requested_scopes(text: str | None) -> tuple[str, ...] | None:
 
 def granted_scopes(policy: Policy, requested: tuple[str, ...], ceiling: GrantSet) -> tuple[str, ...]:
     """`requested` as given, when each names a grant (scope:level, level:scope, an alias, or
-    admin) within `ceiling`; raises OAuthError(invalid_scope) naming the first that is not."""
-    for scope in requested:
+    admin) within `ceiling`; raises OAuthError(invalid_scope) naming the first that is not. An
+    unknown one is named by its position only: it is the caller's text (a misplaced secret, say),
+    and nothing a client sent is echoed."""
+    for position, scope in enumerate(requested, start=1):
         try:
             wanted = policy.grants_from([scope], (), strict=True)
         except ValueError:
-            raise OAuthError(OAuthErrorCode.INVALID_SCOPE, f"unknown scope {_printable(scope)}") from None
+            raise OAuthError(OAuthErrorCode.INVALID_SCOPE, f"requested scope {position} is unknown") from None
         if not within(wanted, ceiling):
             raise OAuthError(OAuthErrorCode.INVALID_SCOPE, f"the client may not have the scope {_printable(scope)}")
     return requested

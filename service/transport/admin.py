@@ -13,7 +13,15 @@ from google.protobuf import timestamp_pb2
 from tollgate.v1 import admin_pb2, admin_pb2_grpc
 
 from ..domain.errors import InvalidRequest
-from ..domain.model import AdminAuditRecord, ApiKeyRecord, IssuerRecord, PartnerRecord, PartnerStatus
+from ..domain.model import (
+    AdminAuditRecord,
+    ApiKeyRecord,
+    IssuerRecord,
+    OAuthClientRecord,
+    PartnerRecord,
+    PartnerStatus,
+    SigningKeyRecord,
+)
 from ..telemetry import Telemetry
 from ..usecases.admin import AdminService, AuditQuery, NewIssuer
 from ..usecases.callers import Caller, CallerAuthenticator
@@ -124,6 +132,48 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                                           caller=caller)
         return admin_pb2.RevokeTokenResponse(issuer_id=issuer.id, jti=request.jti)
 
+    # -- OAuth clients and signing keys of the token service -------------------------------------
+
+    @translate_errors
+    def CreateOAuthClient(self, request: admin_pb2.CreateOAuthClientRequest,
+                          context) -> admin_pb2.CreateOAuthClientResponse:
+        caller = self._caller(context)
+        client, secret = self._admin.create_oauth_client(
+            request.partner_id, request.name, list(request.scopes), list(request.customer_numbers),
+            request.refresh_tokens, caller=caller)
+        return admin_pb2.CreateOAuthClientResponse(client=oauth_client_to_proto(client), client_secret=secret)
+
+    @translate_errors
+    def ListOAuthClients(self, request: admin_pb2.ListOAuthClientsRequest,
+                         context) -> admin_pb2.ListOAuthClientsResponse:
+        clients = self._admin.list_oauth_clients(request.partner_id or None, caller=self._caller(context))
+        return admin_pb2.ListOAuthClientsResponse(clients=[oauth_client_to_proto(c) for c in clients])
+
+    @translate_errors
+    def RotateOAuthClientSecret(self, request: admin_pb2.RotateOAuthClientSecretRequest,
+                                context) -> admin_pb2.RotateOAuthClientSecretResponse:
+        client, secret = self._admin.rotate_oauth_client_secret(request.client_id, caller=self._caller(context))
+        return admin_pb2.RotateOAuthClientSecretResponse(client=oauth_client_to_proto(client), client_secret=secret)
+
+    @translate_errors
+    def RevokeOAuthClient(self, request: admin_pb2.RevokeOAuthClientRequest,
+                          context) -> admin_pb2.RevokeOAuthClientResponse:
+        client = self._admin.revoke_oauth_client(request.client_id, caller=self._caller(context))
+        return admin_pb2.RevokeOAuthClientResponse(client=oauth_client_to_proto(client))
+
+    @translate_errors
+    def RotateSigningKey(self, request: admin_pb2.RotateSigningKeyRequest,
+                         context) -> admin_pb2.RotateSigningKeyResponse:
+        key, previous = self._admin.rotate_signing_key(caller=self._caller(context))
+        return admin_pb2.RotateSigningKeyResponse(
+            key=signing_key_to_proto(key), previous=signing_key_to_proto(previous) if previous else None)
+
+    @translate_errors
+    def ListSigningKeys(self, request: admin_pb2.ListSigningKeysRequest,
+                        context) -> admin_pb2.ListSigningKeysResponse:
+        keys = self._admin.list_signing_keys(caller=self._caller(context))
+        return admin_pb2.ListSigningKeysResponse(keys=[signing_key_to_proto(k) for k in keys])
+
     # -- the audit trail -------------------------------------------------------------------------
 
     @translate_errors
@@ -164,6 +214,23 @@ def issuer_to_proto(issuer: IssuerRecord) -> admin_pb2.Issuer:
         jwks="" if hmac or issuer.jwks is None else json.dumps(issuer.jwks, sort_keys=True),
         require_at_jwt_typ=issuer.require_at_jwt_typ, customer_claim=issuer.customer_claim,
         create_time=timestamp(issuer.created_at))
+
+
+def oauth_client_to_proto(client: OAuthClientRecord) -> admin_pb2.OAuthClient:
+    """Never the secret's digest: it would let anyone holding it test guesses offline."""
+    return admin_pb2.OAuthClient(
+        id=client.id, partner_id=client.partner_id, name=client.name, scopes=list(client.scopes),
+        customer_numbers=list(client.customer_numbers), refresh_tokens=client.refresh_tokens,
+        create_time=timestamp(client.created_at), secret_rotate_time=timestamp(client.secret_rotated_at),
+        revoke_time=timestamp(client.revoked_at))
+
+
+def signing_key_to_proto(key: SigningKeyRecord) -> admin_pb2.SigningKey:
+    """The public half only; the sealed private key never leaves the store."""
+    return admin_pb2.SigningKey(
+        kid=key.kid, algorithm=key.algorithm, active=key.retired_at is None,
+        public_jwk=json.dumps(key.public_jwk, sort_keys=True), create_time=timestamp(key.created_at),
+        retire_time=timestamp(key.retired_at), publish_until_time=timestamp(key.publish_until))
 
 
 def audit_to_proto(event: AdminAuditRecord) -> admin_pb2.AuditEvent:

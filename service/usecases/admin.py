@@ -1,5 +1,6 @@
 """Administration of the facts Check relies on: partners, API keys, issuers and revoked tokens,
-and the audit trail of that administration.
+the OAuth clients and signing keys of Tollgate's own token service, and the audit trail of that
+administration.
 
 Used by the local operator (the command line, as OPERATOR) and by tollgate.v1.Admin (as an admin
 Caller). Every method is one unit of work and raises only the typed errors of
@@ -8,8 +9,9 @@ service/domain/errors.py. Only admin callers get through (NotPermitted, reason "
 Audit: every change appends an AdminAuditRecord in the same transaction as the change, so both
 commit or neither does. A refused call (any domain error, including "admin_only", of a change;
 "admin_only" of a read) is recorded in a small transaction of its own. Successful reads are not
-recorded: reading the audit trail must not grow it. Secrets (API keys, HMAC secrets, tokens) are
-never recorded; anything that looks like one is redacted before it is stored.
+recorded: reading the audit trail must not grow it. Secrets (API keys, client secrets, HMAC
+secrets, tokens, private keys) are never recorded; anything that looks like one is redacted before
+it is stored.
 """
 
 from __future__ import annotations
@@ -17,17 +19,26 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, TypeVar
 
 from ..domain import opaque
-from ..domain.errors import DomainError, InvalidRequest, NotFound, NotPermitted, PreconditionFailed, \
-    StoreUnavailable
+from ..domain.errors import Conflict, DomainError, InvalidRequest, NotFound, NotPermitted, \
+    PreconditionFailed, StoreUnavailable
 from ..domain.ids import new_id
 from ..domain.text import excerpt
-from ..domain.model import AdminAuditRecord, ApiKeyRecord, IssuerRecord, PartnerRecord, PartnerStatus
+from ..domain.oauth import is_scope_token
+from ..domain.model import (
+    AdminAuditRecord,
+    ApiKeyRecord,
+    IssuerRecord,
+    OAuthClientRecord,
+    PartnerRecord,
+    PartnerStatus,
+    SigningKeyRecord,
+)
 from ..domain.policy import Policy
-from ..domain.ports import Clock, Repositories, UnitOfWork
+from ..domain.ports import Clock, Repositories, TokenSigner, UnitOfWork
 from ..domain.scopes import GrantSet
 from .callers import OPERATOR, Caller
 
@@ -74,6 +85,17 @@ class NewIssuer:
 
 
 @dataclass(frozen=True)
+class SigningKeySettings:
+    """How rotate_signing_key makes and retires the keys of Tollgate's own issuer."""
+
+    # The algorithm of new keys (one of service.tokens.signing.SIGNING_ALGORITHMS).
+    algorithm: str = "ES256"
+    # How long a retired key stays published: the access-token lifetime plus the JWT leeway, so
+    # that every token it signed has expired before verifiers can no longer find its key.
+    publish_retired_for: timedelta = timedelta(seconds=3600 + 30)
+
+
+@dataclass(frozen=True)
 class AuditQuery:
     """Filters of list_audit_events; None (or empty) means any."""
 
@@ -87,7 +109,9 @@ class AdminService:
     """`seal` turns an HMAC secret into what the store keeps (the server passes
     service.tokens.seal_secret with its key-encryption key); `validate_jwks` checks and normalizes
     a public JWK Set, raising ValueError (service.tokens.load_jwks). Without them (the command line,
-    which does both itself) JWKS get only a shape check and raw HMAC secrets are refused."""
+    which does both itself) JWKS get only a shape check and raw HMAC secrets are refused.
+    `signer` makes the signing keys of Tollgate's own issuer, as `signing` says; without it
+    rotate_signing_key is refused."""
 
     def __init__(
         self,
@@ -97,12 +121,16 @@ class AdminService:
         *,
         seal: Callable[[bytes], str] | None = None,
         validate_jwks: Callable[[Any], dict[str, Any]] | None = None,
+        signer: TokenSigner | None = None,
+        signing: SigningKeySettings | None = None,
     ) -> None:
         self._policy = policy
         self._unit_of_work = unit_of_work
         self._clock = clock
         self._seal = seal
         self._validate_jwks = validate_jwks
+        self._signer = signer
+        self._signing = signing or SigningKeySettings()
 
     # -- partners --------------------------------------------------------------------------------
 
@@ -279,6 +307,91 @@ class AdminService:
 
         return self._change(caller, "token.revoke", f"{issuer}:{jti}", change)
 
+    # -- OAuth clients of the token service ------------------------------------------------------
+
+    def create_oauth_client(self, partner_id: str, name: str, scopes: Iterable[str], customer_numbers: Iterable[str],
+                            refresh_tokens: bool, *, caller: Caller = OPERATOR) -> tuple[OAuthClientRecord, str]:
+        """Returns the record and the plaintext client secret; only the secret's digest is stored
+        (and the secret is never audited). Scopes narrow the partner's grants, never widen them."""
+        secret = opaque.generate(opaque.CLIENT_SECRET_PREFIX)
+
+        def change(repos: Repositories, now: datetime):
+            _check_text(name, "name", required=False)
+            checked_scopes = self._checked_scopes(scopes)
+            customers = _checked_customers(customer_numbers)
+            partner = _partner(repos, partner_id)
+            self._ensure_within_partner(partner, checked_scopes, (), holder="client", field="scopes")
+            client = OAuthClientRecord(new_id("cli"), partner.id, name.strip(), opaque.digest(secret), checked_scopes,
+                                       customers, bool(refresh_tokens), now)
+            repos.oauth_clients.add(client)
+            return (client, secret), client.id, {
+                "partner_id": partner.id, "name": client.name, "scopes": list(client.scopes),
+                "customer_numbers": list(client.customer_numbers), "refresh_tokens": client.refresh_tokens}
+
+        return self._change(caller, "oauth_client.create", partner_id, change)
+
+    def list_oauth_clients(self, partner_id: str | None, *, caller: Caller = OPERATOR) -> list[OAuthClientRecord]:
+        """A partner's clients (NotFound when it does not exist), or every client when None."""
+        self._require_admin(caller, "oauth_client.list", partner_id or "")
+        with self._unit_of_work(read_only=True) as repos:
+            if partner_id is not None:
+                _partner(repos, partner_id)
+            return list(repos.oauth_clients.list_for_partner(partner_id))
+
+    def rotate_oauth_client_secret(self, client_id: str, *,
+                                   caller: Caller = OPERATOR) -> tuple[OAuthClientRecord, str]:
+        """Returns the record and the new plaintext secret; the old secret stops working at once."""
+        secret = opaque.generate(opaque.CLIENT_SECRET_PREFIX)
+
+        def change(repos: Repositories, now: datetime):
+            client = _oauth_client(repos, client_id)
+            digest = opaque.digest(secret)
+            # set_secret's WHERE clause refuses a client revoked since it was read.
+            if client.revoked_at is not None or not repos.oauth_clients.set_secret(client.id, digest, now):
+                raise PreconditionFailed(f"OAuth client {excerpt(client_id)} is revoked", reason="already_revoked")
+            rotated = replace(client, secret_digest=digest, secret_rotated_at=now)
+            return (rotated, secret), client.id, {"partner_id": client.partner_id, "name": client.name}
+
+        return self._change(caller, "oauth_client.rotate_secret", client_id, change)
+
+    def revoke_oauth_client(self, client_id: str, *, caller: Caller = OPERATOR) -> OAuthClientRecord:
+        def change(repos: Repositories, now: datetime):
+            client = _oauth_client(repos, client_id)
+            if client.revoked_at is not None or not repos.oauth_clients.revoke(client.id, now):
+                raise PreconditionFailed(f"OAuth client {excerpt(client_id)} is already revoked",
+                                         reason="already_revoked")
+            return replace(client, revoked_at=now), client.id, {"partner_id": client.partner_id, "name": client.name}
+
+        return self._change(caller, "oauth_client.revoke", client_id, change)
+
+    # -- signing keys of the token service -------------------------------------------------------
+
+    def rotate_signing_key(self, *, caller: Caller = OPERATOR) -> tuple[SigningKeyRecord, SigningKeyRecord | None]:
+        """Makes a new active key and retires the active one (published until every token it
+        signed has expired), in one transaction. Returns (new key, the retired key or None).
+        Raises Conflict(reason="concurrent_rotation") when another rotation won the race."""
+        def change(repos: Repositories, now: datetime):
+            new = self._new_signing_key(now)  # made before the first query: no transaction waits on it
+            previous = repos.signing_keys.active()
+            retired = None
+            if previous is not None:
+                publish_until = now + self._signing.publish_retired_for
+                if not repos.signing_keys.retire(previous.kid, now, publish_until):
+                    raise _concurrent_rotation()
+                retired = replace(previous, retired_at=now, publish_until=publish_until)
+            if not repos.signing_keys.add_active(new):
+                raise _concurrent_rotation()
+            return (new, retired), new.kid, {"kid": new.kid, "previous_kid": previous.kid if previous else None,
+                                             "algorithm": new.algorithm}
+
+        return self._change(caller, "signing_key.rotate", "", change)
+
+    def list_signing_keys(self, *, caller: Caller = OPERATOR) -> list[SigningKeyRecord]:
+        """Every key, newest first."""
+        self._require_admin(caller, "signing_key.list", "")
+        with self._unit_of_work(read_only=True) as repos:
+            return list(repos.signing_keys.list())
+
     # -- the audit trail -------------------------------------------------------------------------
 
     def list_audit_events(self, query: AuditQuery = AuditQuery(), page_size: int = 0, page_token: str = "", *,
@@ -372,15 +485,38 @@ class AdminService:
                 raise InvalidRequest(f"bad role: {error}", field="grants") from None
         return grants, roles
 
-    def _ensure_within_partner(self, partner: PartnerRecord, grants: tuple[str, ...], roles: tuple[str, ...]) -> None:
-        """A key may narrow its partner's grants, never widen them."""
+    def _checked_scopes(self, scopes: Iterable[str]) -> tuple[str, ...]:
+        """An OAuth client's scopes: each a grant of the policy, and a scope token its access
+        tokens can carry in their space-separated scope claim (RFC 6749 section 3.3)."""
+        checked = tuple(dict.fromkeys(s.strip() for s in scopes))
+        policy = self._policy()
+        for scope in checked:
+            if not is_scope_token(scope):
+                raise InvalidRequest(f"bad scope {excerpt(scope)}: not an RFC 6749 scope token", field="scopes")
+            try:
+                policy.grants_from([scope], (), strict=True)
+            except ValueError as error:
+                raise InvalidRequest(f"bad scope: {error}", field="scopes") from None
+        return checked
+
+    def _ensure_within_partner(self, partner: PartnerRecord, grants: tuple[str, ...], roles: tuple[str, ...], *,
+                               holder: str = "key", field: str = "grants") -> None:
+        """A key (or client) may narrow its partner's grants, never widen them."""
         policy = self._policy()
         ceiling = policy.grants_from(partner.grants, partner.roles, strict=False)
         wanted: GrantSet = policy.grants_from(grants, roles, strict=True)
         for permission in wanted.listed(policy.scope_names):
             if not ceiling.allows(permission):
                 raise InvalidRequest(
-                    f"the key cannot hold {permission}: partner {partner.id} does not have it", field="grants")
+                    f"the {holder} cannot hold {permission}: partner {partner.id} does not have it", field=field)
+
+    def _new_signing_key(self, now: datetime) -> SigningKeyRecord:
+        if self._signer is None:
+            raise InvalidRequest("signing keys cannot be made here")
+        try:
+            return self._signer.new_key(self._signing.algorithm, now)
+        except ValueError as error:
+            raise InvalidRequest(f"cannot make a signing key: {error}") from None
 
 
 def _partner(repos: Repositories, partner_id: str) -> PartnerRecord:
@@ -388,6 +524,19 @@ def _partner(repos: Repositories, partner_id: str) -> PartnerRecord:
     if partner is None:
         raise NotFound(f"partner {excerpt(partner_id)} does not exist", reason="partner_not_found", field="partner_id")
     return partner
+
+
+def _oauth_client(repos: Repositories, client_id: str) -> OAuthClientRecord:
+    client = repos.oauth_clients.get(client_id) if client_id else None
+    if client is None:
+        raise NotFound(f"OAuth client {excerpt(client_id)} does not exist", reason="client_not_found",
+                       field="client_id")
+    return client
+
+
+def _concurrent_rotation() -> Conflict:
+    return Conflict("another signing key rotation won the race; list the keys and try again if needed",
+                    reason="concurrent_rotation")
 
 
 def _issuer(repos: Repositories, issuer_id_or_iss: str) -> IssuerRecord:
@@ -479,8 +628,10 @@ def _record(caller: Caller, action: str, target: str, at: datetime, outcome: str
 
 
 # What a pasted secret looks like: an opaque Tollgate secret, or a JWT (three base64url parts).
+_SECRET_PREFIXES = (opaque.API_KEY_PREFIX, opaque.CONNECT_TOKEN_PREFIX, opaque.CLIENT_SECRET_PREFIX,
+                    opaque.REFRESH_TOKEN_PREFIX)
 _SECRET_LOOKALIKES = re.compile(
-    rf"(?:{re.escape(opaque.API_KEY_PREFIX)}|{re.escape(opaque.CONNECT_TOKEN_PREFIX)})[A-Za-z0-9]*"
+    rf"(?:{'|'.join(re.escape(prefix) for prefix in _SECRET_PREFIXES)})[A-Za-z0-9]*"
     r"|eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?")
 
 
