@@ -98,3 +98,64 @@ def test_a_write_on_one_worker_is_read_by_the_other_at_once(tmp_path):
     finally:
         code, output = stop_server(process)
     assert code == 0, output
+
+
+def test_every_worker_serves_the_token_endpoint_and_signs_with_the_one_key(tmp_path):
+    """Both workers bind the HTTP port too; they raced to create the first signing key at start,
+    and one key won: every token, whichever worker issued it, verifies with the one published key,
+    and a token issued by one worker is revoked on the other at once."""
+    import httpx
+    import jwt
+
+    port, http_port, metrics_port = free_port(), free_port(), free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")},
+           "TOLLGATE_DATA_DIR": str(tmp_path), "TOLLGATE_POLICY_PATH": str(EXAMPLE_POLICY),
+           "TOLLGATE_HTTP_PORT": str(http_port), "TOLLGATE_METRICS_PORT": str(metrics_port),
+           "TOLLGATE_CACHE_REFRESH_SECONDS": "30"}
+
+    def cli(*words):
+        done = subprocess.run([sys.executable, "-m", "service", *words, "--json"], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    cli("partner", "create", "acme", "--name", "Acme", "--role", "booking-agent")
+    client = cli("oauth-client", "create", "acme", "--name", "t")
+    process = start_server(port, env, "--workers", "2")
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        keys = httpx.get(f"{base}/.well-known/jwks.json", timeout=10).json()["keys"]
+        assert len(keys) == 1
+        public = jwt.PyJWK(keys[0])
+        tokens = []
+        for _ in range(16):  # a new connection each time, so the kernel picks the worker anew
+            with httpx.Client(timeout=10) as http:
+                answer = http.post(f"{base}/oauth/token", data={"grant_type": "client_credentials"},
+                                   auth=(client["client_id"], client["client_secret"]))
+            assert answer.status_code == 200, answer.text
+            tokens.append(answer.json()["access_token"])
+        for token in tokens:
+            assert jwt.get_unverified_header(token)["kid"] == keys[0]["kid"]
+            jwt.decode(token, public.key, algorithms=["ES256"], audience=base)
+        answered = [_token_answers(metrics_port + index) for index in range(2)]
+        assert sum(answered) == 16 and all(answered), answered  # both workers issued tokens
+        with httpx.Client(timeout=10) as http:
+            revoked = http.post(f"{base}/oauth/revoke", data={"token": tokens[0]},
+                                auth=(client["client_id"], client["client_secret"]))
+        assert revoked.status_code == 200
+        for _ in range(4):
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+                reply = authorization_pb2_grpc.AuthorizationStub(ch).Check(authorization_pb2.CheckRequest(
+                    authorization=f"Bearer {tokens[0]}", operation="createCourtBooking"), timeout=10)
+            assert reply.reason == "token_revoked"
+    finally:
+        code, output = stop_server(process)
+    assert code == 0, output
+
+
+def _token_answers(metrics_port: int) -> int:
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith('tollgate_token_requests_total{endpoint="token",status="200"}')))
