@@ -38,7 +38,7 @@ class OAuthErrorCode(enum.StrEnum):
     INVALID_CLIENT = "invalid_client"
     # 400: the refresh token is unknown, spent, expired, revoked or another client's.
     INVALID_GRANT = "invalid_grant"
-    # 400: the client may not use this grant.
+    # 400: the client may not use this grant (refresh_token, for a client without refresh tokens).
     UNAUTHORIZED_CLIENT = "unauthorized_client"
     # 400: a grant other than client_credentials and refresh_token (the password grant included).
     UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"

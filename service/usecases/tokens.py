@@ -171,6 +171,8 @@ class TokenService:
             client, partner = self._clients.authenticate(facts, request.client, client_address)
             ceiling = self._client_ceiling(policy, client, partner)
             key = self._active_key(facts)
+        if not client.refresh_tokens:
+            raise OAuthError(OAuthErrorCode.UNAUTHORIZED_CLIENT, "this client does not get refresh tokens")
         if not opaque.well_formed(request.refresh_token, opaque.REFRESH_TOKEN_PREFIX):
             raise OAuthError(OAuthErrorCode.INVALID_GRANT, "the refresh token is not valid")
         now = self._clock.now()
