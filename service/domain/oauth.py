@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from .errors import DomainError
 from .policy import Policy
@@ -120,6 +121,15 @@ class Introspection:
 
 
 INACTIVE = Introspection(active=False)
+
+
+@dataclass(frozen=True)
+class OwnAccessToken:
+    """An access token Tollgate issued, as far as its signature vouches: for revocation."""
+
+    client_id: str
+    jti: str
+    expires_at: datetime
 
 
 def is_scope_token(text: str) -> bool:

@@ -325,5 +325,11 @@ class CredentialVerifier(Protocol):
         token_expired or token_revoked; never returns a partial result."""
         ...
 
+    def own_access_token(self, token: str, repos: Repositories, now: datetime) -> "OwnAccessToken | None":
+        """A token Tollgate issued, signature, iss, aud, typ and exp checked and nothing else: what
+        revoking it needs. None for any other token."""
+        ...
+
 
 from .credentials import PresentedCredential  # noqa: E402  (placed last: credentials imports nothing of ports)
+from .oauth import OwnAccessToken  # noqa: E402  (placed last, like credentials)

@@ -22,7 +22,7 @@ import jwt
 from ..domain import opaque
 from ..domain.credentials import MAX_CREDENTIAL_LENGTH, PresentedCredential, PresentedKind
 from ..domain.errors import CredentialRejected
-from ..domain.oauth import FAMILY_CLAIM
+from ..domain.oauth import FAMILY_CLAIM, OwnAccessToken
 from ..domain.model import (
     ApiKeyRecord,
     AuthenticatedCredential,
@@ -151,16 +151,10 @@ class TokenVerifier:
                           now: datetime) -> AuthenticatedCredential:
         """A token Tollgate issued: the same checks as any issuer's (alg, typ at+jwt, signature, iss,
         aud, exp), then its client, partner, jti and refresh family must all still stand."""
-        issuer = self._own_issuer_record(repos.signing_keys.published(now))
-        _check_algorithm(issuer, alg)
-        _check_typ(issuer, typ)
-        claims = _verified_claims(token, self._verification_key(issuer, alg, kid), alg, issuer)
-        expires_at = self._check_times(claims, now)
+        claims, expires_at = self._own_claims(token, alg, kid, typ, repos, now)
         client = _active_client(repos, claims.get("client_id"))
         partner = _active_partner(repos, client.partner_id)
-        jti = claims.get("jti")
-        if not isinstance(jti, str) or not jti:
-            raise _reject("the token's jti is malformed")
+        jti = _own_jti(claims)
         if repos.revoked_access_tokens.is_revoked(jti):
             raise _reject("the token has been revoked", REVOKED)
         family_id = claims.get(FAMILY_CLAIM)
@@ -172,9 +166,36 @@ class TokenVerifier:
             principal=Principal(partner.id, f"{client.id}:{jti}", CredentialKind.OAUTH_CLIENT),
             partner=partner,
             token_scopes=_scopes(claims),
-            customer_numbers=_customer_numbers(claims, issuer.customer_claim),
+            customer_numbers=_customer_numbers(claims, self._own.customer_claim if self._own else ""),
             expires_at=expires_at,
         )
+
+    def own_access_token(self, token: str, repos: Repositories, now: datetime) -> OwnAccessToken | None:
+        """What revocation needs of a token Tollgate issued: its signature, iss, aud, typ and exp
+        checked, and nothing else (a token of a suspended partner or a revoked client can still be
+        revoked for good). None for any other token."""
+        if self._own is None or not isinstance(token, str) or len(token) > MAX_CREDENTIAL_LENGTH:
+            return None
+        try:
+            header, unverified = _read_unverified(token)
+            alg, kid, typ = _checked_header(header)
+            if unverified.get("iss") != self._own.issuer:
+                return None
+            claims, expires_at = self._own_claims(token, alg, kid, typ, repos, now)
+            client_id = claims.get("client_id")
+            if not isinstance(client_id, str) or not client_id:
+                return None
+            return OwnAccessToken(client_id=client_id, jti=_own_jti(claims), expires_at=expires_at)
+        except CredentialRejected:
+            return None
+
+    def _own_claims(self, token: str, alg: str, kid: str | None, typ: str | None, repos: Repositories,
+                    now: datetime) -> tuple[dict[str, Any], datetime]:
+        issuer = self._own_issuer_record(repos.signing_keys.published(now))
+        _check_algorithm(issuer, alg)
+        _check_typ(issuer, typ)
+        claims = _verified_claims(token, self._verification_key(issuer, alg, kid), alg, issuer)
+        return claims, self._check_times(claims, now)
 
     def _own_issuer_record(self, keys: list[SigningKeyRecord]) -> IssuerRecord:
         """The own issuer as an issuer record over its published keys, so that its tokens go
@@ -342,6 +363,13 @@ def _active_partner(repos: Repositories, partner_id: str) -> PartnerRecord:
     if partner.status != PartnerStatus.ACTIVE:
         raise _reject("the partner is not active", REVOKED)
     return partner
+
+
+def _own_jti(claims: dict[str, Any]) -> str:
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise _reject("the token's jti is malformed")
+    return jti
 
 
 def _active_client(repos: Repositories, client_id: Any) -> OAuthClientRecord:

@@ -252,13 +252,13 @@ class TokenService:
                 _owned_by(found.client_id, caller)
                 repos.refresh_tokens.revoke_family(found.family_id, now)
             return
-        credential = self._own_access_token(token, now)
-        if credential is None or credential.expires_at is None:
-            return
-        client_id, _, jti = credential.principal.credential_id.partition(":")
-        _owned_by(client_id, caller)
+        with self._facts() as facts:
+            access_token = self._verifier.own_access_token(token, facts, now)
+        if access_token is None:
+            return  # not a live access token of ours: nothing is left to revoke
+        _owned_by(access_token.client_id, caller)
         with self._unit_of_work() as repos:
-            repos.revoked_access_tokens.revoke(jti, client_id, now, credential.expires_at)
+            repos.revoked_access_tokens.revoke(access_token.jti, access_token.client_id, now, access_token.expires_at)
 
     # -- introspection (RFC 7662) ----------------------------------------------------------------
 
@@ -355,15 +355,6 @@ class TokenService:
     def _active_key(self, facts: Repositories) -> SigningKeyRecord:
         key = facts.signing_keys.active()
         return key if key is not None else self.ensure_signing_key()
-
-    def _own_access_token(self, token: str, now: datetime) -> AuthenticatedCredential | None:
-        """The token as a verified credential when it is a valid access token Tollgate issued."""
-        try:
-            with self._facts() as facts:
-                credential = self._verifier.verify(PresentedCredential(PresentedKind.JWT, token), facts, now)
-        except CredentialRejected:
-            return None
-        return credential if credential.principal.kind is CredentialKind.OAUTH_CLIENT else None
 
     def _facts(self) -> AbstractContextManager[Repositories]:
         """What the requests read (clients, partners, keys): the fact cache while it is current,
