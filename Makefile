@@ -41,11 +41,11 @@ test: $(STAMP) $(NODE_STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
-# Coverage-guided fuzzing (atheris/libFuzzer) of Check, ext_authz and ManageRelation, FUZZ_SECONDS
+# Coverage-guided fuzzing (atheris/libFuzzer) of Check, ext_authz, ManageRelation and the token endpoint, FUZZ_SECONDS
 # per target; `make test` runs each briefly (tests/integration/test_fuzz_targets.py). New inputs
 # and crash artefacts go to FUZZ_DIR (a new temp dir by default), never into the repository.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= check ext_authz manage_relation
+FUZZ_TARGETS ?= check ext_authz manage_relation token_endpoint
 FUZZ_ARGS    ?=
 .PHONY: fuzz
 fuzz: $(STAMP)

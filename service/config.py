@@ -175,6 +175,8 @@ def _validated(settings: Settings) -> Settings:
         if not 0 <= getattr(settings, name) <= 65535:
             raise ConfigError(f"{name} must be 0..65535, got {getattr(settings, name)}")
     _validated_token_service(settings)
+    if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {settings.log_level!r}")
     if settings.log_format not in ("json", "text"):
         raise ConfigError(f"log_format must be json or text, got {settings.log_format!r}")
     for name in ("jwt_leeway_seconds", "pending_relation_ttl_seconds", "connect_token_ttl_seconds",

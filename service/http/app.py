@@ -47,7 +47,12 @@ def oauth_app(tokens: TokenService, policy: Callable[[], Policy], realm: str, te
         Route(METADATA_PATH, endpoint(MetadataEndpoint), methods=["GET"]),
         Route(JWKS_PATH, endpoint(JwksEndpoint), methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    # Paths are exact: "/oauth/token/" is a 404 like any unknown path, not Starlette's 307 to the
+    # path without the slash, whose Location is built from the client-sent Host header (a client
+    # following it would re-send its body, client secret included, to that host).
+    app.router.redirect_slashes = False
+    return app
 
 
 async def _http_exception(request: Request, error: Exception) -> Response:

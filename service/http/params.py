@@ -5,12 +5,11 @@ from the body but never both, and never from the URL."""
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote_plus
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ..domain.credentials import PresentedCredential, parse_presented
 from ..domain.errors import CredentialRejected
@@ -66,11 +65,16 @@ async def _bounded_body(request: Request) -> bytes:
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
         raise _invalid(f"the body is larger than {MAX_BODY_BYTES} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _invalid(f"the body is larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise _invalid(f"the body is larger than {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client went away before its body ended (or sent a chunk the HTTP parser refused, which
+        # closes the connection): no one is left to answer, and it is no error of ours to log.
+        raise _invalid("the body ended before it was complete") from None
     return b"".join(chunks)
 
 
@@ -133,7 +137,9 @@ def _basic(value: str) -> ClientCredentials:
     """RFC 6749 section 2.3.1: id and secret are form-encoded, then joined by a colon."""
     try:
         decoded = base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    # binascii.Error: not base64; UnicodeDecodeError: not UTF-8 once decoded; ValueError: a header
+    # byte beyond ASCII (Starlette reads headers as Latin-1), which b64decode refuses to look at.
+    except ValueError:
         raise OAuthError(OAuthErrorCode.INVALID_CLIENT, "the Basic credentials are malformed") from None
     client_id, colon, secret = decoded.partition(":")
     if not colon or not client_id:

@@ -1,10 +1,10 @@
-"""Coverage-guided fuzz targets (atheris/libFuzzer) for the three surfaces a client reaches:
-native Check (`tests.fuzz.check`), Envoy ext_authz (`tests.fuzz.ext_authz`) and ManageRelation
-(`tests.fuzz.manage_relation`).
+"""Coverage-guided fuzz targets (atheris/libFuzzer) for the four surfaces a client reaches:
+native Check (`tests.fuzz.check`), Envoy ext_authz (`tests.fuzz.ext_authz`), ManageRelation
+(`tests.fuzz.manage_relation`) and the OAuth endpoints over HTTP (`tests.fuzz.token_endpoint`).
 
 Each target starts a real Tollgate server in-process (port 0, SQLite in a temp dir, seeded by
 tests/support/world.py) with the `service` package and PyJWT instrumented, and calls it over a real
-gRPC channel. Every input is used twice: as the serialized request itself, and as a recipe read
+gRPC channel (the token endpoint target: over HTTP). Every input is used twice: as the serialized request itself, and as a recipe read
 with atheris.FuzzedDataProvider. The invariants are in harness.py; a broken one raises, which
 libFuzzer records as a crash.
 

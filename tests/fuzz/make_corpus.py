@@ -85,9 +85,35 @@ def manage_seeds() -> list[bytes]:
     return [message.SerializeToString() + bytes([caller]) for message, caller in seeds]
 
 
+def token_endpoint_seeds() -> list[bytes]:
+    """Requests in tests.fuzz.token_endpoint's framing: a request line, headers, a blank line, the
+    body; "@cs-fuzz", "@basic-fuzz", "@at", "@rt"... are the run's secrets (see that module)."""
+    def request(path: str, headers: dict[str, str], body: str) -> bytes:
+        head = "\n".join([f"POST {path}", *(f"{name}: {value}" for name, value in headers.items())])
+        return f"{head}\n\n{body}".encode()
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    json_body = {"Content-Type": "application/json"}
+    return [
+        request("/oauth/token", {**form, "Authorization": "@basic-fuzz"},
+                "grant_type=client_credentials&scope=user%3Aread"),
+        request("/oauth/token", json_body,
+                '{"grant_type":"client_credentials","client_id":"cli_fuzz","client_secret":"@cs-fuzz"}'),
+        request("/oauth/token", {**form, "Authorization": "@basic-fuzz"}, "grant_type=refresh_token&refresh_token=@rt"),
+        request("/oauth/token", {"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8",
+                                 "Transfer-Encoding": "chunked", "Authorization": "@basic-plain"},
+                "grant_type=client_credentials"),
+        request("/oauth/introspect", {**form, "Authorization": "@basic-gate"}, "token=@at"),
+        request("/oauth/introspect", {**json_body, "Authorization": "Bearer @gate-admin"}, '{"token":"@rt"}'),
+        request("/oauth/revoke", form, "token=@rt&client_id=cli_fuzz&client_secret=@cs-fuzz"),
+        request("/oauth/revoke", {**json_body, "Authorization": "@basic-fuzz"},
+                '{"token":"@at","token_type_hint":"access_token"}'),
+    ]
+
+
 def main() -> None:
     for target, seeds in (("check", check_seeds()), ("ext_authz", ext_authz_seeds()),
-                          ("manage_relation", manage_seeds())):
+                          ("manage_relation", manage_seeds()), ("token_endpoint", token_endpoint_seeds())):
         directory = CORPUS / target
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)

@@ -1,5 +1,6 @@
 """A bounded run of each coverage-guided fuzz target (tests/fuzz, atheris) as part of `make test`:
-the three targets run at once, each as its own process for FUZZ_RUNS inputs from the seed corpus.
+the targets (native Check, ext_authz, ManageRelation and the OAuth endpoints over HTTP) run at
+once, each as its own process for FUZZ_RUNS inputs from the seed corpus.
 Each must exit 0 (no invariant broken, no crash, no hang) and must really have executed inputs.
 New inputs and crash artefacts go to tmp_path, never into the repository. `make fuzz` runs the
 targets for longer.
@@ -18,7 +19,7 @@ import pytest
 pytest.importorskip("atheris")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ("check", "ext_authz", "manage_relation")
+TARGETS = ("check", "ext_authz", "manage_relation", "token_endpoint")
 FUZZ_RUNS = int(os.environ.get("TOLLGATE_FUZZ_RUNS", "300"))
 # Start-up (instrumenting the service package) takes most of the time on a loaded machine.
 TIMEOUT_SECONDS = 180
