@@ -59,6 +59,8 @@ from ..domain.scopes import GrantSet
 from .callers import ADMIN_PERMISSION, INTROSPECT_PERMISSION
 from .fact_cache import FactCache
 
+# Clients whose ceilings are kept (see TokenService._ceiling).
+MAX_CEILINGS = 4096
 # Compared against when the client id is unknown, so that an unknown id costs what a known one does.
 _NO_SECRET_DIGEST = opaque.digest("")
 
@@ -125,6 +127,8 @@ class TokenService:
         self._settings = settings
         self._clients = clients
         self._cache = cache
+        self._ceilings: dict[tuple[int, int, int], tuple[Policy, OAuthClientRecord, PartnerRecord, GrantSet,
+                                                          tuple[str, ...]]] = {}
 
     @property
     def settings(self) -> TokenSettings:
@@ -149,7 +153,7 @@ class TokenService:
         with self._facts() as facts:
             client, partner = self._clients.authenticate(facts, request.client, client_address)
             ceiling = self._client_ceiling(policy, client, partner)
-            scope = (ceiling_scopes(policy, ceiling) if requested is None
+            scope = (self._default_scopes(policy, client, partner) if requested is None
                      else granted_scopes(policy, requested, ceiling))
             key = self._active_key(facts)
         now = self._clock.now()
@@ -227,10 +231,30 @@ class TokenService:
     def _client_ceiling(self, policy: Policy, client: OAuthClientRecord, partner: PartnerRecord) -> GrantSet:
         """What the client's tokens may carry: its own scopes (else its partner's grants, or the
         roles the policy gives OAuth clients), never beyond its partner's grants."""
+        return self._ceiling(policy, client, partner)[0]
+
+    def _default_scopes(self, policy: Policy, client: OAuthClientRecord, partner: PartnerRecord) -> tuple[str, ...]:
+        """The scopes of a token requested without any: the whole ceiling, spelled canonically."""
+        return self._ceiling(policy, client, partner)[1]
+
+    def _ceiling(self, policy: Policy, client: OAuthClientRecord,
+                 partner: PartnerRecord) -> tuple[GrantSet, tuple[str, ...]]:
+        # Pure in (policy, client, partner), and on a fact-cache hit those are the very objects of
+        # the client's previous grant: computed once per triple, found by identity. Each entry holds
+        # the triple itself, so its ids cannot be reused while it is there; bounded.
+        key = (id(policy), id(client), id(partner))
+        found = self._ceilings.get(key)
+        if found is not None and found[0] is policy and found[1] is client and found[2] is partner:
+            return found[3], found[4]
         credential = AuthenticatedCredential(
             principal=Principal(partner.id, client.id, CredentialKind.OAUTH_CLIENT), partner=partner,
             own_grants=client.scopes)
-        return effective_grants(policy, credential)
+        ceiling = effective_grants(policy, credential)
+        scopes = ceiling_scopes(policy, ceiling)
+        if len(self._ceilings) >= MAX_CEILINGS:
+            self._ceilings.clear()
+        self._ceilings[key] = (policy, client, partner, ceiling, scopes)
+        return ceiling, scopes
 
     # -- revocation (RFC 7009) -------------------------------------------------------------------
 
