@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -45,56 +43,24 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .load import CALL_TIMEOUT, Request, Scenario, build_message, nearest_rank, outcome_of
+from .tools import ToolMissing, ensure_tool
 
 PACKAGE = "nghttp2-client"  # Debian/Ubuntu package of h2load
 PATHS = {"native": "/tollgate.v1.Authorization/Check", "ext_authz": "/envoy.service.auth.v3.Authorization/Check"}
-INSTALL_TIMEOUT = 600.0
 SCRAPE_TIMEOUT = 10.0
 CheckKey = tuple[str, str, str]  # (adapter, decision, reason) of tollgate_checks_total
 
 
-class H2LoadMissing(RuntimeError):
-    pass
+H2LoadMissing = ToolMissing
 
 
 def ensure_h2load(say: Callable[[str], None]) -> str:
     """The path of h2load; installs Debian's nghttp2-client with apt-get (as root, or through a
     password-less sudo) when it is not on PATH. Raises H2LoadMissing saying what to do otherwise."""
-    found = shutil.which("h2load")
-    if found:
-        return found
     how = (f"install h2load yourself (Debian/Ubuntu: `sudo apt-get install {PACKAGE}`; Fedora: "
            "`sudo dnf install nghttp2`; macOS: `brew install nghttp2`) and run again, or leave the h2load "
            "rows out with `--parts grpcio`")
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise H2LoadMissing(f"h2load is not on PATH and there is no apt-get here: {how}")
-    prefix: list[str] = []
-    if os.geteuid() != 0:
-        sudo = shutil.which("sudo")
-        if sudo is None or subprocess.run([sudo, "-n", "true"], capture_output=True, timeout=30).returncode:
-            raise H2LoadMissing(f"h2load is not on PATH and installing {PACKAGE} needs root: {how}")
-        prefix = [sudo, "-n"]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = [*prefix, apt, "install", "-y", "--no-install-recommends", PACKAGE]
-    say(f"h2load is not on PATH: {shlex.join(install)}")
-    failure = ""
-    for step in (None, [*prefix, apt, "update"]):  # the second try refreshes the package lists first
-        try:
-            if step is not None:
-                say(f"  retrying after {shlex.join(step)}")
-                subprocess.run(step, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
-            done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            failure = f"timed out after {INSTALL_TIMEOUT:.0f} s"
-            continue
-        found = shutil.which("h2load")
-        if done.returncode == 0 and found:
-            say(f"  installed {found}")
-            return found
-        last_lines = (done.stderr or done.stdout).strip().splitlines()
-        failure = last_lines[-1] if last_lines else f"exit {done.returncode}"
-    raise H2LoadMissing(f"h2load is not on PATH and `apt-get install {PACKAGE}` failed ({failure}): {how}")
+    return ensure_tool("h2load", PACKAGE, how, say)
 
 
 # -- bodies -------------------------------------------------------------------------------------
@@ -143,9 +109,11 @@ def check_bodies(target: str, scenario: Scenario, bodies: list[tuple[Path, Reque
 
 # -- the server's decision counter --------------------------------------------------------------
 
-def scrape(ports: Sequence[int]) -> dict[int, Counter]:
-    """tollgate_checks_total by (adapter, decision, reason), per metrics port; retried for up to
-    SCRAPE_TIMEOUT seconds (a worker's metrics server may come up just after its gRPC port)."""
+def scrape(ports: Sequence[int], metric: str = "tollgate_checks_total",
+           labels: Sequence[str] = ("adapter", "decision", "reason")) -> dict[int, Counter]:
+    """A counter (by default tollgate_checks_total by (adapter, decision, reason)) by the values
+    of `labels`, per metrics port; retried for up to SCRAPE_TIMEOUT seconds (a worker's metrics
+    server may come up just after its gRPC port)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     found: dict[int, Counter] = {}
@@ -163,10 +131,8 @@ def scrape(ports: Sequence[int]) -> dict[int, Counter]:
         counts: Counter = Counter()
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == "tollgate_checks_total":
-                    labels = sample.labels
-                    counts[(labels.get("adapter", ""), labels.get("decision", ""), labels.get("reason", ""))] += \
-                        int(sample.value)
+                if sample.name == metric:
+                    counts[tuple(sample.labels.get(label, "") for label in labels)] += int(sample.value)
         found[port] = counts
     return found
 

@@ -16,10 +16,19 @@ For each store (SQLite, PostgreSQL or both):
 Steps 2-6 use the grpcio load generator (bench/load.py, part `grpcio`). Part `h2load` adds rows
 driven by h2load (bench/h2load.py), which leaves the server most of the machine, in interleaved
 rounds reported as medians: at saturation the floor with 1 and 2 processes, Tollgate with 1 and 2
-workers (scenarios (a), (b) and (e)) and with the decision memo off ((a), (b)); at concurrency 1
-the floor and 1 worker. Each row is verified against the server's decision counter. Part `rss`
-(`--rss-minutes N`) runs (b) at saturation for N minutes against one worker and samples its RSS
-every 10 s.
+workers (scenarios (a), (b), (b-es), (f) and (e)) and with the decision memo off ((a), (b), (b-es),
+(f)); at concurrency 1 the floor and 1 worker. Each row is verified against the server's decision
+counter. Part `rss` (`--rss-minutes N`) runs (b) at saturation for N minutes against one worker and
+samples its RSS every 10 s.
+
+Part `tokens` measures the token endpoint (`POST /oauth/token`, client_credentials) with wrk
+(bench/wrk.py) over HTTP/1.1 keep-alive connections, every request from another of the seeded
+OAuth clients (2,000 by default), against the HTTP floor (bench/http_floor.py: the same Starlette
+and uvicorn stack with an empty handler, 1 and 2 processes) and Tollgate (1 and 2 workers), all
+side by side in interleaved rounds; each row is verified by the script's count of non-200 answers
+and by the server's `tollgate_token_requests_total`. The h2load part adds (f), Check of a token
+that Tollgate issued (obtained from its token endpoint at the start), next to (b) and (b-es), the
+same check with an external issuer's RS256 and ES256 tokens.
 
 Every response is checked against its scenario's expectation; a mismatch fails the run (exit 1)
 after the results are written. Results: markdown tables on stdout and in bench/results.md.
@@ -30,6 +39,7 @@ and targets 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shlex
@@ -41,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,8 +63,11 @@ from service.tokens import new_key_encryption_key
 from tests.support.keys import access_token_claims
 
 from . import h2load as h2
+from . import oauth
 from . import seed as seeding
+from . import wrk
 from .load import Expectation, LoadGenerator, Measurement, Request, Scenario
+from .tools import ToolMissing
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = PROJECT_ROOT / "bench" / "results.md"
@@ -64,15 +77,21 @@ TOKEN_LIFETIME = 3 * 3600
 START_TIMEOUT = 60.0
 RSS_INTERVAL = 10.0  # seconds between RSS samples of --rss-minutes
 MIN_SHARE = 0.6  # an h2load measured run shorter than this share of --h2load-seconds is run again
+# Tollgate's own issuer in every bench server: the servers of a store share it (and their key-encryption
+# key), so a token one of them issued is accepted by the others, as replicas of one deployment.
+ISSUER_URL = "https://tollgate.bench.test"
+SETTLE = 0.3  # seconds after a wrk run before the server's counters are read (its last answers land)
+# The scenarios the grpcio load generator runs (b-es and f are h2load rows).
+GRPCIO_SCENARIOS = ("a", "b", "c", "d-sig", "d-rel", "e")
 
 
 # -- scenarios ----------------------------------------------------------------------------------
 
 def build_scenarios(seeded: seeding.Seeded, distinct: int = DISTINCT) -> dict[str, Scenario]:
-    """The five scenarios over `distinct` credentials of the seeded store (fewer API keys when the
-    store keeps fewer)."""
+    """The scenarios over `distinct` credentials of the seeded store (fewer API keys when the
+    store keeps fewer); (f) needs a running server and is built by `own_token_scenario`."""
     size = seeded.size
-    partners = [seeding.partner_id(p) for p in seeding.active_partners(size)]
+    active = seeding.active_partners(size)
     partner_index = {seeding.partner_id(p): p for p in range(size.partners)}
 
     keys = seeded.api_keys[:distinct]
@@ -84,16 +103,15 @@ def build_scenarios(seeded: seeding.Seeded, distinct: int = DISTINCT) -> dict[st
         return seeded.signers[issuer].sign(claims)
 
     def nth(kind: str, i: int) -> tuple[str, str]:
-        """The i-th (partner, subject) with a relation of `kind`, spread over partners first."""
-        pid = partners[i % len(partners)]
-        subjects = seeding.subjects(size, partner_index[pid], kind)
-        return pid, subjects[(i // len(partners)) % len(subjects)]
+        return nth_subject(size, active, kind, i)
 
-    user_jwt = []
+    user_jwt, user_jwt_es = [], []
     for i in range(distinct):
         pid, user = nth(seeding.ACTIVE_USER, i)
         user_jwt.append(Request(partner=pid, authorization=f"Bearer {token('rsa', pid, 'user:read')}",
                                 operation="getUser", user_id=user))
+        user_jwt_es.append(Request(partner=pid, authorization=f"Bearer {token('ec', pid, 'user:read')}",
+                                   operation="getUser", user_id=user))
     org_jwt = []
     for i in range(distinct):
         pid, organization = nth(seeding.ACTIVE_ORGANIZATION, i)
@@ -128,6 +146,8 @@ def build_scenarios(seeded: seeding.Seeded, distinct: int = DISTINCT) -> dict[st
         "a": Scenario("a", "(a) API key + scope (createCourtBooking)", "native", api_key,
                       Expectation(min_allowed=0.99)),
         "b": Scenario("b", "(b) JWT RS256 + scope + user relation (getUser)", "native", tuple(user_jwt), allow),
+        "b-es": Scenario("b-es", "(b-es) JWT ES256, external issuer + scope + user relation (getUser)", "native",
+                         tuple(user_jwt_es), allow),
         "c": Scenario("c", "(c) JWT ES256 + organization relation (getOrganization)", "native", tuple(org_jwt),
                       allow),
         "d-sig": Scenario("d-sig", "(d) deny: bad RS256 signature", "native", tuple(bad_signature),
@@ -137,6 +157,28 @@ def build_scenarios(seeded: seeding.Seeded, distinct: int = DISTINCT) -> dict[st
         "e": Scenario("e", "(e) ext_authz: API key + JWT/relation mix", "ext_authz", tuple(ext_authz),
                       Expectation(min_allowed=0.99)),
     }
+
+
+def nth_subject(size: seeding.SeedSize, active: list[int], kind: str, i: int) -> tuple[str, str]:
+    """The i-th (partner, subject) with a relation of `kind`, spread over the active partners first
+    (so the i-th seeded OAuth client, seeding.oauth_client_partner, belongs to the i-th pair's partner)."""
+    p = active[i % len(active)]
+    subjects = seeding.subjects(size, p, kind)
+    return seeding.partner_id(p), subjects[(i // len(active)) % len(subjects)]
+
+
+def own_token_scenario(seeded: seeding.Seeded, tokens: list[str]) -> Scenario:
+    """(f): the requests of (b) (the same partner/user pairs, getUser) with, instead of an external
+    issuer's token, the access token Tollgate issued to the i-th seeded OAuth client (scope user:read)."""
+    active = seeding.active_partners(seeded.size)
+    requests = []
+    for i, token in enumerate(tokens):
+        pid, user = nth_subject(seeded.size, active, seeding.ACTIVE_USER, i)
+        if seeded.oauth_clients[i].partner != pid:
+            raise AssertionError(f"OAuth client {i} belongs to {seeded.oauth_clients[i].partner}, not {pid}")
+        requests.append(Request(partner=pid, authorization=f"Bearer {token}", operation="getUser", user_id=user))
+    return Scenario("f", "(f) JWT ES256 issued by Tollgate + scope + user relation (getUser)", "native",
+                    tuple(requests), Expectation(min_allowed=1.0))
 
 
 def floor_scenarios(scenarios: dict[str, Scenario]) -> dict[str, Scenario]:
@@ -156,11 +198,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def free_ports(count: int) -> int:
-    """The first of `count` consecutive free ports (a server's workers serve metrics on port + i)."""
+def free_ports(count: int, avoid: tuple[int, ...] = ()) -> int:
+    """The first of `count` consecutive free ports (a server's workers serve metrics on port + i),
+    none of them in `avoid` (ports chosen for the same server but not bound yet)."""
     for _ in range(50):
         first = free_port()
-        if first + count > 65535:
+        if first + count > 65535 or set(range(first, first + count)) & set(avoid):
             continue
         try:
             for port in range(first + 1, first + count):
@@ -182,6 +225,12 @@ class Server:
     # (the 2-process floor).
     metrics_ports: tuple[int, ...] = ()
     others: tuple[subprocess.Popen, ...] = ()
+    # The OAuth endpoints' HTTP port (Tollgate; the HTTP floor serves only this one); 0: none.
+    http_port: int = 0
+
+    @property
+    def http_target(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
 
     @property
     def target(self) -> str:
@@ -257,28 +306,36 @@ def listening_sockets(port: int) -> int:
     return count
 
 
-def _spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen, Path]:
+def _spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path,
+           service_dir: Path | None = None) -> tuple[subprocess.Popen, Path]:
+    """`service_dir`: run from there (its `service` package is imported first), with this tree
+    on PYTHONPATH for the bench modules."""
     log_path = log_dir / f"{name}.log"
+    if service_dir is not None:
+        env = {**env, "PYTHONPATH": str(PROJECT_ROOT)}
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(command, cwd=service_dir or PROJECT_ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     return process, log_path
 
 
-def _wait_ready(server: Server, listeners: int) -> None:
+def _wait_ready(server: Server, listeners: int, grpc_port: bool = True) -> None:
     deadline = time.monotonic() + START_TIMEOUT
-    with grpc.insecure_channel(server.target) as channel:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=START_TIMEOUT)
-        except grpc.FutureTimeoutError:
-            raise RuntimeError(f"{server.name} did not start:\n{server.log_tail()}") from None
+    if grpc_port:
+        with grpc.insecure_channel(server.target) as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=START_TIMEOUT)
+            except grpc.FutureTimeoutError:
+                raise RuntimeError(f"{server.name} did not start:\n{server.log_tail()}") from None
     # Every worker must be listening before the clients connect, or the kernel spreads all the
     # connections over the ones that are.
-    while listening_sockets(server.port) < listeners:
-        if time.monotonic() > deadline or server.process.poll() is not None:
-            raise RuntimeError(f"{server.name}: {listening_sockets(server.port)} of {listeners} workers listen:\n"
-                               f"{server.log_tail()}")
-        time.sleep(0.1)
+    ports = ([server.port] if grpc_port else []) + ([server.http_port] if server.http_port else [])
+    for port in ports:
+        while listening_sockets(port) < listeners:
+            if time.monotonic() > deadline or server.process.poll() is not None:
+                raise RuntimeError(f"{server.name}: {listening_sockets(port)} of {listeners} workers listen on "
+                                   f"{port}:\n{server.log_tail()}")
+            time.sleep(0.1)
 
 
 def stop(server: Server) -> None:
@@ -296,11 +353,18 @@ def stop(server: Server) -> None:
 
 @contextmanager
 def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: bool = True,
-             metrics: bool = False, memo: bool = True) -> Iterator[Server]:
+             metrics: bool = False, memo: bool = True, kek: str | None = None,
+             service_dir: Path | None = None) -> Iterator[Server]:
     """The real server; `metrics`: with /metrics on consecutive free ports (one per worker);
-    `memo`: False turns the decision memo off (every check decided from the fact cache)."""
+    `memo`: False turns the decision memo off (every check decided from the fact cache); `kek`:
+    the key-encryption key (servers on one store share it: it seals the store's signing key;
+    default: a fresh one); `service_dir`: a source tree whose `service` to run instead of this one.
+    Every server gets its own free HTTP port for the OAuth endpoints (its workers share it)."""
     port = free_port()
-    metrics_port = free_ports(workers) if metrics else 0
+    http_port = free_port()
+    while http_port == port:
+        http_port = free_port()
+    metrics_port = free_ports(workers, avoid=(port, http_port)) if metrics else 0
     data_dir = log_dir / f"{name}-data"
     data_dir.mkdir(exist_ok=True)
     env = {
@@ -310,11 +374,14 @@ def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: boo
         "TOLLGATE_DATABASE_URL": url,
         "TOLLGATE_DATA_DIR": str(data_dir),
         "TOLLGATE_POLICY_PATH": str(POLICY),
-        # Nothing is sealed (no HS256 issuer); the server still wants the key at start.
-        "TOLLGATE_KEY_ENCRYPTION_KEY": new_key_encryption_key(),
+        # Seals the store's signing key (made by the first server to start on it).
+        "TOLLGATE_KEY_ENCRYPTION_KEY": kek or new_key_encryption_key(),
         "TOLLGATE_LOG_FORMAT": "json",
         "TOLLGATE_LOG_LEVEL": "WARNING",
         "TOLLGATE_WORKERS": str(workers),
+        "TOLLGATE_HTTP_PORT": str(http_port),
+        "TOLLGATE_ISSUER_URL": ISSUER_URL,
+        "TOLLGATE_ACCESS_TOKEN_LIFETIME_SECONDS": str(TOKEN_LIFETIME),
     }
     if not cache:
         env["TOLLGATE_CACHE_MAX_ENTRIES"] = "0"
@@ -322,9 +389,9 @@ def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: boo
         env["TOLLGATE_DECISION_MEMO_MAX_ENTRIES"] = "0"
     command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--metrics-port", str(metrics_port)]
-    process, log_path = _spawn(name, command, env, log_dir)
+    process, log_path = _spawn(name, command, env, log_dir, service_dir)
     server = Server(name, process, port, log_path,
-                    tuple(range(metrics_port, metrics_port + workers)) if metrics else ())
+                    tuple(range(metrics_port, metrics_port + workers)) if metrics else (), http_port=http_port)
     try:
         _wait_ready(server, workers)
         yield server
@@ -333,16 +400,32 @@ def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: boo
 
 
 @contextmanager
-def floor_server(log_dir: Path, processes: int = 1) -> Iterator[Server]:
+def floor_server(log_dir: Path, processes: int = 1, service_dir: Path | None = None) -> Iterator[Server]:
     """The floor; `processes` > 1: that many floor processes on one port (gRPC binds with
     SO_REUSEPORT), the floor of a server with as many workers."""
     port = free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": os.environ.get("LANG", "C.UTF-8")}
     spawned = [_spawn(f"floor-{processes}-{i}", [sys.executable, "-m", "bench.floor", "--port", str(port)], env,
-                      log_dir) for i in range(processes)]
+                      log_dir, service_dir) for i in range(processes)]
     server = Server("floor", spawned[0][0], port, spawned[0][1], others=tuple(p for p, _ in spawned[1:]))
     try:
         _wait_ready(server, processes)
+        yield server
+    finally:
+        stop(server)
+
+
+@contextmanager
+def http_floor_server(log_dir: Path, processes: int = 1, service_dir: Path | None = None) -> Iterator[Server]:
+    """The HTTP floor (bench/http_floor.py): `processes` processes on one port (SO_REUSEPORT)."""
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": os.environ.get("LANG", "C.UTF-8")}
+    spawned = [_spawn(f"http-floor-{processes}-{i}", [sys.executable, "-m", "bench.http_floor", "--port", str(port)],
+                      env, log_dir, service_dir) for i in range(processes)]
+    server = Server("HTTP floor", spawned[0][0], port, spawned[0][1], others=tuple(p for p, _ in spawned[1:]),
+                    http_port=port)
+    try:
+        _wait_ready(server, processes, grpc_port=False)
         yield server
     finally:
         stop(server)
@@ -392,6 +475,53 @@ class H2Row:
 
 
 @dataclass
+class TokenRow:
+    """One wrk row: a server answering client_credentials grants at saturation, in one round."""
+
+    store: str
+    server: str  # "HTTP floor", "HTTP floor, 2 processes", "1 worker", "2 workers"
+    round: int = 0
+    result: wrk.WrkResult | None = None
+    server_cpu: float | None = None
+    server_seconds: float | None = None  # the wall time over which server_cpu was read
+    answered: int = 0  # 200s counted by the server (the floor: wrk's good answers)
+    split: list[int] = field(default_factory=list)  # 200s per worker (metrics port)
+    verified: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float | None:
+        return self.result.throughput if self.result and self.result.seconds else None
+
+    @property
+    def cpu_per_grant(self) -> float | None:
+        return self.server_cpu / self.answered if self.server_cpu is not None and self.answered else None
+
+    @property
+    def server_cores(self) -> float | None:
+        """The server's CPU over the measured run in cores (1.0: one core busy all the time)."""
+        return self.server_cpu / self.server_seconds if self.server_cpu is not None and self.server_seconds else None
+
+    @property
+    def grants_per_core(self) -> float | None:
+        """Grants per second of server CPU: what one core fully used would answer at this cost."""
+        cost = self.cpu_per_grant
+        return 1 / cost if cost else None
+
+    @property
+    def load_cpu_share(self) -> float | None:
+        return self.result.cpu / self.result.seconds if self.result and self.result.seconds else None
+
+
+@dataclass
+class GrantCheck:
+    """One grant sent with Python to a server before its rows: what it answered."""
+
+    description: str
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RssRun:
     """Server RSS sampled under saturation load (h2load, scenario (b), 1 worker)."""
 
@@ -423,6 +553,10 @@ class StoreResult:
     notes: list[str] = field(default_factory=list)
     h2_rows: list[H2Row] = field(default_factory=list)
     rss_run: RssRun | None = None
+    token_rows: list[TokenRow] = field(default_factory=list)
+
+    def token_rounds(self, server: str) -> list[TokenRow]:
+        return [row for row in self.token_rows if row.server == server]
 
     def h2_rounds(self, server: str, scenario: str) -> list[H2Row]:
         """Every round's row of one server and scenario, in round order."""
@@ -468,6 +602,14 @@ class Options:
     rss_warmup: float = 30.0
     h2load: str = ""  # the binary, found (or installed) before the run
     h2load_version: str = ""
+    tokens_rounds: int = 5
+    tokens_seconds: float = 5.0
+    tokens_connections: int = 16
+    tokens_threads: int = 2
+    oauth_clients: int = seeding.OAUTH_CLIENTS
+    service_dir: Path | None = None  # run the servers' `service` package from this tree
+    wrk: str = ""  # the binary, found (or installed) before the run
+    wrk_version: str = ""
 
 
 class Bench:
@@ -477,6 +619,28 @@ class Bench:
         self.load = load
         self.log_dir = log_dir
         self.say = say
+        # Shared by every server of the run: the first server on a store seals its signing key
+        # with it, and the others must unseal that key to issue tokens.
+        self.kek = new_key_encryption_key()
+
+    def tollgate(self, name: str, url: str, **options) -> AbstractContextManager[Server]:
+        """The real server (see `tollgate`) with the run's key-encryption key and source tree."""
+        return tollgate(name, url, self.log_dir, kek=self.kek, service_dir=self.options.service_dir, **options)
+
+    def own_token_scenario(self, result: StoreResult, server: Server, seeded: seeding.Seeded) -> Scenario | None:
+        """(f): tokens for the scenario's first `distinct` seeded OAuth clients, from the server's
+        token endpoint (scope user:read). None, with a note, when the server issues none."""
+        clients = seeded.oauth_clients[:self.options.distinct]
+        started = time.monotonic()
+        try:
+            tokens = oauth.issue_tokens(server.http_port, clients, ISSUER_URL, scope="user:read")
+        except (oauth.GrantFailed, OSError) as error:
+            result.notes.append(f"(f) left out: the token endpoint gave no tokens ({error})")
+            self.say(f"[{result.store}] (f) left out: {error}")
+            return None
+        self.say(f"[{result.store}] (f): {len(tokens):,} tokens from {len(clients):,} OAuth clients in "
+                 f"{time.monotonic() - started:.1f} s")
+        return own_token_scenario(seeded, tokens)
 
     def measure(self, result: StoreResult, server: Server, label: str, scenario: Scenario, mode: str, *,
                 prime: bool = False, seconds: float | None = None, round_: int | None = None) -> Measurement:
@@ -498,14 +662,16 @@ class Bench:
         with seeding.fresh_database(backend) as url:
             self.say(f"[{backend}] seeding ({size.name}: {size.partners:,} partners, {size.keys:,} keys, "
                      f"{size.relations:,} relations)")
-            seeded = seeding.seed(url, size, log=self.say)
+            seeded = seeding.seed(url, size, oauth_clients=o.oauth_clients, log=self.say)
             result.seeded[size.name] = {"counts": seeded.counts, "seconds": seeded.seconds}
             self.say(f"[{backend}] seeded in {seeded.seconds['total']:.1f} s; signing tokens")
             scenarios = build_scenarios(seeded, o.distinct)
             if "grpcio" in o.parts:
                 self.grpcio_rows(result, url, scenarios)
             if "h2load" in o.parts:
-                self.h2load_rows(result, url, scenarios)
+                self.h2load_rows(result, url, scenarios, seeded)
+            if "tokens" in o.parts:
+                self.token_rows(result, url, seeded)
             if "rss" in o.parts:
                 self.rss_over_time(result, url, scenarios)
             if "grpcio" in o.parts and not o.small:
@@ -530,8 +696,7 @@ class Bench:
             for cache in (True, False):
                 suffix = "" if cache else ", no cache"
                 for size, store_url, scenario in (("1M", url, b_full), ("1k", small_url, b_small)):
-                    server = servers.enter_context(tollgate(f"{backend}-{size}-{cache}", store_url, self.log_dir,
-                                                            cache=cache))
+                    server = servers.enter_context(self.tollgate(f"{backend}-{size}-{cache}", store_url, cache=cache))
                     rows.append((server, f"1 worker, {size} relations{suffix}", scenario))
             for round_ in range(self.RELATIONS_ROUNDS):
                 self.say(f"[{backend}] 1k vs 1M relations: round {round_ + 1} of {self.RELATIONS_ROUNDS}")
@@ -544,22 +709,22 @@ class Bench:
         o = self.options
         backend = result.store
         self.say(f"[{backend}] floor")
-        with floor_server(self.log_dir) as floor:
+        with floor_server(self.log_dir, 1, o.service_dir) as floor:
             for scenario in floor_scenarios(scenarios).values():
                 for mode in ("c1", "sat"):
                     self.measure(result, floor, "floor", scenario, mode, prime=mode == "c1")
 
         self.say(f"[{backend}] Tollgate, 1 worker")
-        with tollgate(f"{backend}-1", url, self.log_dir) as server:
+        with self.tollgate(f"{backend}-1", url) as server:
             started = server.rss_kib()
-            for scenario in scenarios.values():
+            for scenario in (scenarios[key] for key in GRPCIO_SCENARIOS):
                 for mode in ("c1", "sat"):  # c1 first: its priming pass warms the caches for both
                     self.measure(result, server, "1 worker", scenario, mode, prime=mode == "c1")
             result.rss.append(("1 worker", started, server.rss_kib()))
 
         workload = ["a"] if o.quick else ["a", "b"]
         self.say(f"[{backend}] Tollgate, 2 workers")
-        with tollgate(f"{backend}-2", url, self.log_dir, workers=2) as server:
+        with self.tollgate(f"{backend}-2", url, workers=2) as server:
             started = server.rss_kib()
             for key in workload:
                 self.measure(result, server, "2 workers", scenarios[key], "sat", prime=True)
@@ -567,16 +732,17 @@ class Bench:
 
         if not o.quick:
             self.say(f"[{backend}] Tollgate, 1 worker, fact cache off")
-            with tollgate(f"{backend}-nocache", url, self.log_dir, cache=False) as server:
+            with self.tollgate(f"{backend}-nocache", url, cache=False) as server:
                 for mode in ("c1", "sat"):
                     self.measure(result, server, "1 worker, no cache", scenarios["b"], mode,
                                  prime=mode == "c1")
 
     # -- h2load rows ----------------------------------------------------------------------------
 
-    H2_SCENARIOS = ("a", "b", "e")
+    H2_SCENARIOS = ("a", "b", "b-es", "f", "e")
 
-    def h2load_rows(self, result: StoreResult, url: str, scenarios: dict[str, Scenario]) -> None:
+    def h2load_rows(self, result: StoreResult, url: str, scenarios: dict[str, Scenario],
+                    seeded: seeding.Seeded) -> None:
         """Rows driven by h2load, in interleaved rounds: every server compared runs side by side
         (each idle while another is measured) and every round measures each row once, floors
         first, so that a burst of other load on the shared machine lands on both sides of a ratio;
@@ -585,20 +751,28 @@ class Bench:
         concurrency 1: the floor and 1 worker."""
         backend = result.store
         floors = floor_scenarios(scenarios)
-        a, b, e = (scenarios[key] for key in self.H2_SCENARIOS)
-        with floor_server(self.log_dir, 1) as floor, floor_server(self.log_dir, 2) as floor2, \
-                tollgate(f"{backend}-h2load-1", url, self.log_dir, metrics=True) as one, \
-                tollgate(f"{backend}-h2load-no-memo", url, self.log_dir, metrics=True, memo=False) as no_memo, \
-                tollgate(f"{backend}-h2load-2", url, self.log_dir, workers=2, metrics=True) as two:
+        a, b, e = (scenarios[key] for key in ("a", "b", "e"))
+        service_dir = self.options.service_dir
+        with floor_server(self.log_dir, 1, service_dir) as floor, \
+                floor_server(self.log_dir, 2, service_dir) as floor2, \
+                self.tollgate(f"{backend}-h2load-1", url, metrics=True) as one, \
+                self.tollgate(f"{backend}-h2load-no-memo", url, metrics=True, memo=False) as no_memo, \
+                self.tollgate(f"{backend}-h2load-2", url, workers=2, metrics=True) as two:
+            jwt_scenarios = [b, scenarios["b-es"]]
+            if own := self.own_token_scenario(result, one, seeded):
+                jwt_scenarios.append(own)
             saturation = [
                 (floor, "floor", floors["floor"]), (floor2, "floor, 2 processes", floors["floor"]),
-                (one, "1 worker", a), (two, "2 workers", a), (no_memo, "1 worker, no decision memo", a),
-                (one, "1 worker", b), (two, "2 workers", b), (no_memo, "1 worker, no decision memo", b),
+                (one, "1 worker", a), (two, "2 workers", a), (no_memo, "1 worker, no decision memo", a)]
+            for scenario in jwt_scenarios:
+                saturation += [(one, "1 worker", scenario), (two, "2 workers", scenario),
+                               (no_memo, "1 worker, no decision memo", scenario)]
+            saturation += [
                 (floor, "floor", floors["floor-ext"]), (floor2, "floor, 2 processes", floors["floor-ext"]),
                 (one, "1 worker", e), (two, "2 workers", e)]
-            concurrency_one = [(floor, "floor (c1)", floors["floor"]), (one, "1 worker (c1)", a),
-                               (one, "1 worker (c1)", b), (floor, "floor (c1)", floors["floor-ext"]),
-                               (one, "1 worker (c1)", e)]
+            concurrency_one = [(floor, "floor (c1)", floors["floor"]), (one, "1 worker (c1)", a)]
+            concurrency_one += [(one, "1 worker (c1)", scenario) for scenario in jwt_scenarios]
+            concurrency_one += [(floor, "floor (c1)", floors["floor-ext"]), (one, "1 worker (c1)", e)]
             for round_ in range(self.options.h2_rounds):
                 self.say(f"[{backend}] h2load: round {round_ + 1} of {self.options.h2_rounds}")
                 for server, label, scenario in saturation:
@@ -710,7 +884,7 @@ class Bench:
         duration = o.rss_warmup + o.rss_minutes * 60
         self.say(f"[{result.store}] RSS over time: (b) at saturation (h2load) for {o.rss_warmup:g} s + "
                  f"{o.rss_minutes:g} min, 1 worker, RSS every {RSS_INTERVAL:g} s")
-        with tollgate(f"{result.store}-rss", url, self.log_dir, metrics=True) as server:
+        with self.tollgate(f"{result.store}-rss", url, metrics=True) as server:
             row = H2Row(result.store, "1 worker", scenario)
             run_info.row = row
             bodies = self._h2_bodies(result, scenario, self.options.h2_bodies)
@@ -748,6 +922,134 @@ class Bench:
             self.say(f"    RSS start {points[0][1]:.1f} MiB, max {max(m for _, m in points):.1f}, end "
                      f"{points[-1][1]:.1f}, slope {_slope(run_info.slope())} MiB/min; "
                      f"{summary.throughput:,.0f} checks/s{'' if not row.problems else '  MISMATCH: ' + '; '.join(row.problems)}")
+
+    # -- token endpoint rows (wrk) --------------------------------------------------------------
+
+    TOKEN_SERVERS = ("HTTP floor", "HTTP floor, 2 processes", "1 worker", "2 workers")
+    PRIME_SECONDS = 20.0  # at most, per server, sending every client's grant a few times before round 1
+
+    def token_rows(self, result: StoreResult, url: str, seeded: seeding.Seeded) -> None:
+        """client_credentials grants at saturation, driven by wrk over keep-alive connections with
+        every seeded OAuth client in turn: the HTTP floor (1 and 2 processes) and Tollgate (1 and 2
+        workers) side by side, in interleaved rounds (each round measures every row once, floors
+        first); Tollgate's fact caches are primed with every client before the first round."""
+        o, backend = self.options, result.store
+        work = self.log_dir / f"wrk-{backend}"
+        work.mkdir(parents=True, exist_ok=True)
+        clients = seeded.oauth_clients
+        script = wrk.write_script(work / "grants.lua",
+                                  [wrk.basic_authorization(c.client_id, c.secret) for c in clients])
+        self.say(f"[{backend}] token endpoint: {len(clients):,} OAuth clients, wrk {o.tokens_threads} threads × "
+                 f"{o.tokens_connections} connections")
+        with http_floor_server(self.log_dir, 1, o.service_dir) as floor, \
+                http_floor_server(self.log_dir, 2, o.service_dir) as floor2, \
+                self.tollgate(f"{backend}-tokens-1", url, metrics=True) as one, \
+                self.tollgate(f"{backend}-tokens-2", url, workers=2, metrics=True) as two:
+            servers = list(zip((floor, floor2, one, two), self.TOKEN_SERVERS))
+            checks = {label: self._grant_check(server, label, clients) for server, label in servers}
+            for server, label in servers:
+                if server.metrics_ports:
+                    self._prime_grants(server, label, script, work, len(clients) * 3 * len(server.metrics_ports))
+            for round_ in range(o.tokens_rounds):
+                self.say(f"[{backend}] token endpoint: round {round_ + 1} of {o.tokens_rounds}")
+                for server, label in servers:
+                    self.token_measure(result, server, label, script, work, checks[label], round_)
+
+    def _grant_check(self, server: Server, label: str, clients: list[seeding.OAuthClient]) -> GrantCheck:
+        """Four clients' grants sent with Python: Tollgate must answer each with an RFC 9068 token
+        for that client, the floor with its constant."""
+        sample = clients[:4]
+        problems = []
+        for client in sample:
+            try:
+                status, answer = oauth.grant(server.http_port, client)
+            except OSError as error:
+                problems.append(f"{client.client_id}: {error}")
+                continue
+            if server.metrics_ports:
+                problems += oauth.token_problems(status, answer, client, ISSUER_URL)
+            elif status != 200 or "access_token" not in answer:
+                problems.append(f"{client.client_id}: HTTP {status} {str(answer)[:160]}")
+        what = "an ES256 access token for the client" if server.metrics_ports else "the constant"
+        description = f"Python grant of {len(sample)} clients: {what}" + ("" if not problems else " — FAILED")
+        if problems:
+            self.say(f"    {label}: grant check failed: {'; '.join(problems[:3])}")
+        return GrantCheck(description, problems)
+
+    def _prime_grants(self, server: Server, label: str, script: Path, work: Path, target: int) -> None:
+        """wrk runs of 2 s until about `target` grants were answered (every client's a few times on
+        every worker, so its facts are cached) or PRIME_SECONDS have passed."""
+        o = self.options
+        started, answered = time.monotonic(), 0
+        while answered < target and time.monotonic() - started < self.PRIME_SECONDS:
+            run = wrk.WrkRun(o.wrk, server.http_target, script, work, seconds=2, connections=o.tokens_connections,
+                             threads=o.tokens_threads, name=f"prime-{label}".replace(" ", "-").replace(",", ""))
+            done = run.wait()
+            answered += done.requests
+            if done.problems() or not done.requests:
+                break
+        self.say(f"    {label}: primed with {answered:,} grants in {time.monotonic() - started:.1f} s")
+
+    def token_measure(self, result: StoreResult, server: Server, label: str, script: Path, work: Path,
+                      check: GrantCheck, round_: int) -> TokenRow:
+        """One wrk row: a warm-up, then the measured run, the server's token counter and CPU read
+        around it (after SETTLE seconds, so that answers to wrk's last requests are counted)."""
+        o = self.options
+        row = TokenRow(result.store, label, round_)
+        result.token_rows.append(row)
+        row.problems += check.problems
+        tag = f"{label}-{round_}".replace(", ", "-").replace(" ", "-")
+        counted = bool(server.metrics_ports)
+
+        def run(name: str, seconds: float) -> wrk.WrkResult:
+            return wrk.WrkRun(o.wrk, server.http_target, script, work, seconds=seconds,
+                              connections=o.tokens_connections, threads=o.tokens_threads, name=name).wait()
+
+        warm = run(f"{tag}-warmup", max(o.warmup, 1.0))
+        row.problems += [f"warm-up: {problem}" for problem in warm.problems()]
+        time.sleep(SETTLE)
+        before = h2.scrape(server.metrics_ports, *TOKEN_COUNTER) if counted else {}
+        cpu_before, clock = server.cpu_seconds(), time.monotonic()
+        row.result = done = run(f"{tag}-measured", o.tokens_seconds)
+        time.sleep(SETTLE)
+        row.server_cpu = server.cpu_seconds() - cpu_before
+        row.server_seconds = time.monotonic() - clock
+        row.problems += done.problems()
+        wrk_says = f"wrk: {done.good:,} answers 200 with an access_token, {done.bad:,} other"
+        if counted:
+            delta, per_port = h2.counter_delta(before, h2.scrape(server.metrics_ports, *TOKEN_COUNTER))
+            row.answered = delta.pop(("token", "200"), 0)
+            row.split = [per_port.get(port, 0) for port in server.metrics_ports]
+            if not done.good <= row.answered <= done.good + o.tokens_connections:
+                row.problems.append(f"server counted {row.answered:,} token 200s, wrk {done.good:,} "
+                                    f"(+ at most {o.tokens_connections} in flight)")
+            if delta:
+                row.problems.append("unexpected answers " + ", ".join(
+                    f"{endpoint} {status} {count:+,}" for (endpoint, status), count in sorted(delta.items())))
+            row.verified = (f"{check.description}; {wrk_says}; server counted {row.answered:,} token 200s "
+                            f"({row.answered - done.good:+,} in flight when wrk stopped), "
+                            f"{sum(delta.values())} other answers")
+        else:
+            row.answered = done.good
+            row.verified = f"{check.description}; {wrk_says} (no counter on the floor)"
+        self._token_say(row)
+        return row
+
+    def _token_say(self, row: TokenRow) -> None:
+        r = row.result
+        flag = "" if not row.problems else "  MISMATCH: " + "; ".join(row.problems)
+        if r is None:
+            self.say(f"    wrk {row.server:<24} no measurement{flag}")
+            return
+        split = f"  per worker {'/'.join(f'{n:,}' for n in row.split)}" if len(row.split) > 1 else ""
+        self.say(f"    wrk {row.server:<24} {r.throughput:6.0f} grants/s  p50 {_us(r.percentile('p50'))} µs  "
+                 f"p99 {_us(r.percentile('p99'))} µs  server CPU {_us(row.cpu_per_grant)} µs/grant "
+                 f"({_cores(row.server_cores)} cores)  "
+                 f"wrk CPU {_pct(row.load_cpu_share)} of a core  ({r.requests:,} grants){split}{flag}")
+
+
+# tollgate_token_requests_total by (endpoint, status): the token endpoint's answers, per worker.
+TOKEN_COUNTER = ("tollgate_token_requests_total", ("endpoint", "status"))
 
 
 def _decisions(delta) -> str:
@@ -820,6 +1122,13 @@ def report(results: list[StoreResult], options: Options, command: str, started: 
     if "h2load" in options.parts or "rss" in options.parts:
         add(f"- h2load load: {options.h2load_version or 'h2load'} (the nghttp2 C client), {options.h2_connections} "
             f"connections × {options.h2_streams} streams, {options.h2_bodies} bodies (details above its tables)")
+    if "tokens" in options.parts:
+        add(f"- wrk load (token endpoint): {options.wrk_version or 'wrk'}, {options.tokens_threads} threads, "
+            f"{options.tokens_connections} keep-alive connections in all, {options.oauth_clients:,} distinct OAuth "
+            "clients in turn (details above its tables)")
+    if options.service_dir is not None:
+        add(f"- the servers (Tollgate and the floors) ran the `service` package of `{options.service_dir}`, "
+            "not this tree's")
     add("- latencies are client-side round trips in µs; `/ floor` compares with the constant-answer server "
         "of the same stack measured in the same run (native rows against the native floor, ext_authz "
         "against the ext_authz floor)\n")
@@ -828,13 +1137,16 @@ def report(results: list[StoreResult], options: Options, command: str, started: 
         for name, seeded in result.seeded.items():
             c, s = seeded["counts"], seeded["seconds"]
             add(f"- seeded ({name}): {c['partners']:,} partners, {c['api_keys']:,} API keys, "
-                f"{c['relations']:,} relations, {c['jwt_issuers']} issuers in {s['total']:.1f} s "
+                f"{c['relations']:,} relations, {c['jwt_issuers']} issuers, {c.get('oauth_clients', 0):,} OAuth "
+                f"clients in {s['total']:.1f} s "
                 f"(keys {s['api_keys']:.1f} s, relations {s['relations']:.1f} s)")
         add("")
         if result.rows:
             grpcio_table(result, add)
         if result.h2_rows:
             h2load_table(result, options, add)
+        if result.token_rows:
+            token_table(result, options, add)
         if result.rss_run:
             rss_table(result.rss_run, options, add)
         for note in result.notes:
@@ -847,6 +1159,8 @@ def report(results: list[StoreResult], options: Options, command: str, started: 
                  for p in r.problems]
     problems += [(res.store, "RSS run", "b", "sat", p) for res in results if res.rss_run and res.rss_run.row
                  for p in res.rss_run.row.problems]
+    problems += [(r.store, f"wrk {r.server}", "token", f"round {r.round + 1}", p) for res in results
+                 for r in res.token_rows for p in r.problems]
     if problems:
         add("## Mismatches (the run failed)\n")
         for store, server, key, mode, problem in problems:
@@ -952,15 +1266,19 @@ def h2load_table(result: StoreResult, options: Options, add: Callable[[str], Non
     add("")
     add("| comparison (h2load, medians over the rounds) | value |")
     add("|---|---|")
-    pairs = [(f"floor, 2 processes / floor, {kind}", "floor", "floor, 2 processes", key)
+    # (label, (server, scenario) of the denominator, (server, scenario) of the numerator)
+    pairs = [(f"floor, 2 processes / floor, {kind}", ("floor", key), ("floor, 2 processes", key))
              for kind, key in (("native", "floor"), ("ext_authz", "floor-ext"))]
-    pairs += [(f"2 workers / 1 worker, ({key})", "1 worker", "2 workers", key) for key in Bench.H2_SCENARIOS]
-    pairs += [(f"decision memo on / off, 1 worker, ({key})", "1 worker, no decision memo", "1 worker", key)
-              for key in ("a", "b")]
-    for label, one_name, two_name, key in pairs:
-        ones, twos = result.h2_rounds(one_name, key), result.h2_rounds(two_name, key)
+    pairs += [(f"2 workers / 1 worker, ({key})", ("1 worker", key), ("2 workers", key)) for key in Bench.H2_SCENARIOS]
+    pairs += [(f"decision memo on / off, 1 worker, ({key})", ("1 worker, no decision memo", key), ("1 worker", key))
+              for key in ("a", "b", "b-es", "f")]
+    # Check of a token Tollgate issued against the same check of an external issuer's token.
+    pairs += [(f"(f) / ({other}), {server}", (server, other), (server, "f")) for other in ("b", "b-es")
+              for server in ("1 worker", "2 workers", "1 worker, no decision memo")]
+    for label, (one_server, one_key), (two_server, two_key) in pairs:
+        ones, twos = result.h2_rounds(one_server, one_key), result.h2_rounds(two_server, two_key)
         one, two = (_median_of(rows, lambda r: r.throughput) for rows in (ones, twos))
-        ratios = [b.throughput / a.throughput for a, b in zip(ones, twos) if a.throughput and b.throughput]
+        ratios = _round_ratios(ones, twos, lambda r: r.throughput)
         value = (f"{_count(one)} → {_count(two)} checks/s; median of the per-round ratios "
                  f"{_fixed(statistics.median(ratios))} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
                  if one and two and ratios else "n/a")
@@ -973,12 +1291,121 @@ def h2load_table(result: StoreResult, options: Options, add: Callable[[str], Non
         value = (f"p50 {_us(p50)} µs, p99 {_us(p99)} µs (floor: p50 {_us(f50)} µs, p99 {_us(f99)} µs)"
                  if rows else "n/a")
         add(f"| concurrency 1, 1 worker, ({key}) | {value} |")
+    for other in ("b", "b-es"):
+        ratios = _round_ratios(result.h2_rounds("1 worker (c1)", other), result.h2_rounds("1 worker (c1)", "f"),
+                               lambda r: r.summary and r.summary.percentile(50))
+        value = (f"median of the per-round ratios {_fixed(statistics.median(ratios))} "
+                 f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})" if ratios else "n/a")
+        add(f"| concurrency 1, 1 worker, p50 of (f) / p50 of ({other}) | {value} |")
     add("")
     add("The 2-worker rows are compared with the 2-process floor (the same stack on as many processes), the c1 rows "
-        "with the floor at c1, the others with the 1-process floor at saturation.\n")
+        "with the floor at c1, the others with the 1-process floor at saturation. (f) uses tokens the server issued "
+        "from its token endpoint at the start of the part (one per OAuth client, scope user:read), on the same "
+        "partner/user pairs as (b) and (b-es); (b-es) is (b) with an external issuer's ES256 token, the algorithm "
+        "Tollgate signs with, so (f) / (b-es) compares the issuers alone.\n")
 
 
-def _median_of(rows: list[H2Row], value: Callable[[H2Row], float | None]) -> float | None:
+# Keycloak's published sizing: about 120 client-credentials grants per second per vCPU; the aim is ten times that.
+KEYCLOAK_GRANTS_PER_VCPU = 120
+GRANTS_PER_CORE_AIM = 10 * KEYCLOAK_GRANTS_PER_VCPU
+
+
+def token_table(result: StoreResult, options: Options, add: Callable[[str], None]) -> None:
+    o = options
+    add(f"### Token endpoint: wrk (HTTP/1.1 client_credentials grants, {o.oauth_clients:,} distinct OAuth clients)\n")
+    add(f"`POST /oauth/token` with `grant_type=client_credentials` and HTTP Basic client authentication, over "
+        f"{o.tokens_connections} keep-alive connections ({o.tokens_threads} wrk threads); every request comes from "
+        f"the next of {o.oauth_clients:,} seeded OAuth clients (each thread cycles through all of them from its own "
+        "offset), every one granted before the first round (Tollgate's fact cache holds them: no store read per "
+        "grant, and a client_credentials grant writes nothing). *HTTP floor*: the same Starlette/uvicorn stack and "
+        "listener with an empty handler that reads the form and answers a constant token response "
+        "(bench/http_floor.py), 1 and 2 processes on one port; Tollgate: `tollgate serve` with 1 and 2 workers "
+        f"(SO_REUSEPORT). Rounds: {o.tokens_rounds}, interleaved (all servers side by side, each round measures every "
+        f"row once, floors first); per row and round a {max(o.warmup, 1.0):g} s warm-up, then "
+        f"{max(1, math.ceil(o.tokens_seconds))} s measured (wrk takes whole seconds). Each figure is the median over "
+        "the rounds, each ratio the median of the per-round ratios (2 workers against the 2-process floor). Latency: "
+        "wrk's per-request round trip (µs; at saturation it includes queueing behind the other connections). "
+        "*server CPU µs/grant*: user + system CPU of the server's processes over the measured run / the grants it "
+        "answered, and *server cores*: that CPU over the run's wall time (1.00: one core busy throughout; "
+        "a server far from its cores' worth is not saturated, and its CPU per grant then includes what it spends "
+        "idle: the event loop, gRPC's polling, the cache refresh); *grants per core-second*: the inverse of the CPU "
+        "per grant, what one core fully used answers at this cost. *wrk "
+        "CPU*: the load generator's CPU over the run, as a share of one core (it shares the machine). *verified*, in "
+        "every round: four grants sent with Python first (Tollgate: each an ES256 RFC 9068 token naming the client "
+        "and its partner), no answer but a 200 with an `access_token` (wrk's Lua `response()`), no socket error, "
+        "and the server's `tollgate_token_requests_total{endpoint=\"token\"}` moved by wrk's 200s (plus the "
+        "requests in flight when wrk stopped) and by no other status.\n")
+    add("| server | grants/s | p50 | p99 | server CPU µs/grant | server cores | grants per core-second "
+        "| grants/s / floor | CPU / floor | wrk CPU | grants per worker | verified (last round) |")
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    for server in Bench.TOKEN_SERVERS:
+        rows = result.token_rounds(server)
+        if not rows:
+            continue
+        floor = _token_floor_of(server)
+        floors = result.token_rounds(floor) if floor else []
+        problems = [f"round {row.round + 1}: {p}" for row in rows for p in row.problems]
+        verified = rows[-1].verified + (" **MISMATCH: " + "; ".join(problems) + "**" if problems else "")
+        split = [sum(column) for column in zip(*(row.split for row in rows))]
+        ratio = _round_ratios(floors, rows, lambda r: r.throughput)
+        cpu_ratio = _round_ratios(floors, rows, lambda r: r.cpu_per_grant)
+        add(f"| {server} | {_count(_median_of(rows, lambda r: r.throughput))} | "
+            f"{_us(_median_of(rows, lambda r: r.result and r.result.percentile('p50')))} | "
+            f"{_us(_median_of(rows, lambda r: r.result and r.result.percentile('p99')))} | "
+            f"{_us(_median_of(rows, lambda r: r.cpu_per_grant))} | "
+            f"{_cores(_median_of(rows, lambda r: r.server_cores))} | "
+            f"{_count(_median_of(rows, lambda r: r.grants_per_core))} | "
+            f"{_fixed(statistics.median(ratio)) if floor and ratio else '—'} | "
+            f"{_fixed(statistics.median(cpu_ratio)) if floor and cpu_ratio else '—'} | "
+            f"{_pct(_median_of(rows, lambda r: r.load_cpu_share))} | "
+            f"{' / '.join(f'{n:,}' for n in split) if len(split) > 1 else '—'} | {verified} |")
+    add("")
+    add("| comparison (wrk, medians over the rounds) | value |")
+    add("|---|---|")
+    for label, one_name, two_name in (("HTTP floor, 2 processes / HTTP floor", "HTTP floor", "HTTP floor, 2 processes"),
+                                      ("Tollgate 2 workers / 1 worker", "1 worker", "2 workers"),
+                                      ("Tollgate 1 worker / HTTP floor", "HTTP floor", "1 worker"),
+                                      ("Tollgate 2 workers / HTTP floor, 2 processes", "HTTP floor, 2 processes",
+                                       "2 workers")):
+        ones, twos = result.token_rounds(one_name), result.token_rounds(two_name)
+        one, two = (_median_of(rows, lambda r: r.throughput) for rows in (ones, twos))
+        ratios = _round_ratios(ones, twos, lambda r: r.throughput)
+        value = (f"{_count(one)} → {_count(two)} grants/s; median of the per-round ratios "
+                 f"{_fixed(statistics.median(ratios))} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+                 if one and two and ratios else "n/a")
+        add(f"| {label} | {value} |")
+    for server in ("1 worker", "2 workers"):
+        rows = result.token_rounds(server)
+        per_core = _median_of(rows, lambda r: r.grants_per_core)
+        cores = _median_of(rows, lambda r: r.server_cores)
+        value = (f"{_count(per_core)} grants per core-second = {per_core / KEYCLOAK_GRANTS_PER_VCPU:.1f} × Keycloak's "
+                 f"~{KEYCLOAK_GRANTS_PER_VCPU} per vCPU (aim: {GRANTS_PER_CORE_AIM:,}, 10 ×), the server using "
+                 f"{_cores(cores)} cores" if per_core else "n/a")
+        add(f"| Tollgate {server}, grants per core-second | {value} |")
+    add("")
+
+
+def _cores(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _token_floor_of(server: str) -> str | None:
+    return {"1 worker": "HTTP floor", "2 workers": "HTTP floor, 2 processes"}.get(server)
+
+
+def _round_ratios(denominators: list, numerators: list, value: Callable) -> list[float]:
+    """numerator / denominator of the rows of the same round, in round order, where both have a value."""
+    by_round = {row.round: row for row in denominators}
+    ratios = []
+    for row in numerators:
+        other = by_round.get(row.round)
+        top, bottom = value(row), other is not None and value(other)
+        if top and bottom:
+            ratios.append(top / bottom)
+    return ratios
+
+
+def _median_of(rows: list, value: Callable) -> float | None:
     values = [v for v in (value(row) for row in rows) if v is not None and v == v]
     return statistics.median(values) if values else None
 
@@ -1034,9 +1461,10 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--distinct", type=int, help=f"distinct requests per scenario (default {DISTINCT:,}; "
                         "--quick: 500)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="markdown results file")
-    parser.add_argument("--parts", default="grpcio,h2load",
+    parser.add_argument("--parts", default="grpcio,h2load,tokens",
                         help="comma-separated: grpcio (the Python load generator's rows), h2load (saturation rows "
-                        "driven by h2load), rss (RSS over time, with --rss-minutes); default grpcio,h2load")
+                        "driven by h2load), tokens (the token endpoint's grants, driven by wrk), rss (RSS over "
+                        "time, with --rss-minutes); default grpcio,h2load,tokens")
     parser.add_argument("--h2load-connections", type=int, default=16,
                         help="h2load connections in all, split between the bodies (default 16)")
     parser.add_argument("--h2load-streams", type=int, default=2,
@@ -1047,6 +1475,18 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
                         "--quick: 1)")
     parser.add_argument("--h2load-seconds", type=float, help="measured seconds per h2load row and round (default 4; "
                         "--quick: 2)")
+    parser.add_argument("--tokens-rounds", type=int, help="interleaved rounds of the token endpoint rows (default 5; "
+                        "--quick: 1)")
+    parser.add_argument("--tokens-seconds", type=float, help="measured seconds per token row and round, rounded up "
+                        "to whole seconds (default 5; --quick: 2)")
+    parser.add_argument("--tokens-connections", type=int, default=16,
+                        help="wrk keep-alive connections in all (default 16)")
+    parser.add_argument("--tokens-threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--oauth-clients", type=int, help=f"OAuth clients seeded, and cycled through by wrk "
+                        f"(default {seeding.OAUTH_CLIENTS:,}; --quick: 1,000)")
+    parser.add_argument("--service-dir", type=Path, help="run the servers (Tollgate and the floors) from the "
+                        "`service` package in this directory instead of this tree's, e.g. a copy with a change "
+                        "to measure")
     parser.add_argument("--rss-minutes", type=float, default=0.0,
                         help="also run (b) at saturation against 1 worker for this many minutes after the "
                         "RSS warm-up, sampling the server's RSS every 10 s (adds the rss part; default off)")
@@ -1063,7 +1503,7 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     if not 1 <= args.clients <= 16 or not 1 <= args.inflight <= 256:
         parser.error("--clients must be 1..16 and --inflight 1..256")
     parts = tuple(part.strip() for part in args.parts.split(",") if part.strip())
-    if unknown := set(parts) - {"grpcio", "h2load", "rss"}:
+    if unknown := set(parts) - {"grpcio", "h2load", "tokens", "rss"}:
         parser.error(f"unknown --parts {', '.join(sorted(unknown))}")
     if args.rss_minutes and "rss" not in parts:
         parts += ("rss",)
@@ -1078,10 +1518,25 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     h2_seconds = args.h2load_seconds if args.h2load_seconds is not None else (2.0 if args.quick else 4.0)
     if not 1 <= h2_rounds <= 20 or not 0 < h2_seconds <= 120:
         parser.error("--h2load-rounds must be 1..20 and --h2load-seconds in (0, 120]")
+    tokens_rounds = args.tokens_rounds if args.tokens_rounds is not None else (1 if args.quick else 5)
+    tokens_seconds = args.tokens_seconds if args.tokens_seconds is not None else (2.0 if args.quick else 5.0)
+    oauth_clients = args.oauth_clients if args.oauth_clients is not None else (1_000 if args.quick else
+                                                                               seeding.OAUTH_CLIENTS)
+    if not 1 <= tokens_rounds <= 20 or not 0 < tokens_seconds <= 120:
+        parser.error("--tokens-rounds must be 1..20 and --tokens-seconds in (0, 120]")
+    if not 1 <= args.tokens_threads <= args.tokens_connections <= 256:
+        parser.error("--tokens-threads must be 1..--tokens-connections, and --tokens-connections at most 256")
+    if not 100 <= oauth_clients <= 50_000:
+        parser.error("--oauth-clients must be 100..50,000")
+    service_dir = args.service_dir.resolve() if args.service_dir else None
+    if service_dir is not None and not (service_dir / "service" / "__main__.py").is_file():
+        parser.error(f"--service-dir: no service package in {service_dir}")
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     return Options(stores, args.small or args.quick, args.quick, seconds, warmup, args.clients, args.inflight,
                    distinct, args.output, parts, args.h2load_connections, args.h2load_streams, args.h2load_bodies,
-                   h2_rounds, h2_seconds, args.rss_minutes, args.rss_warmup), args
+                   h2_rounds, h2_seconds, args.rss_minutes, args.rss_warmup, tokens_rounds=tokens_rounds,
+                   tokens_seconds=tokens_seconds, tokens_connections=args.tokens_connections,
+                   tokens_threads=args.tokens_threads, oauth_clients=oauth_clients, service_dir=service_dir), args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1097,15 +1552,24 @@ def main(argv: list[str] | None = None) -> int:
     say(f"bench: stores {', '.join(options.stores)}; parts {', '.join(options.parts)}; "
         f"{'small' if options.small else 'full'} seeding; {options.seconds:g} s + {options.warmup:g} s warm-up per "
         f"row; grpcio {options.clients} clients × {options.inflight} in flight; h2load {options.h2_connections} "
-        f"connections × {options.h2_streams} streams, {options.h2_bodies} bodies")
+        f"connections × {options.h2_streams} streams, {options.h2_bodies} bodies; wrk {options.tokens_threads} "
+        f"threads × {options.tokens_connections} connections, {options.oauth_clients:,} OAuth clients")
     if "h2load" in options.parts or "rss" in options.parts:
         try:
             options.h2load = h2.ensure_h2load(say)
-        except h2.H2LoadMissing as error:
+        except ToolMissing as error:
             print(f"bench: {error}", file=sys.stderr)
             return 2
-        options.h2load_version = _h2load_version(options.h2load)
+        options.h2load_version = _version(options.h2load)
         say(f"h2load: {options.h2load} ({options.h2load_version})")
+    if "tokens" in options.parts:
+        try:
+            options.wrk = wrk.ensure_wrk(say)
+        except ToolMissing as error:
+            print(f"bench: {error}", file=sys.stderr)
+            return 2
+        options.wrk_version = _version(options.wrk, "-v")
+        say(f"wrk: {options.wrk} ({options.wrk_version})")
     results: list[StoreResult] = []
     log_dir = Path(tempfile.mkdtemp(prefix="tollgate-bench-logs-"))
     try:
@@ -1125,14 +1589,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwritten to {options.output} ({elapsed / 60:.1f} min)")
     failed = any(row.problems for result in results for row in [*result.rows, *result.h2_rows])
     failed = failed or any(result.rss_run.row.problems for result in results if result.rss_run and result.rss_run.row)
+    failed = failed or any(row.problems for result in results for row in result.token_rows)
     return 1 if failed else 0
 
 
-def _h2load_version(binary: str) -> str:
+def _version(binary: str, flag: str = "--version") -> str:
+    """The tool's version line (wrk prints it first, with its usage, and exits 1)."""
     try:
-        return subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        done = subprocess.run([binary, flag], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "version unknown"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0].split(" Copyright")[0].strip() if lines else "version unknown"
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Full size: 10,000 partners, 100,000 API keys (10 per partner) and 1,000,000 relations (100 per
 partner: 80 % active partner-user, 10 % active partner-organization, 5 % pending, 5 % revoked),
-plus an RS256 and an ES256 JWT issuer. `--small`: 100 partners, 100 keys, 1,000 relations.
+plus an RS256 and an ES256 JWT issuer and 2,000 OAuth clients (`oauth_clients`, spread over the
+active partners; `--small`: 100 partners, 100 keys, 1,000 relations, the same clients).
 
 The schema comes from the store's own migration (`create_store(url).migrate()`); the rows are then
 written in bulk on the store's tables: SQLAlchemy Core `insert()` executemany in batches on SQLite,
@@ -12,9 +13,10 @@ takes minutes there for a million rows), followed by ANALYZE so the planner know
 Every layout decision is a pure function of (partner, index), so the load generator can name an
 active relation, a pending one or none without reading the store back. API keys are generated with
 `service.domain.opaque.generate` and stored as `opaque.digest`; the plaintext of a few thousand
-(one per active partner) is kept for the load.
+(one per active partner) is kept for the load. OAuth client secrets likewise
+(`opaque.generate(opaque.CLIENT_SECRET_PREFIX)`, only the digest stored, every plaintext kept).
 
-    python -m bench.seed --store sqlite [--small]     # seeds, prints the timings, then drops it
+    python -m bench.seed --store sqlite [--small] [--oauth-clients N]   # seeds, prints the timings, drops it
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from sqlalchemy.engine import make_url
 
 from service.domain import opaque
 from service.store import create_store
-from service.store.models import ApiKeyRow, IssuerRow, PartnerRow, RelationRow
+from service.store.models import ApiKeyRow, IssuerRow, OAuthClientRow, PartnerRow, RelationRow
 from tests.support.keys import SigningKey, generate_signing_key, jwks
 
 AUDIENCE = "https://api.bench.test"
@@ -46,6 +48,7 @@ ISSUERS = {"rsa": ("RS256", "https://rsa.bench.test"), "ec": ("ES256", "https://
 PARTNER_GRANTS = ["user:read", "organization:read", "court-booking:write"]
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BATCH = 20_000
+OAUTH_CLIENTS = 2_000  # distinct OAuth clients seeded for the token endpoint's load
 
 # Relation kinds, by the index's position in the partner's 100 slots (percent).
 ACTIVE_USER, ACTIVE_ORGANIZATION, PENDING_USER, REVOKED_USER = "active-user", "active-org", "pending", "revoked"
@@ -112,7 +115,21 @@ def active_partners(size: SeedSize) -> list[int]:
     return [p for p in range(size.partners) if not is_suspended(p)]
 
 
+def oauth_client_partner(size: SeedSize, i: int) -> str:
+    """The partner of the i-th OAuth client: the active partners in turn, the same order in which
+    the load's scenarios pick (partner, user) pairs, so client i can ask about the i-th pair."""
+    partners = active_partners(size)
+    return partner_id(partners[i % len(partners)])
+
+
 # -- the result ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OAuthClient:
+    partner: str
+    client_id: str
+    secret: str = field(repr=False)
+
 
 @dataclass
 class Seeded:
@@ -125,12 +142,16 @@ class Seeded:
     issuers: dict[str, str]
     counts: dict[str, int]
     seconds: dict[str, float]
+    # Every seeded OAuth client (all active), in order: client i belongs to oauth_client_partner(i).
+    oauth_clients: list[OAuthClient] = field(default_factory=list, repr=False)
 
 
 # -- seeding ------------------------------------------------------------------------------------
 
-def seed(url: str, size: SeedSize, *, log: Callable[[str], None] = print) -> Seeded:
-    """Migrates the (empty) database at `url` and fills it. Returns what the load needs."""
+def seed(url: str, size: SeedSize, *, oauth_clients: int = OAUTH_CLIENTS,
+         log: Callable[[str], None] = print) -> Seeded:
+    """Migrates the (empty) database at `url` and fills it, with `oauth_clients` OAuth clients.
+    Returns what the load needs."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     store = create_store(url)
@@ -158,15 +179,21 @@ def seed(url: str, size: SeedSize, *, log: Callable[[str], None] = print) -> See
         log(f"  {size.relations:,} relations in {timings['relations']:.1f} s")
 
         mark = time.perf_counter()
+        clients: list[OAuthClient] = []
+        _core_insert(engine, OAuthClientRow.__table__, _oauth_clients(size, oauth_clients, now, clients))
+        timings["oauth_clients"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
         with engine.begin() as connection:
             connection.exec_driver_sql("ANALYZE")
         timings["analyze"] = time.perf_counter() - mark
         with engine.connect() as connection:
             counts = {table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
-                      for table in ("partners", "api_keys", "jwt_issuers", "relations")}
+                      for table in ("partners", "api_keys", "jwt_issuers", "relations", "oauth_clients")}
         timings["total"] = time.perf_counter() - started
         return Seeded(url=url, backend=engine.dialect.name, size=size, api_keys=kept, signers=signers,
-                      issuers={name: iss for name, (_, iss) in ISSUERS.items()}, counts=counts, seconds=timings)
+                      issuers={name: iss for name, (_, iss) in ISSUERS.items()}, counts=counts, seconds=timings,
+                      oauth_clients=clients)
     finally:
         store.dispose()
 
@@ -222,6 +249,19 @@ def _relations(size: SeedSize, now: datetime) -> Iterator[dict]:
                    "created_at": now - timedelta(days=30), "updated_at": now - timedelta(days=29),
                    "expires_at": expires_at}
             index += 1
+
+
+def _oauth_clients(size: SeedSize, count: int, now: datetime, kept: list[OAuthClient]) -> Iterator[dict]:
+    """Active confidential clients without scopes of their own (their tokens carry what their
+    partner is granted) and without refresh tokens (the default)."""
+    for i in range(count):
+        client = OAuthClient(oauth_client_partner(size, i), f"cli_{i:032x}",
+                             opaque.generate(opaque.CLIENT_SECRET_PREFIX))
+        kept.append(client)
+        yield {"id": client.client_id, "partner_id": client.partner, "name": f"bench-client-{i}",
+               "secret_digest": opaque.digest(client.secret), "scopes": [], "customer_numbers": [f"C-{i}"],
+               "refresh_tokens": False, "created_at": now - timedelta(days=10), "secret_rotated_at": None,
+               "revoked_at": None}
 
 
 def _batches(rows: Iterable[dict], size: int = BATCH) -> Iterator[list[dict]]:
@@ -317,11 +357,13 @@ def main(argv: list[str] | None = None) -> int:
                                      "(the database is dropped afterwards).")
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--small", action="store_true", help="1k relations and 100 keys instead of 1M and 100k")
+    parser.add_argument("--oauth-clients", type=int, default=OAUTH_CLIENTS,
+                        help=f"OAuth clients to seed (default {OAUTH_CLIENTS:,})")
     args = parser.parse_args(argv)
     size = SMALL if args.small else FULL
     with fresh_database(args.store) as url:
         print(f"seeding {args.store} ({size.name})")
-        seeded = seed(url, size)
+        seeded = seed(url, size, oauth_clients=args.oauth_clients)
         print(json.dumps({"counts": seeded.counts, "seconds": {k: round(v, 2) for k, v in seeded.seconds.items()},
                           "kept_keys": len(seeded.api_keys)}, indent=2))
     return 0
