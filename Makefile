@@ -36,8 +36,8 @@ test: $(STAMP) $(NODE_STAMP)
 
 # Load benchmark against a same-stack floor; not part of `make test`. Writes bench/results.md.
 # BENCH_ARGS: --quick (5-minute smoke), --store sqlite|postgres|both, --seconds N, --small,
-# --parts grpcio,h2load,rss, --rss-minutes N (see bench/README.md). bench.run installs h2load
-# (apt-get install nghttp2-client, as root) when it is missing, or says how to.
+# --parts grpcio,h2load,tokens,rss, --rss-minutes N (see bench/README.md). bench.run installs h2load
+# and wrk (apt-get install nghttp2-client wrk, as root) when they are missing, or says how to.
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
