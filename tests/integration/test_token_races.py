@@ -6,8 +6,6 @@ wait is bounded, so a deadlock fails the test instead of hanging it."""
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import grpc
@@ -24,20 +22,13 @@ from service.usecases.tokens import ClientAuthentication, TokenService, TokenSet
 from tests.support.clock import MovableClock
 from tests.support.oauth import Client, OAuthHttp, add_client, claims_of
 from tests.support.world import EXAMPLE_POLICY, World
+from tests.support.races import race as racing
 
 THREADS = 12
 
 
 def race(action, threads: int = THREADS) -> list:
-    """Runs action(i) in `threads` threads released together by a barrier; returns the results."""
-    barrier = threading.Barrier(threads, timeout=30)
-
-    def one(i: int):
-        barrier.wait()
-        return action(i)
-
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, range(threads), timeout=90))
+    return racing(action, threads, timeout=90)
 
 
 def refresh_over(world: World, transport: str, client: Client, token: str) -> tuple[str, dict]:

@@ -25,6 +25,14 @@ def is_worker(pid: int) -> bool:
     return cmdline.exists() and "spawn_main" in cmdline.read_text()
 
 
+def cli(*words: str, env: dict[str, str]) -> dict:
+    """One `tollgate` command on the store of `env`, its --json output."""
+    done = subprocess.run([sys.executable, "-m", "service", *words, "--json"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def test_two_workers_share_the_port_and_stop_together(tmp_path):
     port = free_port()
     process = start_server(port, {**os.environ, "TOLLGATE_DATA_DIR": str(tmp_path), "TOLLGATE_METRICS_PORT": "0",
@@ -61,15 +69,9 @@ def test_a_write_on_one_worker_is_read_by_the_other_at_once(tmp_path):
            "TOLLGATE_DATA_DIR": str(tmp_path), "TOLLGATE_POLICY_PATH": str(EXAMPLE_POLICY),
            "TOLLGATE_CACHE_REFRESH_SECONDS": "30"}
 
-    def cli(*words):
-        done = subprocess.run([sys.executable, "-m", "service", *words, "--json"], env=env, capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    cli("partner", "create", "platform", "--name", "Platform", "--role", "platform")
-    cli("partner", "create", "acme", "--name", "Acme", "--role", "booking-agent")
-    platform, acme = (cli("key", "issue", name, "--name", "t")["key"] for name in ("platform", "acme"))
+    cli("partner", "create", "platform", "--name", "Platform", "--role", "platform", env=env)
+    cli("partner", "create", "acme", "--name", "Acme", "--role", "booking-agent", env=env)
+    platform, acme = (cli("key", "issue", name, "--name", "t", env=env)["key"] for name in ("platform", "acme"))
     process = start_server(port, env, "--workers", "2")
 
     def call(method, request, key):  # a new connection each time, so the kernel picks the worker anew
@@ -113,14 +115,8 @@ def test_every_worker_serves_the_token_endpoint_and_signs_with_the_one_key(tmp_p
            "TOLLGATE_HTTP_PORT": str(http_port), "TOLLGATE_METRICS_PORT": str(metrics_port),
            "TOLLGATE_CACHE_REFRESH_SECONDS": "30"}
 
-    def cli(*words):
-        done = subprocess.run([sys.executable, "-m", "service", *words, "--json"], env=env, capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    cli("partner", "create", "acme", "--name", "Acme", "--role", "booking-agent")
-    client = cli("oauth-client", "create", "acme", "--name", "t")
+    cli("partner", "create", "acme", "--name", "Acme", "--role", "booking-agent", env=env)
+    client = cli("oauth-client", "create", "acme", "--name", "t", env=env)
     process = start_server(port, env, "--workers", "2")
     base = f"http://127.0.0.1:{http_port}"
     try:

@@ -6,9 +6,7 @@ on BEGIN IMMEDIATE). Every wait is bounded, so a deadlock fails the test instead
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -27,6 +25,7 @@ from service.domain.model import (
 )
 from service.store import create_store
 from tests.support.outage import DatabaseSwitch
+from tests.support.races import race as racing
 
 THREADS = 20
 NOW = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
@@ -46,15 +45,7 @@ def racing_store(database_url):
 
 
 def race(action) -> list:
-    """Runs action(i) in THREADS threads released together by a barrier; returns the results."""
-    barrier = threading.Barrier(THREADS, timeout=30)
-
-    def one(i: int):
-        barrier.wait()
-        return action(i)
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        return list(pool.map(one, range(THREADS), timeout=60))
+    return racing(action, THREADS)
 
 
 def test_a_connect_token_is_claimed_by_exactly_one_of_many(racing_store):

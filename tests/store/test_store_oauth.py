@@ -4,8 +4,6 @@ when many race (one rotation per refresh token, one active signing key)."""
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -20,6 +18,7 @@ from service.domain.model import (
     SigningKeyRecord,
 )
 from service.store import create_store
+from tests.support.races import race as racing
 
 T0 = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
 PLUS_TWO = timezone(timedelta(hours=2))
@@ -91,15 +90,7 @@ def racing_store(database_url):
 
 
 def race(action) -> list:
-    """Runs action(i) in THREADS threads released together by a barrier; returns the results."""
-    barrier = threading.Barrier(THREADS, timeout=30)
-
-    def one(i: int):
-        barrier.wait()
-        return action(i)
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        return list(pool.map(one, range(THREADS), timeout=60))
+    return racing(action, THREADS)
 
 
 # -- OAuth clients ----------------------------------------------------------------------------------
