@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from datetime import datetime
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from ..domain.model import (
     ApiKeyRecord,
@@ -58,6 +58,7 @@ class FactCache:
         self._sibling_writes = sibling_writes
         self._sibling_writes_seen = sibling_writes() if sibling_writes else 0
         self.reader = CachedReader(self)
+        self.memory_reader = CachedReader(self, memory_only=True)
         unit_of_work.on_write(self.clear)
 
     @property
@@ -125,20 +126,26 @@ class FactCache:
         return credential
 
 
+class NotInMemory(Exception):
+    """A fact a memory-only reader was asked for is not in the cache (reading it would block)."""
+
+
 class CachedReader:
     """The read side of the repositories that credential verification and Check use, cached, one
-    reader per repository. Each miss reads in its own read-only unit of work."""
+    reader per repository. Each miss reads in its own read-only unit of work; a memory-only reader
+    (for code on an event loop, which must not block) raises NotInMemory instead."""
 
-    def __init__(self, cache: FactCache) -> None:
-        self.api_keys = _CachedApiKeys(cache)
-        self.partners = _CachedPartners(cache)
-        self.issuers = _CachedIssuers(cache)
-        self.revoked_tokens = _CachedRevokedTokens(cache)
-        self.relations = _CachedRelations(cache)
-        self.oauth_clients = _CachedOAuthClients(cache)
-        self.refresh_tokens = _CachedRefreshFamilies(cache)
-        self.revoked_access_tokens = _CachedRevokedAccessTokens(cache)
-        self.signing_keys = _CachedSigningKeys(cache)
+    def __init__(self, cache: FactCache, *, memory_only: bool = False) -> None:
+        read = _read_from_memory if memory_only else _read_through
+        self.api_keys = _CachedApiKeys(cache, read)
+        self.partners = _CachedPartners(cache, read)
+        self.issuers = _CachedIssuers(cache, read)
+        self.revoked_tokens = _CachedRevokedTokens(cache, read)
+        self.relations = _CachedRelations(cache, read)
+        self.oauth_clients = _CachedOAuthClients(cache, read)
+        self.refresh_tokens = _CachedRefreshFamilies(cache, read)
+        self.revoked_access_tokens = _CachedRevokedAccessTokens(cache, read)
+        self.signing_keys = _CachedSigningKeys(cache, read)
 
     def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
         return self.relations.is_active(partner_id, subject_type, subject_id, now)
@@ -147,15 +154,27 @@ class CachedReader:
         return self.relations.relation_expiry(partner_id, subject_type, subject_id)
 
 
+def _read_through(cache: FactCache, key: tuple, read: Callable[[Repositories], Value]) -> Value:
+    def load() -> Value:
+        with cache._unit_of_work(read_only=True) as repos:
+            return read(repos)
+    return cache.get(key, load)
+
+
+def _read_from_memory(cache: FactCache, key: tuple, read: Callable[[Repositories], Value]) -> Value:
+    def load() -> Value:
+        raise NotInMemory()
+    return cache.get(key, load)
+
+
 class _Cached:
-    def __init__(self, cache: FactCache) -> None:
+    def __init__(self, cache: FactCache, read: Callable[[FactCache, tuple, Callable[[Repositories], Any]], Any]
+                 ) -> None:
         self._cache = cache
+        self._reader = read
 
     def _read(self, key: tuple, read: Callable[[Repositories], Value]) -> Value:
-        def load() -> Value:
-            with self._cache._unit_of_work(read_only=True) as repos:
-                return read(repos)
-        return self._cache.get(key, load)
+        return self._reader(self._cache, key, read)
 
 
 class _CachedApiKeys(_Cached):

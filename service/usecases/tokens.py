@@ -57,7 +57,7 @@ from ..domain.ports import Clock, CredentialVerifier, Repositories, TokenSigner,
 from ..domain.rate_limit import RateLimiter
 from ..domain.scopes import GrantSet
 from .callers import ADMIN_PERMISSION, INTROSPECT_PERMISSION
-from .fact_cache import FactCache
+from .fact_cache import FactCache, NotInMemory
 
 # Clients whose ceilings are kept (see TokenService._ceiling).
 MAX_CEILINGS = 4096
@@ -147,15 +147,25 @@ class TokenService:
         raise OAuthError(OAuthErrorCode.UNSUPPORTED_GRANT_TYPE,
                          "the grants are client_credentials and refresh_token (the password grant is not offered)")
 
+    def issue_from_memory(self, request: TokenRequest, client_address: str = "") -> IssuedToken | None:
+        """issue(), for a client-credentials grant whose every fact is in the fact cache and which
+        writes nothing (no refresh token): it never blocks, so an event loop may call it itself
+        instead of handing the request to a thread. None: call issue() on a thread."""
+        cache = self._cache
+        if request.grant_type != GrantType.CLIENT_CREDENTIALS or cache is None or not cache.is_current():
+            return None
+        try:
+            client, scope, key = self._client_credentials_grant(request, client_address, cache.memory_reader,
+                                                                may_block=False)
+        except NotInMemory:
+            return None
+        if client.refresh_tokens:
+            return None
+        return self._issued(client, scope, key, self._clock.now(), None, "")
+
     def _client_credentials(self, request: TokenRequest, client_address: str) -> IssuedToken:
-        requested = requested_scopes(request.scope)
-        policy = self._policy()
         with self._facts() as facts:
-            client, partner = self._clients.authenticate(facts, request.client, client_address)
-            ceiling = self._client_ceiling(policy, client, partner)
-            scope = (self._default_scopes(policy, client, partner) if requested is None
-                     else granted_scopes(policy, requested, ceiling))
-            key = self._active_key(facts)
+            client, scope, key = self._client_credentials_grant(request, client_address, facts, may_block=True)
         now = self._clock.now()
         refresh = ""
         family_id = None
@@ -165,6 +175,18 @@ class TokenService:
                 repos.refresh_tokens.add_family(RefreshFamilyRecord(family_id, client.id, scope, now))
                 refresh = self._new_refresh_token(repos, family_id, client.id, now)
         return self._issued(client, scope, key, now, family_id, refresh)
+
+    def _client_credentials_grant(self, request: TokenRequest, client_address: str, facts: Repositories, *,
+                                  may_block: bool) -> tuple[OAuthClientRecord, tuple[str, ...], SigningKeyRecord]:
+        """The authenticated client, the scopes its token gets, and the key that signs it."""
+        requested = requested_scopes(request.scope)
+        policy = self._policy()
+        client, partner = self._clients.authenticate(facts, request.client, client_address)
+        scope = (self._default_scopes(policy, client, partner) if requested is None
+                 else granted_scopes(policy, requested, self._client_ceiling(policy, client, partner)))
+        if not may_block and facts.signing_keys.active() is None:
+            raise NotInMemory()  # making the first key writes to the store
+        return client, scope, self._active_key(facts)
 
     def _refresh(self, request: TokenRequest, client_address: str) -> IssuedToken:
         if not request.refresh_token:
