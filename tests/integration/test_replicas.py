@@ -8,6 +8,7 @@ import grpc
 import pytest
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2 as pb
 
+from tests.support.oauth import OAuthHttp, add_client
 from tests.support.processes import free_port, start_server, stop_server
 from tests.support.world import EXAMPLE_POLICY
 
@@ -21,7 +22,9 @@ def replica(world, database_url, tmp_path):
     process = start_server(port, {**os.environ, "TOLLGATE_DATABASE_URL": database_url,
                                   "TOLLGATE_DATA_DIR": str(tmp_path / "replica"),
                                   "TOLLGATE_POLICY_PATH": str(EXAMPLE_POLICY), "TOLLGATE_METRICS_PORT": "0",
-                                  "TOLLGATE_CACHE_REFRESH_SECONDS": str(REFRESH_SECONDS)})
+                                  "TOLLGATE_CACHE_REFRESH_SECONDS": str(REFRESH_SECONDS),
+                                  # Replicas share the issuer URL: each accepts the tokens of the others.
+                                  "TOLLGATE_ISSUER_URL": world.app.settings.token_issuer})
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield authorization_pb2_grpc.AuthorizationStub(channel)
     channel.close()
@@ -70,3 +73,18 @@ def test_malformed_revision_token_is_invalid_argument(shared_world, token):
     with pytest.raises(grpc.RpcError) as raised:
         get_user(shared_world.authorization, shared_world, "u-active", fresh=token)
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_token_revoked_on_one_replica_is_refused_by_the_other_within_the_bound(world, replica):
+    with OAuthHttp(world) as http:
+        client = add_client(world, "cli_replica")
+        token = http.issue(client)["access_token"]
+        check = authorization_pb2.CheckRequest(authorization=f"Bearer {token}", operation="getUser",
+                                               resource=authorization_pb2.Resource(user_id="u-active"))
+        assert replica.Check(check, timeout=10).allowed  # the other replica knows Tollgate's own tokens
+        assert http.revoke(client, token).status_code == 200
+    assert world.authorization.Check(check, timeout=10).reason == "token_revoked"  # at once here
+    started = time.monotonic()
+    while replica.Check(check, timeout=10).reason != "token_revoked":
+        assert time.monotonic() - started < 2 * REFRESH_SECONDS + 1.0, "the replica kept a revoked token"
+        time.sleep(0.02)
