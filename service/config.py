@@ -9,6 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Mapping
 
+from .domain.oauth import SIGNING_ALGORITHMS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The services client_cert_required_for may name: check is tollgate.v1.Authorization (Check and
 # BatchCheck), relations tollgate.v1.Relations, admin tollgate.v1.Admin, ext_authz Envoy's
@@ -138,7 +140,6 @@ def _url_host(host: str) -> str:
 
 
 _ENV_PREFIX = "TOLLGATE_"
-SIGNING_ALGORITHMS = ("ES256", "RS256", "EdDSA")
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 from dataclasses import dataclass
 
 from .model import Principal
 from .scopes import Permission
+from .text import quotable
 
 
 class Reason(enum.StrEnum):
@@ -105,16 +105,16 @@ def www_authenticate(decision: Decision, realm: str) -> str:
     if decision.allowed or reason is None:
         return ""
     if reason is Reason.MISSING_TOKEN:
-        return f'Bearer realm="{_quotable(realm)}"'
+        return f'Bearer realm="{quotable(realm)}"'
     if not (reason.is_token_error or reason is Reason.INSUFFICIENT_SCOPE):
         return ""
     parts = [
-        f'realm="{_quotable(realm)}"',
+        f'realm="{quotable(realm)}"',
         f'error="{_oauth_error(reason)}"',
-        f'error_description="{_quotable(decision.message)}"',
+        f'error_description="{quotable(decision.message)}"',
     ]
     if decision.missing_scope:
-        parts.append(f'scope="{_quotable(decision.missing_scope)}"')
+        parts.append(f'scope="{quotable(decision.missing_scope)}"')
     return "Bearer " + ", ".join(parts)
 
 
@@ -125,9 +125,3 @@ def _oauth_error(reason: Reason) -> str:
         return "invalid_request"
     return "invalid_token"
 
-
-_NOT_QUOTABLE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
-
-
-def _quotable(text: str) -> str:
-    return _NOT_QUOTABLE.sub("", text)

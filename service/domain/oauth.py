@@ -15,10 +15,13 @@ from datetime import datetime
 from .errors import DomainError
 from .policy import Policy
 from .scopes import ADMIN_GRANT, AccessLevel, GrantSet
+from .text import excerpt
 
 # RFC 6749 appendix A.4: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 MAX_SCOPES = 64
+# The algorithms Tollgate can sign its own tokens with (TOLLGATE_TOKEN_SIGNING_ALGORITHM).
+SIGNING_ALGORITHMS = ("ES256", "RS256", "EdDSA")
 # The private claim of an access token naming the refresh token family it was issued from: Check
 # refuses the token once that family is revoked.
 FAMILY_CLAIM = "rt_family"
@@ -159,8 +162,8 @@ def granted_scopes(policy: Policy, requested: tuple[str, ...], ceiling: GrantSet
             wanted = policy.grants_from([scope], (), strict=True)
         except ValueError:
             raise OAuthError(OAuthErrorCode.INVALID_SCOPE, f"requested scope {position} is unknown") from None
-        if not within(wanted, ceiling):
-            raise OAuthError(OAuthErrorCode.INVALID_SCOPE, f"the client may not have the scope {_printable(scope)}")
+        if not wanted.is_within(ceiling):
+            raise OAuthError(OAuthErrorCode.INVALID_SCOPE, f"the client may not have the scope {excerpt(scope)}")
     return requested
 
 
@@ -169,12 +172,6 @@ def ceiling_scopes(policy: Policy, ceiling: GrantSet) -> tuple[str, ...]:
     if ceiling.every_scope >= AccessLevel.WRITE:
         return (ADMIN_GRANT,)
     return tuple(str(permission) for permission in ceiling.listed(policy.scope_names))
-
-
-def within(wanted: GrantSet, ceiling: GrantSet) -> bool:
-    if wanted.every_scope > ceiling.every_scope:
-        return False
-    return all(ceiling.level_of(scope) >= level for scope, level in wanted.levels.items())
 
 
 def narrowed_scopes(policy: Policy, requested: tuple[str, ...] | None, original: tuple[str, ...]) -> tuple[str, ...]:
@@ -190,6 +187,3 @@ def scopes_supported(policy: Policy) -> list[str]:
     names = sorted(policy.scope_names)
     return [f"{name}:{level}" for name in names for level in ("read", "write")] + [ADMIN_GRANT]
 
-
-def _printable(text: str) -> str:
-    return text if len(text) <= 64 else text[:61] + "..."

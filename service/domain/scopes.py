@@ -70,6 +70,12 @@ class GrantSet:
             min(self.every_scope, ceiling.every_scope),
         )
 
+    def is_within(self, ceiling: "GrantSet") -> bool:
+        """True when `ceiling` holds every grant of this set, at least at its level."""
+        if self.every_scope > ceiling.every_scope:
+            return False
+        return all(ceiling.level_of(scope) >= level for scope, level in self.levels.items())
+
     def listed(self, known_scopes: Iterable[str]) -> tuple[Permission, ...]:
         """The grants as a sorted list; an every-scope floor is spelled out over `known_scopes`."""
         scopes = set(self.levels) | (set(known_scopes) if self.every_scope else set())

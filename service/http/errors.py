@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
 from starlette.responses import Response
 
 from ..domain import errors
 from ..domain.oauth import OAuthError, OAuthErrorCode
+from ..domain.text import quotable
 
 log = logging.getLogger("tollgate.http")
 
 # Every token-service answer may carry a token or a decision about one: never cached anywhere
 # (RFC 6749 section 5.1, RFC 7662 section 2.2).
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-# RFC 6749 section 5.2: error_description is %x20-21 / %x23-5B / %x5D-7E.
-_NOT_ALLOWED = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 
 
 def json_response(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -39,7 +37,7 @@ def oauth_error_response(error: OAuthError, realm: str, *, bearer: bool = False)
         headers["WWW-Authenticate"] = f'Bearer realm="{realm}"' if bearer else f'Basic realm="{realm}"'
     if code is OAuthErrorCode.TEMPORARILY_UNAVAILABLE and error.retry_after:
         headers["Retry-After"] = str(error.retry_after)
-    body = {"error": code.value, "error_description": _NOT_ALLOWED.sub("", error.message)}
+    body = {"error": code.value, "error_description": quotable(error.message)}
     return json_response(body, code.http_status, headers)
 
 
@@ -50,7 +48,7 @@ def domain_error_response(error: errors.DomainError) -> Response:
         return json_response({"error": "temporarily_unavailable", "error_description": "the store is unavailable"},
                              503, {"Retry-After": "1"})
     if isinstance(error, errors.InvalidRequest):
-        return json_response({"error": "invalid_request", "error_description": _NOT_ALLOWED.sub("", error.message)},
+        return json_response({"error": "invalid_request", "error_description": quotable(error.message)},
                              400)
     log.error("unexpected domain error %s: %s", type(error).__name__, error.reason)
     return server_error()

@@ -20,10 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from ..domain.model import SigningKeyRecord
+from ..domain.oauth import SIGNING_ALGORITHMS
 from .sealing import fernet_for, unseal_with
 
-# What Tollgate can sign with, each with how its keys are made and published.
-SIGNING_ALGORITHMS = ("ES256", "RS256", "EdDSA")
 _RSA_BITS = 3072
 # RFC 7638 section 3.2: the required members of each key type, in lexicographic order.
 _THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}

@@ -151,6 +151,8 @@ class TokenVerifier:
                           now: datetime) -> AuthenticatedCredential:
         """A token Tollgate issued: the same checks as any issuer's (alg, typ at+jwt, signature, iss,
         aud, exp), then its client, partner, jti and refresh family must all still stand."""
+        own = self._own
+        assert own is not None  # only tokens naming the own issuer come here
         claims, expires_at = self._own_claims(token, alg, kid, typ, repos, now)
         client = _active_client(repos, claims.get("client_id"))
         partner = _active_partner(repos, client.partner_id)
@@ -166,7 +168,7 @@ class TokenVerifier:
             principal=Principal(partner.id, f"{client.id}:{jti}", CredentialKind.OAUTH_CLIENT),
             partner=partner,
             token_scopes=_scopes(claims),
-            customer_numbers=_customer_numbers(claims, self._own.customer_claim if self._own else ""),
+            customer_numbers=_customer_numbers(claims, own.customer_claim),
             expires_at=expires_at,
         )
 

@@ -88,7 +88,7 @@ class NewIssuer:
 class SigningKeySettings:
     """How rotate_signing_key makes and retires the keys of Tollgate's own issuer."""
 
-    # The algorithm of new keys (one of service.tokens.signing.SIGNING_ALGORITHMS).
+    # The algorithm of new keys (one of service.domain.oauth.SIGNING_ALGORITHMS).
     algorithm: str = "ES256"
     # How long a retired key stays published: the access-token lifetime plus the JWT leeway, so
     # that every token it signed has expired before verifiers can no longer find its key.

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import secrets
 import time
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ..domain import opaque
 from ..domain.credentials import PresentedCredential, PresentedKind
@@ -184,9 +184,10 @@ class TokenService:
         client, partner = self._clients.authenticate(facts, request.client, client_address)
         scope = (self._default_scopes(policy, client, partner) if requested is None
                  else granted_scopes(policy, requested, self._client_ceiling(policy, client, partner)))
-        if not may_block and facts.signing_keys.active() is None:
+        key = facts.signing_keys.active()
+        if key is None and not may_block:
             raise NotInMemory()  # making the first key writes to the store
-        return client, scope, self._active_key(facts)
+        return client, scope, key or self.ensure_signing_key()
 
     def _refresh(self, request: TokenRequest, client_address: str) -> IssuedToken:
         if not request.refresh_token:
@@ -196,7 +197,7 @@ class TokenService:
         with self._facts() as facts:
             client, partner = self._clients.authenticate(facts, request.client, client_address)
             ceiling = self._client_ceiling(policy, client, partner)
-            key = self._active_key(facts)
+            key = facts.signing_keys.active() or self.ensure_signing_key()
         if not client.refresh_tokens:
             raise OAuthError(OAuthErrorCode.UNAUTHORIZED_CLIENT, "this client does not get refresh tokens")
         if not opaque.well_formed(request.refresh_token, opaque.REFRESH_TOKEN_PREFIX):
@@ -348,8 +349,8 @@ class TokenService:
         kind = credential.principal.kind
         if kind is CredentialKind.JWT:
             return INACTIVE  # another issuer's token: not ours to vouch for
-        grants = effective_grants(self._policy(), credential)
-        scope = " ".join(ceiling_scopes(self._policy(), grants))
+        policy = self._policy()
+        scope = " ".join(ceiling_scopes(policy, effective_grants(policy, credential)))
         expires = int(credential.expires_at.timestamp()) if credential.expires_at else 0
         if kind is CredentialKind.API_KEY:
             return Introspection(active=True, scope=scope, client_id=credential.principal.credential_id,
@@ -398,22 +399,13 @@ class TokenService:
         assert active is not None, "another worker's key was inserted and then retired at once"
         return active
 
-    def _active_key(self, facts: Repositories) -> SigningKeyRecord:
-        key = facts.signing_keys.active()
-        return key if key is not None else self.ensure_signing_key()
-
     def _facts(self) -> AbstractContextManager[Repositories]:
         """What the requests read (clients, partners, keys): the fact cache while it is current,
         else a read-only unit of work."""
         cache = self._cache
         if cache is not None and cache.is_current():
-            return _just(cache.reader)  # type: ignore[arg-type]
+            return nullcontext(cache.reader)  # type: ignore[arg-type]
         return self._unit_of_work(read_only=True)
-
-
-@contextmanager
-def _just(facts: Repositories) -> Iterator[Repositories]:
-    yield facts
 
 
 def _owned_by(client_id: str, caller: OAuthClientRecord) -> None:
