@@ -97,6 +97,20 @@ class Settings:
     # burst allowed; past either, the token endpoints answer 429 without looking at the secret.
     client_auth_failure_rate_per_second: float = 1.0
     client_auth_failure_burst: int = 10
+    # Remote issuers (registered by discovery URL or jwks_uri) have their keys fetched over HTTPS,
+    # verified against the system's CAs, or against this bundle instead (a private PKI) ...
+    jwks_ca_file: Path | None = None
+    # ... and over plain http:// only to a loopback address, only when this is true (tests, local work).
+    jwks_allow_loopback_http: bool = False
+    # One fetch: the connection and the whole response within this, the body at most this large.
+    jwks_timeout_seconds: float = 5.0
+    jwks_max_bytes: int = 256 * 1024
+    # Keys are refreshed when the provider's Cache-Control max-age runs out, within these bounds
+    # (after an hour when it gives none); a failed fetch is retried sooner, with backoff.
+    jwks_min_refresh_seconds: float = 300.0
+    jwks_max_refresh_seconds: float = 24 * 3600.0
+    # A token naming a key id the keys lack refetches them at most once per issuer per this.
+    jwks_refetch_cooldown_seconds: float = 30.0
     # How often the store is pinged to keep the health status true.
     health_check_seconds: float = 2.0
     log_level: str = "INFO"
@@ -166,9 +180,20 @@ def _convert(name: str, kind: object, raw: str) -> object:
             return int(raw)
         if kind == "tuple[str, ...]":
             return _names(raw)
+        if kind in (bool, "bool"):
+            return _flag(name, raw)
     except ValueError:
         raise ConfigError(f"{_ENV_PREFIX}{name.upper()} must be a number, got {raw!r}") from None
     return raw
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"{_ENV_PREFIX}{name.upper()} must be true or false, got {raw!r}")
 
 
 def _validated(settings: Settings) -> Settings:
@@ -176,6 +201,7 @@ def _validated(settings: Settings) -> Settings:
         if not 0 <= getattr(settings, name) <= 65535:
             raise ConfigError(f"{name} must be 0..65535, got {getattr(settings, name)}")
     _validated_token_service(settings)
+    _validated_remote_keys(settings)
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {settings.log_level!r}")
     if settings.log_format not in ("json", "text"):
@@ -221,6 +247,20 @@ def _validated_token_service(settings: Settings) -> None:
     if settings.client_auth_failure_rate_per_second <= 0 or settings.client_auth_failure_burst < 1:
         raise ConfigError("client_auth_failure_rate_per_second must be positive and "
                           "client_auth_failure_burst at least 1")
+
+
+def _validated_remote_keys(settings: Settings) -> None:
+    if not 0.1 <= settings.jwks_timeout_seconds <= 60:
+        raise ConfigError(f"jwks_timeout_seconds must be 0.1..60, got {settings.jwks_timeout_seconds}")
+    if not 1024 <= settings.jwks_max_bytes <= 16 * 1024 * 1024:
+        raise ConfigError(f"jwks_max_bytes must be 1024..16777216, got {settings.jwks_max_bytes}")
+    if not 0 < settings.jwks_min_refresh_seconds <= settings.jwks_max_refresh_seconds:
+        raise ConfigError("jwks_min_refresh_seconds must be positive and at most jwks_max_refresh_seconds")
+    if settings.jwks_refetch_cooldown_seconds <= 0:
+        raise ConfigError("jwks_refetch_cooldown_seconds must be positive: without a cool-down, tokens with "
+                          "made-up key ids would make a fetch each")
+    if settings.jwks_ca_file is not None and not settings.jwks_ca_file.is_file():
+        raise ConfigError(f"jwks_ca_file {settings.jwks_ca_file} is not a readable file")
 
 
 def _names(raw: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from tollgate.v1 import tokens_pb2, tokens_pb2_grpc
 from .config import Settings
 from .domain.errors import DomainError
 from .domain.policy import Policy
-from .domain.ports import Clock, SystemClock
+from .domain.ports import Clock, SystemClock, UnitOfWork
 from .domain.rate_limit import RateLimiter
 from .http.app import HttpListener, oauth_app
 from .keyring import load_key_encryption_key
@@ -31,6 +31,7 @@ from .siblings import SiblingWrites
 from .store import Store, create_store
 from .telemetry import Telemetry
 from .tokens import TokenVerifier, load_jwks, seal_secret
+from .tokens.fetch import HttpKeySetFetcher
 from .tokens.signing import KeySigner
 from .tokens.verifier import OwnIssuer
 from .transport.admin import AdminServicer
@@ -46,6 +47,7 @@ from .usecases.check import CheckService
 from .usecases.decision_memo import DecisionMemo
 from .usecases.fact_cache import FactCache
 from .usecases.relations import RelationService, RelationSettings
+from .usecases.remote_keys import FetchObserver, RemoteKeyService, RemoteKeySettings
 from .usecases.tokens import ClientAuthentication, TokenService, TokenSettings
 
 log = logging.getLogger("tollgate.server")
@@ -87,6 +89,7 @@ class App:
     health: health.HealthServicer
     telemetry: Telemetry
     cache: FactCache | None
+    remote_keys: RemoteKeyService
     metrics_port: int = 0
     # The mutual-TLS listener's bound port, None when there is none (TOLLGATE_MTLS_PORT unset).
     mtls_port: int | None = None
@@ -108,6 +111,9 @@ class App:
             self.metrics_port = self.telemetry.serve_metrics(self.settings.host, self.settings.metrics_port)
         self._every(self.settings.expiry_sweep_seconds, "relation-sweeper", self.relations.expire_due)
         self._every(self.settings.health_check_seconds, "health-watcher", self.check_health)
+        # Often enough to refresh keys when due and to retry a failed fetch on time.
+        self._every(max(0.2, min(5.0, self.settings.jwks_min_refresh_seconds / 4)), "issuer-key-refresh",
+                    self.remote_keys.refresh_due)
         if self.cache is not None:
             self.cache.refresh()
             self._every(self.settings.cache_refresh_seconds, "cache-refresh", self.cache.refresh)
@@ -176,10 +182,13 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
         statement_timeout=settings.db_statement_timeout_seconds))
     _step("migrate the store", store.migrate)
     key_encryption_key = _step("load the key-encryption key", lambda: load_key_encryption_key(settings))
+    clock = clock or SystemClock()
+    telemetry = Telemetry()
+    remote_keys = _step("prepare fetching issuers' keys", lambda: _remote_keys(settings, store, clock, telemetry))
     verifier = _step("prepare token verification", lambda: TokenVerifier(
         key_encryption_key=key_encryption_key, leeway=settings.jwt_leeway, own_issuer=OwnIssuer(
-            settings.token_issuer, settings.token_audience_or_issuer, settings.token_customer_claim)))
-    clock = clock or SystemClock()
+            settings.token_issuer, settings.token_audience_or_issuer, settings.token_customer_claim),
+        remote_keys=remote_keys))
     cache = FactCache(store.unit_of_work, settings.cache_max_entries,
                       max_age_seconds=2 * settings.cache_refresh_seconds,
                       sibling_writes=siblings.current if siblings else None) if settings.cache_max_entries else None
@@ -199,7 +208,6 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
     signer = KeySigner(key_encryption_key)
     tokens = _token_service(settings, policy, store, clock, signer, verifier, cache)
     _step("prepare the signing key", tokens.ensure_signing_key)
-    telemetry = Telemetry()
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
@@ -216,6 +224,7 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
     # Admin seals HMAC issuer secrets with the key-encryption key and validates JWKS (service.tokens).
     admin = AdminService(policy.current, store.unit_of_work, clock, validate_jwks=load_jwks,
                          seal=functools.partial(seal_secret, kek=key_encryption_key), signer=signer,
+                         remote_keys=remote_keys,
                          signing=SigningKeySettings(settings.token_signing_algorithm, timedelta(
                              seconds=settings.access_token_lifetime_seconds + settings.jwt_leeway_seconds)))
     add_decoding_in_handler(admin_pb2_grpc.add_AdminServicer_to_server,
@@ -234,10 +243,30 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
         oauth_app(tokens, policy.current, settings.realm, telemetry), settings.host, settings.http_port,
         reuse_port=settings.worker_count > 1, grace_seconds=settings.shutdown_grace_seconds)
         ) if settings.http_port else None
-    app = App(settings, server, port, store, policy, relations, health_servicer, telemetry, cache,
+    app = App(settings, server, port, store, policy, relations, health_servicer, telemetry, cache, remote_keys,
               mtls_port=mtls_port, http=http)
     app.check_health()
     return app
+
+
+def _remote_keys(settings: Settings, store: Store, clock: Clock, telemetry: Telemetry) -> RemoteKeyService:
+    remote_keys = remote_key_service(settings, store.unit_of_work, clock, observe=telemetry.record_key_fetch)
+    telemetry.watch_key_ages(remote_keys.key_ages)
+    return remote_keys
+
+
+def remote_key_service(settings: Settings, unit_of_work: UnitOfWork, clock: Clock, *,
+                       observe: FetchObserver | None = None) -> RemoteKeyService:
+    """Fetching remote issuers' keys as the settings say (the server's, and the command line's)."""
+    fetcher = HttpKeySetFetcher(timeout_seconds=settings.jwks_timeout_seconds, max_bytes=settings.jwks_max_bytes,
+                                ca_file=settings.jwks_ca_file, allow_loopback_http=settings.jwks_allow_loopback_http)
+    return RemoteKeyService(unit_of_work, fetcher, clock, RemoteKeySettings(
+        min_refresh=timedelta(seconds=settings.jwks_min_refresh_seconds),
+        max_refresh=timedelta(seconds=settings.jwks_max_refresh_seconds),
+        refetch_cooldown=timedelta(seconds=settings.jwks_refetch_cooldown_seconds),
+        # A claim outlives any fetch: discovery and key set, each within the timeout.
+        fetch_lease=timedelta(seconds=2 * settings.jwks_timeout_seconds + 5)),
+        observe=observe, wait_seconds=2 * settings.jwks_timeout_seconds)
 
 
 def _token_service(settings: Settings, policy: PolicyHolder, store: Store, clock: Clock, signer: KeySigner,

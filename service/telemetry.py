@@ -11,10 +11,11 @@ import bisect
 import json
 import logging
 import threading
+from typing import Callable, Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from .domain.decision import Decision
@@ -92,6 +93,18 @@ class DecisionMetrics(Collector):
         yield durations
 
 
+class _KeyAges(Collector):
+    def __init__(self, ages: Callable[[], Mapping[str, float | None]]) -> None:
+        self._ages = ages
+
+    def collect(self):
+        gauge = GaugeMetricFamily("tollgate_jwks_age_seconds", "Seconds since each remote issuer's keys were last "
+                                  "fetched successfully (-1: never).", labels=["issuer"])
+        for issuer, age in sorted(self._ages().items()):
+            gauge.add_metric([issuer], -1.0 if age is None else age)
+        yield gauge
+
+
 class _Tallies:
     """One thread's counts: decisions by (adapter, allowed, reason); per adapter, those recalled
     from the decision memo, and the sum of the durations followed by the count of each bucket (the
@@ -114,6 +127,9 @@ class Telemetry:
                                      ["operation"], registry=self.registry)
         self._token_requests = Counter("tollgate_token_requests", "OAuth endpoint answers (HTTP), by endpoint and "
                                        "status.", ["endpoint", "status"], registry=self.registry)
+        self._key_fetches = Counter("tollgate_jwks_fetches", "Fetches of remote issuers' discovery documents and "
+                                    "key sets, by issuer and outcome (ok, timeout, http_error, invalid_keys…).",
+                                    ["issuer", "outcome"], registry=self.registry)
         self._http: WSGIServer | None = None
 
     def record_decision(self, adapter: str, operation: str, decision: Decision, decision_id: str,
@@ -138,6 +154,13 @@ class Telemetry:
 
     def record_store_error(self, operation: str) -> None:
         self._store_errors.labels(operation).inc()
+
+    def record_key_fetch(self, issuer: str, outcome: str) -> None:
+        self._key_fetches.labels(issuer, outcome).inc()
+
+    def watch_key_ages(self, ages: Callable[[], Mapping[str, float | None]]) -> None:
+        """`tollgate_jwks_age_seconds`: how old each remote issuer's keys are (-1: never fetched)."""
+        self.registry.register(_KeyAges(ages))
 
     def serve_metrics(self, host: str, port: int) -> int:
         """Serves /metrics over HTTP on its own port; returns the bound port."""

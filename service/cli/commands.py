@@ -11,6 +11,7 @@ from ..domain.ids import new_id
 from ..telemetry import configure_logging
 from ..domain.model import IssuerRecord, OAuthClientRecord, PartnerStatus, RelationFilter, RelationStatus, \
     SubjectType
+from ..usecases.admin import NewIssuer
 from ..usecases.callers import OPERATOR
 from . import values
 from .local import local, open_store, settings_from, step
@@ -136,6 +137,13 @@ def issuer_add(args: argparse.Namespace, out: Output) -> None:
         out.warn("!!! --allow-any-typ: tokens of this issuer will be accepted WITHOUT the 'at+jwt' typ "
                  "header (RFC 9068); ID tokens and other JWTs of the issuer may then pass as access tokens !!!")
     with local(args) as app:
+        if args.discovery is not None or args.jwks_uri is not None:
+            remote = app.admin().register_new_issuer(NewIssuer(
+                issuer=args.issuer, audience=args.audience, algorithms=tuple(args.alg), discovery_url=args.discovery or "",
+                jwks_uri=args.jwks_uri or "", require_at_jwt_typ=not args.allow_any_typ,
+                customer_claim=args.customer_claim))
+            out.record(issuer_view(remote), ISSUER_COLUMNS)
+            return
         jwks, sealed = _issuer_keys(args, app.settings)
         record = IssuerRecord(
             id=new_id("iss"), issuer=args.issuer, audience=args.audience, algorithms=tuple(dict.fromkeys(args.alg)),
@@ -186,6 +194,12 @@ def issuer_rotate(args: argparse.Namespace, out: Output) -> None:
     jwks = _jwks(args)
     with local(args) as app:
         record = app.admin().rotate_issuer_keys(args.issuer, jwks)
+    out.record(issuer_view(record), ISSUER_COLUMNS)
+
+
+def issuer_refresh(args: argparse.Namespace, out: Output) -> None:
+    with local(args) as app:
+        record = app.admin().refresh_issuer_keys(args.issuer)
     out.record(issuer_view(record), ISSUER_COLUMNS)
 
 

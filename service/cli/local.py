@@ -46,8 +46,12 @@ class Local:
         settings = self.settings
         signing = SigningKeySettings(settings.token_signing_algorithm, timedelta(
             seconds=settings.access_token_lifetime_seconds + settings.jwt_leeway_seconds))
+        from ..server import remote_key_service
+
+        remote_keys = step("prepare fetching issuers' keys",
+                           lambda: remote_key_service(settings, self.unit_of_work, SystemClock()))
         return AdminService(lambda: policy, self.unit_of_work, SystemClock(), signer=_SignerOnFirstUse(settings),
-                            signing=signing)
+                            signing=signing, remote_keys=remote_keys)
 
     def relations(self) -> RelationService:
         return RelationService(self.unit_of_work, SystemClock(), RelationSettings(

@@ -115,7 +115,8 @@ def _server_commands(commands) -> None:
 
 
 def _partner_commands(partner) -> None:
-    create = _leaf(partner, "create", "commands.partner_create", "create a partner")
+    create = _leaf(partner, "create", "commands.partner_create",
+                   "create a partner (without --grant or --role: the policy's default_role, if any)")
     create.add_argument("partner_id", metavar="ID")
     create.add_argument("--name", required=True)
     _grant_options(create)
@@ -140,13 +141,16 @@ def _key_commands(key) -> None:
     _leaf(key, "list", "commands.key_list", "list a partner's keys").add_argument("partner_id", metavar="PARTNER_ID")
 
 
-def _jwks_source(parser: argparse.ArgumentParser, *, hmac: bool):
+def _jwks_source(parser: argparse.ArgumentParser, *, new_issuer: bool):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--jwks-file", metavar="PATH", help="a public JWK Set file")
     source.add_argument("--jwks", metavar="JSON", help="a public JWK Set as JSON")
-    if hmac:
+    if new_issuer:
         source.add_argument("--hmac-secret-file", metavar="PATH", help="a file holding the HS* shared secret")
         source.add_argument("--hmac-secret-env", metavar="VAR", help="an environment variable holding it")
+        source.add_argument("--discovery", metavar="URL",
+                            help="the issuer's OpenID Connect discovery URL: its jwks_uri is fetched and kept fresh")
+        source.add_argument("--jwks-uri", metavar="URL", help="the URL of the issuer's JWK Set, fetched and kept fresh")
 
 
 def _issuer_commands(issuer) -> None:
@@ -154,14 +158,16 @@ def _issuer_commands(issuer) -> None:
     add.add_argument("issuer", metavar="ISS", help="the exact iss claim value")
     add.add_argument("--audience", required=True, metavar="AUD", help="the aud the tokens must carry")
     add.add_argument("--alg", action="append", required=True, metavar="ALG", help="an accepted algorithm (repeatable)")
-    _jwks_source(add, hmac=True)
+    _jwks_source(add, new_issuer=True)
     add.add_argument("--allow-any-typ", action="store_true", help="accept tokens without typ at+jwt (unsafe)")
     add.add_argument("--customer-claim", default="customer_numbers", metavar="NAME",
                      help="the claim holding customer numbers (default: customer_numbers)")
     rotate = _leaf(issuer, "rotate", "commands.issuer_rotate", "replace an issuer's JWKS")
     rotate.add_argument("issuer", metavar="ISS_OR_ID")
-    _jwks_source(rotate, hmac=False)
-    _leaf(issuer, "list", "commands.issuer_list", "list issuers (never secrets)")
+    _jwks_source(rotate, new_issuer=False)
+    refresh = _leaf(issuer, "refresh", "commands.issuer_refresh", "fetch a remote issuer's keys now")
+    refresh.add_argument("issuer", metavar="ISS_OR_ID")
+    _leaf(issuer, "list", "commands.issuer_list", "list issuers with their keys' fetch status (never secrets)")
 
 
 def _token_commands(token) -> None:

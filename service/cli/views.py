@@ -7,6 +7,8 @@ from typing import Any
 
 from ..domain.model import ApiKeyRecord, IssuerRecord, OAuthClientRecord, PartnerRecord, RelationRecord, \
     SigningKeyRecord
+from ..usecases.admin import key_source
+from ..usecases.remote_keys import key_ids
 from .output import Column
 
 
@@ -53,24 +55,32 @@ KEY_COLUMNS: list[Column] = [("id", "id"), ("name", "name"), ("grants", "grants"
 
 
 def issuer_view(issuer: IssuerRecord) -> dict[str, Any]:
-    keys = (issuer.jwks or {}).get("keys") or []
+    remote = issuer.remote
     return {
         "id": issuer.id,
         "issuer": issuer.issuer,
         "audience": issuer.audience,
         "algorithms": list(issuer.algorithms),
-        "key_source": "hmac_secret" if issuer.hmac_secret_sealed else "jwks",
-        "key_ids": [str(k.get("kid", "")) for k in keys if isinstance(k, dict)],
+        "key_source": key_source(issuer),
+        "key_ids": key_ids(issuer.jwks),
         "require_at_jwt_typ": issuer.require_at_jwt_typ,
         "customer_claim": issuer.customer_claim,
         "created_at": iso(issuer.created_at),
+        "jwks_uri": remote.jwks_uri if remote else None,
+        "discovery_url": remote.discovery_url if remote else None,
+        "last_fetch": iso(remote.fetched_at) if remote else None,
+        "next_fetch": iso(remote.refresh_at) if remote else None,
+        "last_error": remote.error if remote else None,
+        "last_error_at": iso(remote.error_at) if remote else None,
+        "failures_in_a_row": remote.failures if remote else None,
     }
 
 
 ISSUER_COLUMNS: list[Column] = [("id", "id"), ("issuer", "issuer"), ("audience", "audience"),
                                 ("algorithms", "algorithms"), ("keys", "key_source"), ("kids", "key_ids"),
                                 ("at+jwt", "require_at_jwt_typ"), ("customer claim", "customer_claim"),
-                                ("created", "created_at")]
+                                ("created", "created_at"), ("jwks_uri", "jwks_uri"), ("last fetch", "last_fetch"),
+                                ("last error", "last_error"), ("failures", "failures_in_a_row")]
 
 
 def oauth_client_view(client: OAuthClientRecord) -> dict[str, Any]:

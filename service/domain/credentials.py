@@ -1,4 +1,5 @@
-"""What the client presented, parsed from the Authorization / X-API-Key header values."""
+"""What the client presented, parsed from the Authorization / X-API-Key header values (and, through
+ext_authz where the policy turns it on, an API key in a query parameter)."""
 
 from __future__ import annotations
 
@@ -26,17 +27,30 @@ class PresentedCredential:
         return f"PresentedCredential(kind={self.kind.value}, value=<redacted>)"
 
 
-def parse_presented(authorization: str, api_key: str) -> PresentedCredential | None:
+@dataclass(frozen=True)
+class QueryApiKey:
+    """An API key sent as a query parameter (ext_authz, on routes where the policy names one): the
+    parameter's name and every value the request gave it, percent-decoded."""
+
+    parameter: str
+    values: tuple[str, ...]
+
+    def __repr__(self) -> str:  # never let a secret reach a log through repr()
+        return f"QueryApiKey(parameter={self.parameter!r}, values=<{len(self.values)} redacted>)"
+
+
+def parse_presented(authorization: str, api_key: str, query: QueryApiKey | None = None) -> PresentedCredential | None:
     """None when nothing was sent. Raises CredentialRejected(invalid_token) for a malformed header.
 
     `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750 section 2.1) takes
-    precedence over `X-API-Key: <key>`. A bearer value with the API-key prefix is an API key;
-    anything else is treated as a JWT.
+    precedence over `X-API-Key: <key>`, which takes precedence over an API key in a query
+    parameter (`query`, looked at only when neither header carries anything). A bearer value with
+    the API-key prefix is an API key; anything else is treated as a JWT.
     """
     authorization = authorization.strip()
     api_key = api_key.strip()
     if not authorization and not api_key:
-        return None
+        return _from_query(query) if query is not None else None
     if len(authorization) > MAX_CREDENTIAL_LENGTH or len(api_key) > MAX_CREDENTIAL_LENGTH:
         raise CredentialRejected("the credential is too long", reason="invalid_token")
     if authorization:
@@ -48,3 +62,20 @@ def parse_presented(authorization: str, api_key: str) -> PresentedCredential | N
         token = api_key
     kind = PresentedKind.API_KEY if token.startswith(API_KEY_PREFIX) or not authorization else PresentedKind.JWT
     return PresentedCredential(kind=kind, value=token)
+
+
+def _from_query(query: QueryApiKey) -> PresentedCredential | None:
+    """The query parameter's value is an API key, judged as an X-API-Key value would be (but not
+    trimmed: a URL has no optional white space). Repeated, it is refused rather than guessed at;
+    empty, it is no credential (as an empty header)."""
+    if len(query.values) > 1:
+        raise CredentialRejected(f"the {query.parameter} query parameter is repeated; send one API key",
+                                 reason="invalid_token")
+    value = query.values[0] if query.values else ""
+    if not value:
+        return None
+    if len(value) > MAX_CREDENTIAL_LENGTH:
+        raise CredentialRejected("the credential is too long", reason="invalid_token")
+    if not value.startswith(API_KEY_PREFIX):
+        raise CredentialRejected(f"the {query.parameter} query parameter must carry an API key", reason="invalid_token")
+    return PresentedCredential(kind=PresentedKind.API_KEY, value=value)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from .decision import ALLOW_PUBLIC, Decision, Reason, deny
 from .errors import CredentialRejected, InvalidRequest
-from .model import AuthenticatedCredential, SubjectType
-from .policy import Policy
+from .model import AuthenticatedCredential, CredentialKind, SubjectType
+from .policy import Policy, TokenUser
 from .scopes import GrantSet, Permission
 from .text import excerpt
 
@@ -40,6 +40,10 @@ class CheckPlan:
     relations: frozenset[SubjectType] = frozenset()
     check_customer: bool = False
     resource: Resource = Resource()
+    # What the operation demands of the user the token acts for, and the claim naming that user
+    # (the policy's token_user_claim, captured with the plan: plans live as long as their policy).
+    token_user: TokenUser | None = None
+    user_claim: str | None = None
 
 
 _RESOURCE_FIELDS = {
@@ -76,7 +80,9 @@ def plan_check(policy: Policy, operation: str, permission_texts: list[str], reso
     if needs_customer and not resource.customer_id:
         raise InvalidRequest(f"{operation} needs resource.customer_id", field="resource.customer_id")
     permissions = tuple(dict.fromkeys((*(declared.permissions if declared else ()), *explicit)))
-    return CheckPlan(operation, True, False, permissions, relations, bool(resource.customer_id), resource)
+    token_user = declared.token_user if declared is not None else None
+    return CheckPlan(operation, True, False, permissions, relations, bool(resource.customer_id), resource,
+                     token_user, policy.token_user_claim if token_user is not None else None)
 
 
 def _validate_ids(resource: Resource) -> None:
@@ -102,6 +108,19 @@ def effective_grants(policy: Policy, credential: AuthenticatedCredential) -> Gra
     return own.capped_by(ceiling)
 
 
+def acting_user(credential: AuthenticatedCredential, claim: str | None) -> str | None:
+    """The user a verified token acts for: its claim `claim` (the policy's token_user_claim), unless
+    that names the token's own client (client_id, else sub, as the verifier reads the partner): a
+    client-credentials token acts for no user. API keys never do; None when `claim` is not set."""
+    if not claim or credential.principal.kind is CredentialKind.API_KEY:
+        return None
+    user = credential.claim(claim)
+    if not user or len(user) > MAX_ID_LENGTH or not user.isprintable():
+        return None
+    client = credential.claim("client_id") or credential.claim("sub")
+    return None if user == client else user
+
+
 @dataclass(frozen=True)
 class CheckInput:
     plan: CheckPlan
@@ -119,6 +138,9 @@ class CheckInput:
     # `grants.listed(known_scopes)` when the caller has it already (Check keeps it per credential:
     # sorting the grants costs more than the rest of decide); None: listed here.
     listed_grants: tuple[Permission, ...] | None = None
+    # For a plan whose token_user is related: whether the user the token acts for (acting_user)
+    # has an active relation with the partner. Looked up as the relations above are.
+    token_user_related: bool = False
 
 
 def decide(check: CheckInput) -> Decision:
@@ -145,6 +167,10 @@ def decide(check: CheckInput) -> Decision:
         return deny(Reason.INSUFFICIENT_SCOPE, f"the credential lacks the permission {needed}", missing_scope=needed)
     if SubjectType.USER in plan.relations and SubjectType.USER not in check.active_relations:
         return deny(Reason.USER_ACCESS_DENIED, "the partner has no active relation with this user", field="userId")
+    if plan.token_user is not None:
+        denied = _token_user_denial(plan, credential, check.token_user_related)
+        if denied is not None:
+            return denied
     if SubjectType.ORGANIZATION in plan.relations and SubjectType.ORGANIZATION not in check.active_relations:
         return deny(Reason.ORGANIZATION_ACCESS_DENIED, "the partner has no active relation with this organization",
                     field="organizationId")
@@ -154,3 +180,18 @@ def decide(check: CheckInput) -> Decision:
     listed = check.listed_grants
     return Decision(allowed=True, message="allowed", principal=credential.principal,
                     grants=listed if listed is not None else check.grants.listed(check.known_scopes))
+
+
+def _token_user_denial(plan: CheckPlan, credential: AuthenticatedCredential, related: bool) -> Decision | None:
+    """The operation's token_user demand: a token acting for the request's user (self) or for a user
+    related to the partner (related). The messages never quote the token or its user."""
+    user = acting_user(credential, plan.user_claim)
+    if user is None:
+        return deny(Reason.USER_ACCESS_DENIED, f"{plan.operation} needs a token acting for a signed-in user; "
+                    "this credential acts for no user", field="userId")
+    if plan.token_user is TokenUser.SELF and user != plan.resource.user_id:
+        return deny(Reason.USER_ACCESS_DENIED, "the token acts for another user than this one", field="userId")
+    if plan.token_user is TokenUser.RELATED and not related:
+        return deny(Reason.USER_ACCESS_DENIED, "the user the token acts for has no active relation with the partner",
+                    field="userId")
+    return None

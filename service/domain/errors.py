@@ -74,3 +74,17 @@ class PolicyError(DomainError):
     """The policy document is broken; `field` holds the key path (and line, when known)."""
 
     default_reason = "invalid_policy"
+
+
+class KeyFetchFailed(DomainError):
+    """An issuer's discovery document or JWK Set could not be fetched or was refused.
+
+    `outcome` is a short label for metrics ("http_error", "timeout", "too_large", "invalid_keys"…);
+    the message says what went wrong for operators and never quotes the body received.
+    """
+
+    default_reason = "key_fetch_failed"
+
+    def __init__(self, message: str, *, outcome: str, field: str = "") -> None:
+        super().__init__(message, field=field)
+        self.outcome = outcome

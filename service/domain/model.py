@@ -69,12 +69,32 @@ class ApiKeyRecord:
 
 
 @dataclass(frozen=True)
+class RemoteKeys:
+    """Where a remote issuer's keys are fetched from, and how the fetches went.
+
+    `jwks_uri` is fetched; `discovery_url` (an OpenID Connect Discovery / RFC 8414 document whose
+    `issuer` must equal the issuer's) is where it was found, if it was. The rest is status, kept
+    for operators: the last successful fetch, when the next one is due, and the last failure with
+    how many fetches have failed in a row since the last success.
+    """
+
+    jwks_uri: str
+    discovery_url: str | None = None
+    fetched_at: datetime | None = None
+    refresh_at: datetime | None = None
+    error: str | None = None
+    error_at: datetime | None = None
+    failures: int = 0
+
+
+@dataclass(frozen=True)
 class IssuerRecord:
     """A trusted JWT issuer.
 
     `jwks` is a public JWK Set ({"keys": [...]}) for asymmetric algorithms; `hmac_secret_sealed`
     is the HS* shared secret encrypted with the server's key-encryption key (never plaintext).
-    An issuer is either asymmetric or HMAC, never both (RFC 8725 section 3.1).
+    An issuer is either asymmetric or HMAC, never both (RFC 8725 section 3.1). A remote issuer
+    (`remote` set) has a JWKS too: the last good set fetched from its `jwks_uri`.
     """
 
     id: str
@@ -88,6 +108,7 @@ class IssuerRecord:
     # Claim holding the customer numbers (a list or a space-separated string).
     customer_claim: str
     created_at: datetime
+    remote: RemoteKeys | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +251,18 @@ class AuthenticatedCredential:
     customer_numbers: frozenset[str] = field(default_factory=frozenset)
     # When the credential stops being valid (JWT exp, API key expiry); bounds any caching of it.
     expires_at: datetime | None = None
+    # A verified JWT's claims whose values are strings, as (name, value) pairs in token order. The
+    # verifier records them without knowing the policy: the policy's token_user_claim names the
+    # one holding the user the token acts for (domain.decide.acting_user). Empty for API keys,
+    # which never act for a user.
+    token_claims: tuple[tuple[str, str], ...] = ()
+
+    def claim(self, name: str) -> str | None:
+        """The verified token's string claim `name`; None when it has none (or not a string)."""
+        for key, value in self.token_claims:
+            if key == name:
+                return value
+        return None
 
 
 @dataclass(frozen=True)

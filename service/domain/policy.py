@@ -6,6 +6,7 @@ service/policy_file.py. Every error names the key path that is wrong.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -13,12 +14,23 @@ from typing import Any, Iterable, Mapping
 
 from .errors import PolicyError
 from .model import CredentialKind, SubjectType
-from .routes import RouteTable, parse_routes
+from .routes import API_KEY_QUERY_PARAMETER, RouteTable, parse_api_key_query_parameter, parse_routes
 from .text import excerpt
 from .scopes import ADMIN_GRANT, ALL_SCOPES_WRITE, LEVEL_WORDS, GrantSet, Permission
 
 MAX_PARSED_GRANT_SETS = 10_000
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+MAX_CLAIM_NAME_LENGTH = 256
+
+
+class TokenUser(enum.StrEnum):
+    """What an operation demands of the user a token acts for (the policy's token_user_claim).
+    Either way a credential acting for no user (an API key, a client-credentials token) is denied."""
+
+    # The token's user must be the request's resource.user_id.
+    SELF = "self"
+    # The token's user must have an active relation with the token's partner.
+    RELATED = "related"
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,8 @@ class Operation:
     relations: frozenset[SubjectType] = frozenset()
     # The request must carry a customer number that the credential may act for.
     requires_customer: bool = False
+    # The user the token acts for must be the resource's user (self) or related to the partner.
+    token_user: TokenUser | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,10 @@ class Policy:
     # grants of its own; a kind not named inherits its partner's grants (the partner's grants stay
     # the ceiling either way).
     kind_roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The role a partner created without roles or grants gets (None: it gets none).
+    default_role: str | None = None
+    # The verified token claim naming the user a token acts for (None: tokens act for no user).
+    token_user_claim: str | None = None
     # Parsed grant sets by their inputs: Check parses the same few grant lists on every call.
     _parsed: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -101,7 +119,8 @@ def parse_policy(document: Any) -> Policy:
     """Builds a Policy from a parsed document; raises PolicyError naming the offending key path."""
     if not isinstance(document, Mapping):
         raise PolicyError("the policy must be a mapping with scopes, roles and operations", field="(root)")
-    unknown = set(document) - {"version", "scopes", "roles", "operations", "routes", "sidecar", "credential_kinds"}
+    unknown = set(document) - {"version", "scopes", "roles", "operations", "routes", "sidecar", "credential_kinds",
+                               "default_role", "token_user_claim"}
     if unknown:
         raise PolicyError(f"unknown top-level key {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
     if document.get("version", 1) != 1:
@@ -111,13 +130,16 @@ def parse_policy(document: Any) -> Policy:
     roles = _parse_roles(document.get("roles"), draft)
     draft = Policy(scopes=scopes, roles=roles, operations={})
     operations = _parse_operations(document.get("operations"), draft)
+    token_user_claim = _parse_token_user_claim(document.get("token_user_claim"), operations)
     return Policy(
         scopes=MappingProxyType(dict(scopes)),
         roles=MappingProxyType(dict(roles)),
         operations=MappingProxyType(dict(operations)),
-        routes=parse_routes(document.get("routes"), operations),
+        routes=parse_routes(document.get("routes"), operations, _sidecar_api_key_parameter(document.get("sidecar"))),
         strip_credential_headers=_parse_sidecar(document.get("sidecar")),
         kind_roles=MappingProxyType(_parse_credential_kinds(document.get("credential_kinds"), roles)),
+        default_role=_parse_default_role(document.get("default_role"), roles),
+        token_user_claim=token_user_claim,
     )
 
 
@@ -141,15 +163,49 @@ def _parse_credential_kinds(value: Any, roles: Mapping[str, GrantSet]) -> dict[s
     return kinds
 
 
+def _parse_default_role(value: Any, roles: Mapping[str, GrantSet]) -> str | None:
+    """default_role: the role a partner created with neither roles nor grants gets."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in roles:
+        defined = ", ".join(sorted(roles)) or "none"
+        raise PolicyError(f"default_role must name a role the policy defines (defined: {defined}), "
+                          f"not {excerpt(str(value))}", field="default_role")
+    return value
+
+
+def _parse_token_user_claim(value: Any, operations: Mapping[str, Operation]) -> str | None:
+    """token_user_claim: the claim naming the user a token acts for. Operations may demand a
+    token_user only when it is set."""
+    if value is not None and (not isinstance(value, str) or not value.strip() or not value.isprintable()
+                              or len(value) > MAX_CLAIM_NAME_LENGTH):
+        raise PolicyError("token_user_claim must be the name of a token claim, e.g. sub", field="token_user_claim")
+    if value is None:
+        for name, operation in operations.items():
+            if operation.token_user is not None:
+                raise PolicyError(f"operations.{name}.token_user needs the top-level token_user_claim "
+                                  "(the claim naming the user a token acts for)", field=f"operations.{name}.token_user")
+    return value
+
+
 def _parse_sidecar(value: Any) -> bool:
     spec = _mapping(value, "sidecar", required=False)
-    if set(spec) - {"strip_credential_headers"}:
-        raise PolicyError("sidecar may only have strip_credential_headers", field="sidecar")
+    if set(spec) - {"strip_credential_headers", API_KEY_QUERY_PARAMETER}:
+        raise PolicyError(f"sidecar may only have strip_credential_headers and {API_KEY_QUERY_PARAMETER}",
+                          field="sidecar")
     strip = spec.get("strip_credential_headers", False)
     if not isinstance(strip, bool):
         raise PolicyError("sidecar.strip_credential_headers must be true or false",
                           field="sidecar.strip_credential_headers")
     return strip
+
+
+def _sidecar_api_key_parameter(value: Any) -> str:
+    """sidecar.api_key_query_parameter: the query parameter that carries an API key on every route
+    that does not say otherwise (ext_authz only; off when absent). URLs end up in browser
+    histories and in proxy and server logs, so this is for clients that cannot send headers."""
+    spec = _mapping(value, "sidecar", required=False)
+    return parse_api_key_query_parameter(spec.get(API_KEY_QUERY_PARAMETER, ""), f"sidecar.{API_KEY_QUERY_PARAMETER}")
 
 
 def _mapping(value: Any, path: str, *, required: bool = True) -> Mapping[str, Any]:
@@ -200,7 +256,7 @@ def _parse_roles(value: Any, draft: Policy) -> dict[str, GrantSet]:
     return roles
 
 
-_OPERATION_KEYS = {"description", "public", "permissions", "relation", "customer"}
+_OPERATION_KEYS = {"description", "public", "permissions", "relation", "customer", "token_user"}
 
 
 def _parse_operations(value: Any, draft: Policy) -> dict[str, Operation]:
@@ -233,6 +289,20 @@ def _parse_operation(name: str, spec: Mapping[str, Any], path: str, draft: Polic
         relations = frozenset(SubjectType(r) for r in relation_names)
     except ValueError:
         raise PolicyError(f"{path}.relation must be user and/or organization", field=f"{path}.relation") from None
-    if public and (permissions or relations or customer):
+    token_user = _parse_token_user(spec.get("token_user"), relations, path)
+    if public and (permissions or relations or customer or token_user):
         raise PolicyError(f"{path}: a public operation cannot require anything", field=f"{path}.public")
-    return Operation(name, public, tuple(permissions), relations, customer)
+    return Operation(name, public, tuple(permissions), relations, customer, token_user)
+
+
+def _parse_token_user(value: Any, relations: frozenset[SubjectType], path: str) -> TokenUser | None:
+    if value is None:
+        return None
+    try:
+        token_user = TokenUser(value)
+    except ValueError:
+        raise PolicyError(f"{path}.token_user must be self or related", field=f"{path}.token_user") from None
+    if token_user is TokenUser.SELF and SubjectType.USER not in relations:
+        raise PolicyError(f"{path}.token_user: self compares the token's user with the request's user, and the "
+                          "operation has no user resource (relation: user)", field=f"{path}.token_user")
+    return token_user

@@ -90,6 +90,30 @@ class IssuerRepository(Protocol):
 
     def list(self) -> list[IssuerRecord]: ...
 
+    def list_remote(self) -> list[IssuerRecord]:
+        """The issuers whose keys are fetched from a jwks_uri, with their fetch status."""
+        ...
+
+    def claim_fetch(self, issuer_id: str, now: datetime, until: datetime) -> bool:
+        """Takes the right to fetch this issuer's keys until `until`, when their refresh is due and
+        no other process (of any replica) holds it: one scheduled fetch per issuer, cluster-wide."""
+        ...
+
+    def claim_refetch(self, issuer_id: str, now: datetime, not_before: datetime) -> bool:
+        """Takes the one refetch for an unknown key id allowed until `not_before` (the cool-down),
+        unless it is already taken: at most one such refetch per issuer per cool-down, cluster-wide."""
+        ...
+
+    def record_fetch_success(self, issuer_id: str, jwks: dict, fetched_at: datetime, refresh_at: datetime,
+                             jwks_uri: str) -> None:
+        """Stores the fetched keys, where they came from (a discovery document may move them) and
+        the next refresh time; ends the failure streak and the claim."""
+        ...
+
+    def record_fetch_failure(self, issuer_id: str, error: str, at: datetime, retry_at: datetime) -> None:
+        """Keeps the last good keys; records the failure, the next attempt, and ends the claim."""
+        ...
+
 
 class RevokedTokenRepository(Protocol):
     def is_revoked(self, issuer_id: str, jti: str) -> bool: ...
@@ -333,3 +357,37 @@ class CredentialVerifier(Protocol):
 
 from .credentials import PresentedCredential  # noqa: E402  (placed last: credentials imports nothing of ports)
 from .oauth import OwnAccessToken  # noqa: E402  (placed last, like credentials)
+
+
+@dataclass(frozen=True)
+class FetchedKeySet:
+    """A remote JWK Set that passed validation: only its usable public signing keys, the
+    freshness its server declared (Cache-Control max-age, if any) and what was left out."""
+
+    jwks: dict
+    max_age_seconds: float | None
+    ignored: tuple[str, ...] = ()
+
+
+class KeySetFetcher(Protocol):
+    """Fetches issuers' keys over the network (service/tokens implements it). Raises
+    domain.errors.KeyFetchFailed with an outcome and a message fit for operators."""
+
+    def discover(self, discovery_url: str, issuer: str) -> str:
+        """The jwks_uri of the discovery document at `discovery_url`, whose `issuer` must be `issuer`."""
+        ...
+
+    def fetch(self, jwks_uri: str) -> FetchedKeySet: ...
+
+    def check_url(self, url: str) -> None:
+        """Raises KeyFetchFailed(outcome="url_refused") for a URL that would never be fetched."""
+        ...
+
+
+class RemoteKeySource(Protocol):
+    """The newer keys of a remote issuer, asked for when a token names a key id its stored keys
+    lack (service/usecases/remote_keys.py implements it)."""
+
+    def fresher_keys(self, issuer: IssuerRecord) -> dict | None:
+        """A JWK Set newer than `issuer.jwks`, or None (none found, or refetching is cooling down)."""
+        ...

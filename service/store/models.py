@@ -123,6 +123,19 @@ class IssuerRow(Base):
     require_at_jwt_typ: Mapped[bool] = mapped_column(Boolean)
     customer_claim: Mapped[str] = mapped_column(String)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # A remote issuer's keys (in `jwks`, the last good set) come from here; null for the others.
+    jwks_uri: Mapped[str | None] = mapped_column(String, nullable=True)
+    discovery_url: Mapped[str | None] = mapped_column(String, nullable=True)
+    # Fetch status, for operators and for the refresh schedule.
+    keys_fetched_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    keys_refresh_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    fetch_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    fetch_error_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    fetch_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Claims taken by compare-and-set: one fetcher at a time, and one refetch for an unknown key
+    # id per cool-down, across every process of every replica.
+    fetch_claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    refetch_not_before: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class RevokedTokenRow(Base):

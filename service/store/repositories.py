@@ -35,6 +35,7 @@ from ..domain.model import (
     RelationStatus,
     RefreshFamilyRecord,
     RefreshTokenRecord,
+    RemoteKeys,
     SigningKeyRecord,
     SubjectType,
 )
@@ -166,7 +167,7 @@ class SqlIssuerRepository(_Repository):
             id=issuer.id, issuer=issuer.issuer, audience=issuer.audience, algorithms=list(issuer.algorithms),
             jwks=issuer.jwks, hmac_secret_sealed=issuer.hmac_secret_sealed,
             require_at_jwt_typ=issuer.require_at_jwt_typ, customer_claim=issuer.customer_claim,
-            created_at=issuer.created_at)
+            created_at=issuer.created_at, **_remote_columns(issuer.remote))
         # A taken id or a taken iss: either way this issuer is already registered.
         if not self._inserted(statement):
             raise Conflict(f"issuer {issuer.issuer} is already registered", reason="issuer_exists", field="issuer")
@@ -177,12 +178,49 @@ class SqlIssuerRepository(_Repository):
     def list(self) -> list[IssuerRecord]:
         return [_issuer(row) for row in self._session.scalars(select(IssuerRow).order_by(IssuerRow.issuer))]
 
+    def list_remote(self) -> list[IssuerRecord]:
+        query = select(IssuerRow).where(IssuerRow.jwks_uri.is_not(None)).order_by(IssuerRow.issuer)
+        return [_issuer(row) for row in self._session.scalars(query)]
+
+    def claim_fetch(self, issuer_id: str, now: datetime, until: datetime) -> bool:
+        free = or_(IssuerRow.fetch_claimed_until.is_(None), IssuerRow.fetch_claimed_until <= now)
+        # Still due: a process that saw it due before another fetched it must not fetch again.
+        due = or_(IssuerRow.keys_refresh_at.is_(None), IssuerRow.keys_refresh_at <= now)
+        return _update_one(self._session, IssuerRow, (IssuerRow.id == issuer_id) & free & due,
+                           fetch_claimed_until=until)
+
+    def claim_refetch(self, issuer_id: str, now: datetime, not_before: datetime) -> bool:
+        free = or_(IssuerRow.refetch_not_before.is_(None), IssuerRow.refetch_not_before <= now)
+        return _update_one(self._session, IssuerRow, (IssuerRow.id == issuer_id) & free, refetch_not_before=not_before)
+
+    def record_fetch_success(self, issuer_id: str, jwks: dict, fetched_at: datetime, refresh_at: datetime,
+                             jwks_uri: str) -> None:
+        _update_one(self._session, IssuerRow, IssuerRow.id == issuer_id, jwks=jwks, jwks_uri=jwks_uri,
+                    keys_fetched_at=fetched_at,
+                    keys_refresh_at=refresh_at, fetch_failures=0, fetch_claimed_until=None)
+
+    def record_fetch_failure(self, issuer_id: str, error: str, at: datetime, retry_at: datetime) -> None:
+        _update_one(self._session, IssuerRow, IssuerRow.id == issuer_id, fetch_error=error, fetch_error_at=at,
+                    keys_refresh_at=retry_at, fetch_failures=IssuerRow.fetch_failures + 1, fetch_claimed_until=None)
+
+
+def _remote_columns(remote: RemoteKeys | None) -> dict[str, Any]:
+    if remote is None:
+        return {}
+    return {"jwks_uri": remote.jwks_uri, "discovery_url": remote.discovery_url, "keys_fetched_at": remote.fetched_at,
+            "keys_refresh_at": remote.refresh_at, "fetch_error": remote.error, "fetch_error_at": remote.error_at,
+            "fetch_failures": remote.failures}
+
 
 def _issuer(row: IssuerRow) -> IssuerRecord:
+    remote = None if row.jwks_uri is None else RemoteKeys(
+        jwks_uri=row.jwks_uri, discovery_url=row.discovery_url, fetched_at=row.keys_fetched_at,
+        refresh_at=row.keys_refresh_at, error=row.fetch_error, error_at=row.fetch_error_at,
+        failures=row.fetch_failures)
     return IssuerRecord(
         id=row.id, issuer=row.issuer, audience=row.audience, algorithms=tuple(row.algorithms), jwks=row.jwks,
         hmac_secret_sealed=row.hmac_secret_sealed, require_at_jwt_typ=row.require_at_jwt_typ,
-        customer_claim=row.customer_claim, created_at=row.created_at)
+        customer_claim=row.customer_claim, created_at=row.created_at, remote=remote)
 
 
 def _insert_ignoring_duplicates(session: Session, model: type, index_elements: list[str], **values: Any) -> None:

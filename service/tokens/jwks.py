@@ -6,7 +6,8 @@ Security choices:
   private key stored by mistake must never become usable (RFC 7517 section 4, RFC 8725 3.5).
 - A key is only ever bound to algorithms that fit its type and curve, and to its own "alg" when it
   declares one, so an RSA key can never verify ES256 nor an EC key RS256 (RFC 8725 section 3.1).
-- Keys come only from the issuer record; nothing here ever fetches a URL.
+- Keys come only from the issuer record; nothing here ever fetches a URL (fetch.py does, for
+  remote issuers, and validates what it got with load_remote_jwks).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Generic, Hashable, Mapping, TypeVar
 import jwt
 
 from ..domain.model import IssuerRecord
+from ..domain.text import excerpt
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 
@@ -36,6 +38,10 @@ ASYMMETRIC_ALGORITHMS: Mapping[str, tuple[str, frozenset[str] | None]] = {
 MIN_RSA_BITS = 2048
 MAX_KEYS = 32
 MAX_JWKS_CHARS = 256 * 1024
+
+# JWS algorithms (RFC 7518 section 3.1) that are not ASYMMETRIC_ALGORITHMS: a key declaring one
+# contradicts itself in a set of public signature keys, unlike a key for some other purpose.
+_SIGNATURE_ALGORITHMS = frozenset({*HMAC_ALGORITHMS, "none"})
 
 # Members that carry private or symmetric key material (RFC 7518 section 6).
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
@@ -63,6 +69,62 @@ def load_jwks(jwks: dict[str, Any] | str) -> dict[str, Any]:
     if len(set(kids)) != len(kids):
         raise ValueError("the JWK Set has duplicate kids")
     return {"keys": normalized}
+
+
+def load_remote_jwks(document: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Validates a JWK Set fetched from an issuer's jwks_uri. Returns the normalized set of its
+    public signature keys and a note for each key left out. Raises ValueError, naming the key by
+    position and never quoting key material, when the set as a whole cannot be trusted.
+
+    Providers publish keys for other purposes beside their signing keys (Keycloak an RSA-OAEP
+    encryption key, others keys of types or curves we do not support): those are left out. A key
+    that contradicts itself (an alg its type cannot have), holds private or symmetric material, is
+    malformed or weak, or a kid used twice, says the server is broken or hostile: the whole set is
+    refused, so the last good keys stay in use.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("the document is not a JWK Set (an object with a \"keys\" list)")
+    keys = document["keys"]
+    if len(keys) > MAX_KEYS:
+        raise ValueError(f"the JWK Set has more than {MAX_KEYS} keys")
+    kept: list[dict[str, Any]] = []
+    ignored: list[str] = []
+    for index, jwk in enumerate(keys):
+        reason = _not_for_signatures(jwk, index)
+        if reason:
+            ignored.append(reason)
+        else:
+            kept.append(_normalized_public_jwk(jwk, index))
+    if not kept:
+        raise ValueError("the JWK Set has no usable signature key" + (f" ({'; '.join(ignored)})" if ignored else ""))
+    kids = [key.get("kid") for key in kept]
+    if len(kept) > 1 and None in kids:
+        raise ValueError("every key of a JWK Set with several keys needs a kid")
+    if len(set(kids)) != len(kids):
+        raise ValueError("the JWK Set has duplicate kids")
+    return {"keys": kept}, tuple(ignored)
+
+
+def _not_for_signatures(jwk: Any, index: int) -> str:
+    """Why a key of a fetched set is left out, or "" when it is a signature key to validate."""
+    where = f"key {index}"
+    if not isinstance(jwk, dict):
+        raise ValueError(f"{where} is not a JSON object")
+    if jwk.get("kty") == "oct" or any(member in jwk for member in _PRIVATE_MEMBERS):
+        raise ValueError(f"{where} holds private or symmetric key material; only public keys are accepted")
+    if "use" in jwk and jwk["use"] != "sig":
+        return f"{where} is not for signatures (use {excerpt(str(jwk['use']))})"
+    ops = jwk.get("key_ops")
+    if isinstance(ops, list) and "verify" not in ops:
+        return f"{where} is not for verification (key_ops)"
+    alg = jwk.get("alg")
+    if isinstance(alg, str) and alg not in ASYMMETRIC_ALGORITHMS and alg not in _SIGNATURE_ALGORITHMS:
+        return f"{where} is for the algorithm {excerpt(alg)}, which is not a supported signature algorithm"
+    if jwk.get("kty") not in _KEY_MEMBERS:
+        return f"{where} has a key type we do not support"
+    if jwk["kty"] in _CURVES and jwk.get("crv") not in _CURVES[jwk["kty"]]:
+        return f"{where} has a curve we do not support"
+    return ""
 
 
 def _as_document(jwks: dict[str, Any] | str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -34,7 +34,7 @@ from ..domain.model import (
     Principal,
     SigningKeyRecord,
 )
-from ..domain.ports import Repositories
+from ..domain.ports import RemoteKeySource, Repositories
 from .jwks import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, BoundedCache, JwksCache
 from .sealing import fernet_for, unseal_with
 
@@ -88,13 +88,15 @@ class TokenVerifier:
     secret in the store takes effect on the next token."""
 
     def __init__(self, *, key_encryption_key: str | None, leeway: timedelta = timedelta(seconds=30),
-                 own_issuer: OwnIssuer | None = None) -> None:
+                 own_issuer: OwnIssuer | None = None, remote_keys: RemoteKeySource | None = None) -> None:
         # A malformed KEK fails here, at start-up, rather than on the first HMAC token.
         self._fernet = fernet_for(key_encryption_key) if key_encryption_key else None
         self._leeway = leeway.total_seconds()
         self._keys = JwksCache()
         self._secrets: BoundedCache[str, tuple[str, bytes]] = BoundedCache(256)
         self._own = own_issuer
+        # Asked for newer keys when a remote issuer's token names a kid its stored keys lack.
+        self._remote_keys = remote_keys
         # The own issuer as an IssuerRecord, for the kids it was built from (rebuilt on rotation).
         self._own_record: tuple[tuple[str, ...], IssuerRecord] | None = None
 
@@ -145,6 +147,7 @@ class TokenVerifier:
             token_scopes=_scopes(claims),
             customer_numbers=_customer_numbers(claims, issuer.customer_claim),
             expires_at=expires_at,
+            token_claims=_string_claims(claims),
         )
 
     def _verify_own_token(self, token: str, alg: str, kid: str | None, typ: str | None, repos: Repositories,
@@ -170,6 +173,7 @@ class TokenVerifier:
             token_scopes=_scopes(claims),
             customer_numbers=_customer_numbers(claims, own.customer_claim),
             expires_at=expires_at,
+            token_claims=_string_claims(claims),
         )
 
     def own_access_token(self, token: str, repos: Repositories, now: datetime) -> OwnAccessToken | None:
@@ -216,10 +220,17 @@ class TokenVerifier:
         return record
 
     def _verification_key(self, issuer: IssuerRecord, alg: str, kid: str | None) -> Any:
-        """Keys only ever come from the issuer record: jku, x5u, jwk and x5c headers are ignored."""
+        """Keys only ever come from the issuer record, or for a remote issuer from its registered
+        jwks_uri: jku, x5u, jwk and x5c headers are ignored."""
         if alg in HMAC_ALGORITHMS:
             return self._hmac_secret(issuer)
         key = self._keys.keys_for(issuer).find(kid, alg)
+        if key is None and issuer.remote is not None and self._remote_keys is not None:
+            # The provider may have rotated: at most one refetch per cool-down, shared
+            # by concurrent requests (usecases/remote_keys.py).
+            fresher = self._remote_keys.fresher_keys(issuer)
+            if fresher is not None:
+                key = self._keys.keys_for(replace(issuer, jwks=fresher)).find(kid, alg)
         if key is None:
             # Also covers a kid whose key type does not fit alg (e.g. an RSA key for ES256).
             raise _reject("unknown key id")
@@ -409,6 +420,12 @@ def _customer_numbers(claims: dict[str, Any], claim: str) -> frozenset[str]:
     if not claim or claim not in claims:
         return frozenset()
     return frozenset(_string_list(claims[claim], "customer", allow_list=True))
+
+
+def _string_claims(claims: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The verified claims with string values, for the policy to read the acting user from (its
+    token_user_claim): the verifier does not know which claim that is, nor whether it is wanted."""
+    return tuple((name, value) for name, value in claims.items() if isinstance(value, str))
 
 
 def _string_list(value: Any, name: str, *, allow_list: bool) -> tuple[str, ...]:

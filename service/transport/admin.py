@@ -23,7 +23,8 @@ from ..domain.model import (
     SigningKeyRecord,
 )
 from ..telemetry import Telemetry
-from ..usecases.admin import AdminService, AuditQuery, NewIssuer
+from ..usecases.admin import AdminService, AuditQuery, NewIssuer, key_source
+from ..usecases.remote_keys import key_ids
 from ..usecases.callers import Caller, CallerAuthenticator
 from .convert import timestamp
 from .errors import translate_errors
@@ -105,6 +106,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             issuer=request.issuer, audience=request.audience, algorithms=tuple(request.algorithms),
             jwks=request.jwks if source == "jwks" else None,
             hmac_secret=request.hmac_secret if source == "hmac_secret" else None,
+            jwks_uri=request.jwks_uri if source == "jwks_uri" else "",
+            discovery_url=request.discovery_url if source == "discovery_url" else "",
             require_at_jwt_typ=not request.allow_any_typ, customer_claim=request.customer_claim)
         issuer = self._admin.register_new_issuer(new, caller=caller)
         return admin_pb2.RegisterIssuerResponse(issuer=issuer_to_proto(issuer))
@@ -114,6 +117,12 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                          context) -> admin_pb2.RotateIssuerKeysResponse:
         issuer = self._admin.rotate_issuer_keys(request.issuer, request.jwks, caller=self._caller(context))
         return admin_pb2.RotateIssuerKeysResponse(issuer=issuer_to_proto(issuer))
+
+    @translate_errors
+    def RefreshIssuerKeys(self, request: admin_pb2.RefreshIssuerKeysRequest,
+                          context) -> admin_pb2.RefreshIssuerKeysResponse:
+        issuer = self._admin.refresh_issuer_keys(request.issuer, caller=self._caller(context))
+        return admin_pb2.RefreshIssuerKeysResponse(issuer=issuer_to_proto(issuer))
 
     @translate_errors
     def ListIssuers(self, request: admin_pb2.ListIssuersRequest, context) -> admin_pb2.ListIssuersResponse:
@@ -205,15 +214,29 @@ def api_key_to_proto(key: ApiKeyRecord) -> admin_pb2.ApiKey:
         expire_time=timestamp(key.expires_at), revoke_time=timestamp(key.revoked_at))
 
 
+_KEY_SOURCES = {
+    "hmac_secret": admin_pb2.ISSUER_KEY_SOURCE_HMAC_SECRET,
+    "jwks": admin_pb2.ISSUER_KEY_SOURCE_JWKS,
+    "jwks_uri": admin_pb2.ISSUER_KEY_SOURCE_JWKS_URI,
+    "discovery": admin_pb2.ISSUER_KEY_SOURCE_DISCOVERY,
+}
+
+
 def issuer_to_proto(issuer: IssuerRecord) -> admin_pb2.Issuer:
     """Never the sealed HMAC secret; the public JWK Set only."""
     hmac = issuer.hmac_secret_sealed is not None
+    remote = issuer.remote
     return admin_pb2.Issuer(
         id=issuer.id, issuer=issuer.issuer, audience=issuer.audience, algorithms=list(issuer.algorithms),
-        key_source=admin_pb2.ISSUER_KEY_SOURCE_HMAC_SECRET if hmac else admin_pb2.ISSUER_KEY_SOURCE_JWKS,
+        key_source=_KEY_SOURCES[key_source(issuer)],
         jwks="" if hmac or issuer.jwks is None else json.dumps(issuer.jwks, sort_keys=True),
         require_at_jwt_typ=issuer.require_at_jwt_typ, customer_claim=issuer.customer_claim,
-        create_time=timestamp(issuer.created_at))
+        create_time=timestamp(issuer.created_at), key_ids=key_ids(issuer.jwks),
+        remote=None if remote is None else admin_pb2.RemoteKeys(
+            jwks_uri=remote.jwks_uri, discovery_url=remote.discovery_url or "",
+            last_fetch_time=timestamp(remote.fetched_at), next_fetch_time=timestamp(remote.refresh_at),
+            last_error=remote.error or "", last_error_time=timestamp(remote.error_at),
+            consecutive_failures=remote.failures))
 
 
 def oauth_client_to_proto(client: OAuthClientRecord) -> admin_pb2.OAuthClient:

@@ -27,6 +27,8 @@ _TABLE: tuple[tuple[type[errors.DomainError], grpc.StatusCode], ...] = (
     (errors.NotPermitted, grpc.StatusCode.PERMISSION_DENIED),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.PreconditionFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    # The issuer's keys could not be fetched: the state of a remote server, not of the request.
+    (errors.KeyFetchFailed, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Conflict, grpc.StatusCode.ABORTED),
     (errors.StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
 )

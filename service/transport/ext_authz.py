@@ -25,6 +25,7 @@ from .ext_authz_convert import (
     ext_authz_invalid,
     ext_authz_response,
     ext_authz_unavailable,
+    query_parameters_to_remove,
 )
 
 log = logging.getLogger("tollgate.ext_authz")
@@ -59,4 +60,5 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         self._telemetry.record_decision("ext_authz", query.operation, decision, decision_id,
                                         time.perf_counter() - started)
         return ext_authz_response(decision, realm=self._realm, decision_id=decision_id, operation=query.operation,
-                                  strip_credentials=policy.strip_credential_headers)
+                                  strip_credentials=policy.strip_credential_headers,
+                                  remove_query_parameters=query_parameters_to_remove(query))

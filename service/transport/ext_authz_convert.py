@@ -16,9 +16,10 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
+from ..domain.credentials import QueryApiKey
 from ..domain.decide import Resource
 from ..domain.decision import Decision, error_body, www_authenticate
-from ..domain.routes import RESOURCE_FIELDS, RouteTable, ValueSource
+from ..domain.routes import RESOURCE_FIELDS, RouteTable, ValueSource, query_parameter_values
 from ..usecases.check import CheckQuery
 from .templates import ResponseTemplates
 
@@ -58,7 +59,8 @@ def request_headers(request: external_auth_pb2.CheckRequest) -> dict[str, str]:
 def check_query_from_ext_authz(request: external_auth_pb2.CheckRequest, routes: RouteTable) -> CheckQuery:
     """Operation from context_extensions or the route table; resource ids from the matched route,
     overlaid by context_extensions `user_id`/`organization_id`/`customer_id` sources
-    (`query.<name>` or `header.<name>`). No match decides as unknown_operation."""
+    (`query.<name>` or `header.<name>`). No match decides as unknown_operation. Where the policy
+    names an API key query parameter for the route, its values go along (the headers win)."""
     http = request.attributes.request.http
     headers = request_headers(request)
     extensions = request.attributes.context_extensions
@@ -69,12 +71,21 @@ def check_query_from_ext_authz(request: external_auth_pb2.CheckRequest, routes: 
     operation = extensions.get(OPERATION_EXTENSION) or (routed.operation if routed else unrouted)
     resource = dict(routed.resource) if routed else {}
     resource.update(_extension_resource(extensions, http.path, headers))
+    key_parameter = routes.api_key_query_parameter_of(routed)
+    key_values = query_parameter_values(http.path, key_parameter) if key_parameter else ()
     return CheckQuery(
         authorization=headers.get("authorization", ""),
         api_key=headers.get("x-api-key", ""),
         operation=operation,
         resource=Resource(**{f: resource.get(f, "") for f in RESOURCE_FIELDS}),
+        query_api_key=QueryApiKey(key_parameter, key_values) if key_values else None,
     )
+
+
+def query_parameters_to_remove(query: CheckQuery) -> tuple[str, ...]:
+    """The API key query parameter whenever the request sent it, used or not (a header credential
+    won), so that on an allow Envoy strips it and the upstream never sees the key."""
+    return (query.query_api_key.parameter,) if query.query_api_key is not None else ()
 
 
 def _extension_resource(extensions: Mapping[str, str], path: str, headers: Mapping[str, str]) -> dict[str, str]:
@@ -90,7 +101,8 @@ _RESPONSES = ResponseTemplates(external_auth_pb2.CheckResponse)
 
 
 def ext_authz_response(decision: Decision, *, realm: str, decision_id: str, operation: str,
-                       strip_credentials: bool) -> external_auth_pb2.CheckResponse:
+                       strip_credentials: bool, remove_query_parameters: tuple[str, ...] = ()
+                       ) -> external_auth_pb2.CheckResponse:
     response = _RESPONSES.copy(decision, (realm, operation, strip_credentials),
                                lambda: _build_response(decision, realm, operation, strip_credentials))
     # The template carries an empty decision id in each place one goes: the metadata (twice on an
@@ -100,6 +112,8 @@ def ext_authz_response(decision: Decision, *, realm: str, decision_id: str, oper
         ok = response.ok_response
         ok.dynamic_metadata.fields["decision_id"].string_value = decision_id
         ok.headers[0].header.value = decision_id
+        if remove_query_parameters:
+            ok.query_parameters_to_remove.extend(remove_query_parameters)
     return response
 
 

@@ -35,12 +35,14 @@ from ..domain.model import (
     OAuthClientRecord,
     PartnerRecord,
     PartnerStatus,
+    RemoteKeys,
     SigningKeyRecord,
 )
 from ..domain.policy import Policy
 from ..domain.ports import Clock, Repositories, TokenSigner, UnitOfWork
 from ..domain.scopes import GrantSet
 from .callers import OPERATOR, Caller
+from .remote_keys import RemoteKeyService, key_ids
 
 log = logging.getLogger("tollgate.admin")
 
@@ -69,10 +71,12 @@ Change = Callable[[Repositories, datetime], tuple[Result, str, dict[str, Any]]]
 
 @dataclass(frozen=True)
 class NewIssuer:
-    """An issuer to register from its raw key material (tollgate.v1.Admin/RegisterIssuer).
+    """An issuer to register (tollgate.v1.Admin/RegisterIssuer, `tollgate issuer add`).
 
-    Exactly one of `jwks` (a public JWK Set, as JSON text or an object) and `hmac_secret` (the
-    plaintext shared secret, sealed before it is stored) is set.
+    Exactly one source of keys is set: `jwks` (a public JWK Set, as JSON text or an object),
+    `hmac_secret` (the plaintext shared secret, sealed before it is stored), `jwks_uri` (fetched
+    now and kept fresh), or `discovery_url` (an OpenID Connect Discovery / RFC 8414 document
+    whose `issuer` must be `issuer` and whose `jwks_uri` is used).
     """
 
     issuer: str
@@ -80,6 +84,8 @@ class NewIssuer:
     algorithms: tuple[str, ...]
     jwks: str | dict[str, Any] | None = None
     hmac_secret: bytes | None = field(default=None, repr=False)
+    jwks_uri: str = ""
+    discovery_url: str = ""
     require_at_jwt_typ: bool = True
     customer_claim: str = DEFAULT_CUSTOMER_CLAIM
 
@@ -111,7 +117,8 @@ class AdminService:
     a public JWK Set, raising ValueError (service.tokens.load_jwks). Without them (the command line,
     which does both itself) JWKS get only a shape check and raw HMAC secrets are refused.
     `signer` makes the signing keys of Tollgate's own issuer, as `signing` says; without it
-    rotate_signing_key is refused."""
+    rotate_signing_key is refused. `remote_keys` fetches the keys of issuers registered by
+    discovery URL or jwks_uri; without it those are refused."""
 
     def __init__(
         self,
@@ -123,6 +130,7 @@ class AdminService:
         validate_jwks: Callable[[Any], dict[str, Any]] | None = None,
         signer: TokenSigner | None = None,
         signing: SigningKeySettings | None = None,
+        remote_keys: RemoteKeyService | None = None,
     ) -> None:
         self._policy = policy
         self._unit_of_work = unit_of_work
@@ -131,20 +139,27 @@ class AdminService:
         self._validate_jwks = validate_jwks
         self._signer = signer
         self._signing = signing or SigningKeySettings()
+        self._remote_keys = remote_keys
 
     # -- partners --------------------------------------------------------------------------------
 
     def create_partner(self, partner_id: str, name: str, grants: Iterable[str], roles: Iterable[str], *,
                        caller: Caller = OPERATOR) -> PartnerRecord:
-        """Raises Conflict(reason="partner_exists") when the id is taken."""
+        """Raises Conflict(reason="partner_exists") when the id is taken. A partner given neither
+        grants nor roles gets the policy's default_role (the policy in force now), if it names one."""
+        grants, roles = tuple(grants), tuple(roles)
+
         def change(repos: Repositories, now: datetime):
             _check_id(partner_id, "partner_id")
             _check_text(name, "name", required=True)
-            checked_grants, checked_roles = self._checked_grants(grants, roles)
+            default_role = None if grants or roles else self._policy().default_role
+            checked_grants, checked_roles = self._checked_grants(grants, (default_role,) if default_role else roles)
             partner = PartnerRecord(partner_id, name.strip(), PartnerStatus.ACTIVE, checked_grants, checked_roles, now)
             repos.partners.add(partner)
-            return partner, partner.id, {"name": partner.name, "grants": list(partner.grants),
-                                         "roles": list(partner.roles)}
+            details = {"name": partner.name, "grants": list(partner.grants), "roles": list(partner.roles)}
+            if default_role:
+                details["default_role"] = True  # the role came from the policy, not the request
+            return partner, partner.id, details
 
         return self._change(caller, "partner.create", partner_id, change)
 
@@ -249,18 +264,22 @@ class AdminService:
         return self._change(caller, "issuer.register", record.issuer, change)
 
     def register_new_issuer(self, new: NewIssuer, *, caller: Caller = OPERATOR) -> IssuerRecord:
-        """Registers an issuer from raw key material: the JWKS is validated (public keys only),
-        the HMAC secret sealed. Raises Conflict(reason="issuer_exists") when the iss is taken."""
+        """Registers an issuer from raw key material (the JWKS is validated, public keys only; the
+        HMAC secret sealed) or from where its keys are published (fetched now, before anything is
+        stored: an issuer whose keys cannot be had is not registered). Raises
+        Conflict(reason="issuer_exists") when the iss is taken, KeyFetchFailed when the fetch fails."""
+        remote, fetched = self._remote_issuer_keys(new, caller)
+
         def change(repos: Repositories, now: datetime):
             record = IssuerRecord(
                 id=new_id("iss"), issuer=new.issuer, audience=new.audience,
                 algorithms=tuple(dict.fromkeys(a.strip() for a in new.algorithms)), jwks=None,
                 hmac_secret_sealed=None, require_at_jwt_typ=new.require_at_jwt_typ,
                 customer_claim=new.customer_claim or DEFAULT_CUSTOMER_CLAIM, created_at=now)
-            if (new.jwks is None) == (new.hmac_secret is None):
-                raise InvalidRequest("exactly one of jwks and hmac_secret is required", field="jwks")
             if new.hmac_secret is not None:
                 record = replace(record, hmac_secret_sealed=self._sealed(new.hmac_secret, record.algorithms))
+            elif remote is not None:
+                record = replace(record, jwks=fetched, remote=remote)
             else:
                 record = replace(record, jwks=self._checked_jwks(new.jwks))
             _check_issuer(record)
@@ -268,6 +287,42 @@ class AdminService:
             return record, record.id, _issuer_details(record)
 
         return self._change(caller, "issuer.register", new.issuer, change)
+
+    def _remote_issuer_keys(self, new: NewIssuer, caller: Caller) -> tuple[RemoteKeys | None, dict | None]:
+        """Where a remote issuer's keys come from and its first key set; (None, None) for the
+        others. The fetch happens before the unit of work, which it would otherwise hold open."""
+        try:
+            _require_admin(caller)
+            sources = [new.jwks is not None, new.hmac_secret is not None, bool(new.jwks_uri), bool(new.discovery_url)]
+            if sum(sources) != 1:
+                raise InvalidRequest("exactly one of jwks, hmac_secret, jwks_uri and discovery_url is required",
+                                     field="jwks")
+            if not (new.jwks_uri or new.discovery_url):
+                return None, None
+            if self._remote_keys is None:
+                raise PreconditionFailed("issuers with remote keys cannot be registered here",
+                                         reason="remote_keys_unavailable")
+            return self._remote_keys.resolve(new.issuer, discovery_url=new.discovery_url, jwks_uri=new.jwks_uri)
+        except DomainError as error:
+            self._record_refusal(caller, "issuer.register", new.issuer, error)
+            raise
+
+    def refresh_issuer_keys(self, issuer_id_or_iss: str, *, caller: Caller = OPERATOR) -> IssuerRecord:
+        """Fetches a remote issuer's keys now. Raises KeyFetchFailed (after recording it on the
+        issuer) when the fetch fails; the last good keys stay in use."""
+        action = "issuer.refresh_keys"
+        try:
+            _require_admin(caller)
+            if self._remote_keys is None:
+                raise PreconditionFailed("remote keys cannot be fetched here", reason="remote_keys_unavailable")
+            record = self._remote_keys.refresh(issuer_id_or_iss)
+        except DomainError as error:
+            self._record_refusal(caller, action, issuer_id_or_iss, error)
+            raise
+        with self._unit_of_work(changes_facts=False) as repos:
+            repos.audit.append(_record(caller, action, record.id, self._clock.now(), OUTCOME_OK,
+                                       {"issuer": record.issuer, "kids": key_ids(record.jwks)}))
+        return record
 
     def rotate_issuer_keys(self, issuer_id_or_iss: str, jwks: dict[str, Any] | str, *,
                            caller: Caller = OPERATOR) -> IssuerRecord:
@@ -277,9 +332,12 @@ class AdminService:
             if issuer.hmac_secret_sealed is not None:
                 raise PreconditionFailed(f"issuer {excerpt(issuer.issuer)} uses an HMAC secret, not a JWKS",
                                          reason="hmac_issuer")
+            if issuer.remote is not None:
+                raise PreconditionFailed(f"issuer {excerpt(issuer.issuer)} has its keys fetched from its jwks_uri; "
+                                         "refresh them instead", reason="remote_issuer")
             repos.issuers.replace_keys(issuer.id, checked)
             return replace(issuer, jwks=checked), issuer.id, {
-                "issuer": issuer.issuer, "kids": _kids(checked), "previous_kids": _kids(issuer.jwks)}
+                "issuer": issuer.issuer, "kids": key_ids(checked), "previous_kids": key_ids(issuer.jwks)}
 
         return self._change(caller, "issuer.rotate_keys", issuer_id_or_iss, change)
 
@@ -659,13 +717,22 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _kids(jwks: dict[str, Any] | None) -> list[str]:
-    keys = jwks.get("keys") if isinstance(jwks, dict) else None
-    return [str(k.get("kid", "")) for k in keys if isinstance(k, dict)] if isinstance(keys, list) else []
-
-
 def _issuer_details(record: IssuerRecord) -> dict[str, Any]:
     """What an issuer registration records: never the (sealed) secret, only public key ids."""
-    return {"issuer": record.issuer, "audience": record.audience, "algorithms": list(record.algorithms),
-            "key_source": "hmac_secret" if record.hmac_secret_sealed else "jwks", "kids": _kids(record.jwks),
-            "require_at_jwt_typ": record.require_at_jwt_typ, "customer_claim": record.customer_claim}
+    details = {"issuer": record.issuer, "audience": record.audience, "algorithms": list(record.algorithms),
+               "key_source": key_source(record), "kids": key_ids(record.jwks),
+               "require_at_jwt_typ": record.require_at_jwt_typ, "customer_claim": record.customer_claim}
+    if record.remote is not None:
+        details["jwks_uri"] = record.remote.jwks_uri
+        if record.remote.discovery_url:
+            details["discovery_url"] = record.remote.discovery_url
+    return details
+
+
+def key_source(issuer: IssuerRecord) -> str:
+    """Where an issuer's keys come from: "hmac_secret", "jwks" (registered), "jwks_uri" or "discovery"."""
+    if issuer.hmac_secret_sealed:
+        return "hmac_secret"
+    if issuer.remote is None:
+        return "jwks"
+    return "discovery" if issuer.remote.discovery_url else "jwks_uri"

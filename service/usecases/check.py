@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from ..domain.credentials import parse_presented
-from ..domain.decide import CheckInput, CheckPlan, Resource, decide, effective_grants, plan_check
+from ..domain.credentials import QueryApiKey, parse_presented
+from ..domain.decide import CheckInput, CheckPlan, Resource, acting_user, decide, effective_grants, plan_check
 from ..domain.decision import Decision
 from ..domain.errors import CredentialRejected, InvalidRequest
-from ..domain.model import AuthenticatedCredential
-from ..domain.policy import Policy
+from ..domain.model import AuthenticatedCredential, SubjectType
+from ..domain.policy import Policy, TokenUser
 from ..domain.ports import Clock, CredentialVerifier, Repositories, UnitOfWork
 from ..domain.rate_limit import RateLimiter
 from ..domain.scopes import GrantSet, Permission
@@ -44,6 +44,9 @@ class CheckQuery:
     at_least_as_fresh: int = 0
     # Where the credential came from, for the failed-credential limit ("" when it is off).
     client_address: str = ""
+    # ext_authz only: the API key query parameter of a route that has one, when the request sent
+    # it; used only when neither credential header carries anything.
+    query_api_key: QueryApiKey | None = None
 
 
 class CheckService:
@@ -100,7 +103,7 @@ class CheckService:
         policy = self._policy()
         plan = self._plan(policy, query.operation, query.permissions, query.resource)
         return self._decide_all(policy, [plan], query.authorization, query.api_key,
-                                query.at_least_as_fresh, query.client_address, memo_key)[0]
+                                query.at_least_as_fresh, query.client_address, memo_key, query.query_api_key)[0]
 
     def recall(self, memo_key: bytes, client_address: str = "") -> Decision | None:
         """The decision check() made for an identical request (the same `memo_key`), while every
@@ -150,7 +153,8 @@ class CheckService:
         return self._decide_all(policy, plans, authorization, api_key, at_least_as_fresh, client_address)
 
     def _decide_all(self, policy: Policy, plans: list[CheckPlan], authorization: str, api_key: str,
-                    at_least_as_fresh: int, client_address: str, memo_key: bytes | None = None) -> list[Decision]:
+                    at_least_as_fresh: int, client_address: str, memo_key: bytes | None = None,
+                    query_api_key: QueryApiKey | None = None) -> list[Decision]:
         if all(not plan.known or plan.public for plan in plans):
             return [decide(CheckInput(plan, None)) for plan in plans]
         if self._failures is not None:
@@ -158,7 +162,7 @@ class CheckService:
             if wait:
                 return [decide(CheckInput(plan, None, failures_retry_after=wait)) for plan in plans]
         try:
-            presented = parse_presented(authorization, api_key)
+            presented = parse_presented(authorization, api_key, query_api_key)
         except CredentialRejected as rejected:
             self._count_failure(client_address)
             return [decide(CheckInput(plan, rejected)) for plan in plans]
@@ -213,18 +217,21 @@ class CheckService:
             plan, credential, grants,
             frozenset(subject_type for subject_type in plan.relations
                       if facts.relations.is_active(partner_id, subject_type, plan.resource.subject_id(subject_type), now)),
-            policy.scope_names, listed_grants=listed)) for plan in plans], credential
+            policy.scope_names, listed_grants=listed,
+            token_user_related=plan.token_user is TokenUser.RELATED and _token_user_related(plan, credential, facts, now),
+        )) for plan in plans], credential
 
     def _remember(self, memo_key: bytes, generation: int, policy: Policy, plan: CheckPlan,
                   credential: AuthenticatedCredential, decision: Decision) -> None:
         """Keeps the decision until the first of its facts may lapse: the credential's expiry and
-        that of each relation the plan looked at (an inactive one only makes it end sooner)."""
+        that of each relation the plan looked at, the token user's included (an inactive one only
+        makes it end sooner)."""
         assert self._memo is not None and self._cache is not None
         partner_id = credential.principal.partner_id
         valid_until = credential.expires_at
         reader = self._cache.reader
-        for subject_type in plan.relations:
-            expiry = reader.relation_expiry(partner_id, subject_type, plan.resource.subject_id(subject_type))
+        for subject_type, subject_id in _relations_looked_at(plan, credential):
+            expiry = reader.relation_expiry(partner_id, subject_type, subject_id)
             if expiry is not None and (valid_until is None or expiry < valid_until):
                 valid_until = expiry
         self._memo.remember(memo_key, decision, partner_id, policy, generation, valid_until)
@@ -240,3 +247,20 @@ class CheckService:
             self._grants.clear()
         self._grants[key] = (policy, credential, grants, listed)
         return grants, listed
+
+
+def _token_user_related(plan: CheckPlan, credential: AuthenticatedCredential, facts: Repositories,
+                        now: datetime) -> bool:
+    """Whether the user the token acts for has an active relation with the token's partner: the fact
+    a `token_user: related` operation needs, read through the same facts as the resource's relations."""
+    user = acting_user(credential, plan.user_claim)
+    return user is not None and facts.relations.is_active(credential.principal.partner_id, SubjectType.USER, user, now)
+
+
+def _relations_looked_at(plan: CheckPlan, credential: AuthenticatedCredential) -> list[tuple[SubjectType, str]]:
+    """The relations (subject type, subject id) a decision of `plan` rests on."""
+    looked_at = [(subject_type, plan.resource.subject_id(subject_type)) for subject_type in plan.relations]
+    user = acting_user(credential, plan.user_claim) if plan.token_user is TokenUser.RELATED else None
+    if user is not None:
+        looked_at.append((SubjectType.USER, user))
+    return looked_at

@@ -16,6 +16,7 @@ from sqlalchemy import inspect
 
 from service.domain.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
 from service.domain.model import (
+    RemoteKeys,
     ApiKeyRecord,
     ConnectTokenRecord,
     IssuerRecord,
@@ -91,7 +92,7 @@ def test_migrate_twice_is_a_no_op(store):
     seed(store)
     store.migrate()
     store.migrate()
-    assert current_revision(store.engine) == "0004"
+    assert current_revision(store.engine) == "0005"
     with store.unit_of_work(read_only=True) as repos:
         assert repos.partners.get("acme") == partner()
 
@@ -325,6 +326,68 @@ def test_issuer_keys_are_replaced(store):
         assert not repos.issuers.replace_keys("iss_9", rotated)
     with store.unit_of_work(read_only=True) as repos:
         assert repos.issuers.get("iss_1").jwks == rotated
+
+
+def remote_issuer(issuer_id: str = "iss_r", iss: str = "https://idp.test") -> IssuerRecord:
+    remote = RemoteKeys("https://idp.test/jwks", "https://idp.test/.well-known/openid-configuration",
+                        fetched_at=T0, refresh_at=at(300))
+    return IssuerRecord(issuer_id, iss, "https://api.test", ("RS256",), JWKS, None, True, "customer_numbers", T0,
+                        remote=remote)
+
+
+def test_remote_issuers_round_trip_and_are_listed_apart(store):
+    with store.unit_of_work() as repos:
+        repos.issuers.add(asymmetric_issuer())
+        repos.issuers.add(remote_issuer())
+    with store.unit_of_work(read_only=True) as repos:
+        assert repos.issuers.get("iss_r") == remote_issuer()
+        assert repos.issuers.get("iss_1").remote is None
+        assert repos.issuers.list_remote() == [remote_issuer()]
+
+
+def test_one_fetcher_at_a_time_until_its_claim_ends_or_expires(store):
+    with store.unit_of_work() as repos:
+        repos.issuers.add(remote_issuer())
+    with store.unit_of_work() as repos:
+        assert not repos.issuers.claim_fetch("iss_r", at(0), at(30))  # not due before at(300)
+        assert repos.issuers.claim_fetch("iss_r", at(300), at(330))
+        assert not repos.issuers.claim_fetch("iss_r", at(310), at(340))  # another process: refused
+        assert not repos.issuers.claim_fetch("iss_9", at(310), at(340))
+    with store.unit_of_work() as repos:
+        assert repos.issuers.claim_fetch("iss_r", at(330), at(360))  # the first claim expired
+        repos.issuers.record_fetch_success("iss_r", {"keys": []}, at(331), at(631), "https://idp.test/jwks2")
+        assert not repos.issuers.claim_fetch("iss_r", at(332), at(362))  # fetched: due again at(631)
+        assert repos.issuers.claim_fetch("iss_r", at(631), at(661))  # a recorded fetch ends the claim
+
+
+def test_one_refetch_per_cool_down(store):
+    with store.unit_of_work() as repos:
+        repos.issuers.add(remote_issuer())
+    with store.unit_of_work() as repos:
+        assert repos.issuers.claim_refetch("iss_r", at(0), at(30))
+        assert not repos.issuers.claim_refetch("iss_r", at(29), at(59))
+        assert repos.issuers.claim_refetch("iss_r", at(30), at(60))
+
+
+def test_fetch_outcomes_are_recorded_and_a_failure_keeps_the_keys(store):
+    rotated = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AAAA", "kid": "k2"}]}
+    with store.unit_of_work() as repos:
+        repos.issuers.add(remote_issuer())
+    with store.unit_of_work() as repos:
+        repos.issuers.record_fetch_failure("iss_r", "timed out", at(400), at(405))
+        repos.issuers.record_fetch_failure("iss_r", "HTTP 503", at(405), at(415))
+    with store.unit_of_work(read_only=True) as repos:
+        failed = repos.issuers.get("iss_r")
+    assert failed.jwks == JWKS
+    assert (failed.remote.error, failed.remote.error_at, failed.remote.failures) == ("HTTP 503", at(405), 2)
+    assert (failed.remote.fetched_at, failed.remote.refresh_at) == (T0, at(415))
+    with store.unit_of_work() as repos:
+        repos.issuers.record_fetch_success("iss_r", rotated, at(420), at(720), "https://idp.test/jwks")
+    with store.unit_of_work(read_only=True) as repos:
+        fetched = repos.issuers.get("iss_r")
+    assert fetched.jwks == rotated
+    assert (fetched.remote.fetched_at, fetched.remote.refresh_at, fetched.remote.failures) == (at(420), at(720), 0)
+    assert fetched.remote.error == "HTTP 503"  # the last failure stays visible, with its time
 
 
 def test_token_revocation_is_idempotent(store):

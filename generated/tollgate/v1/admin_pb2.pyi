@@ -21,12 +21,34 @@ class IssuerKeySource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ISSUER_KEY_SOURCE_UNSPECIFIED: _ClassVar[IssuerKeySource]
     ISSUER_KEY_SOURCE_JWKS: _ClassVar[IssuerKeySource]
     ISSUER_KEY_SOURCE_HMAC_SECRET: _ClassVar[IssuerKeySource]
+    ISSUER_KEY_SOURCE_JWKS_URI: _ClassVar[IssuerKeySource]
+    ISSUER_KEY_SOURCE_DISCOVERY: _ClassVar[IssuerKeySource]
 PARTNER_STATUS_UNSPECIFIED: PartnerStatus
 PARTNER_STATUS_ACTIVE: PartnerStatus
 PARTNER_STATUS_SUSPENDED: PartnerStatus
 ISSUER_KEY_SOURCE_UNSPECIFIED: IssuerKeySource
 ISSUER_KEY_SOURCE_JWKS: IssuerKeySource
 ISSUER_KEY_SOURCE_HMAC_SECRET: IssuerKeySource
+ISSUER_KEY_SOURCE_JWKS_URI: IssuerKeySource
+ISSUER_KEY_SOURCE_DISCOVERY: IssuerKeySource
+
+class RemoteKeys(_message.Message):
+    __slots__ = ("jwks_uri", "discovery_url", "last_fetch_time", "next_fetch_time", "last_error", "last_error_time", "consecutive_failures")
+    JWKS_URI_FIELD_NUMBER: _ClassVar[int]
+    DISCOVERY_URL_FIELD_NUMBER: _ClassVar[int]
+    LAST_FETCH_TIME_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FETCH_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    jwks_uri: str
+    discovery_url: str
+    last_fetch_time: _timestamp_pb2.Timestamp
+    next_fetch_time: _timestamp_pb2.Timestamp
+    last_error: str
+    last_error_time: _timestamp_pb2.Timestamp
+    consecutive_failures: int
+    def __init__(self, jwks_uri: _Optional[str] = ..., discovery_url: _Optional[str] = ..., last_fetch_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_fetch_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
 
 class Partner(_message.Message):
     __slots__ = ("id", "name", "status", "grants", "roles", "create_time")
@@ -67,7 +89,7 @@ class ApiKey(_message.Message):
     def __init__(self, id: _Optional[str] = ..., partner_id: _Optional[str] = ..., name: _Optional[str] = ..., grants: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[str]] = ..., customer_numbers: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Issuer(_message.Message):
-    __slots__ = ("id", "issuer", "audience", "algorithms", "key_source", "jwks", "require_at_jwt_typ", "customer_claim", "create_time")
+    __slots__ = ("id", "issuer", "audience", "algorithms", "key_source", "jwks", "require_at_jwt_typ", "customer_claim", "create_time", "key_ids", "remote")
     ID_FIELD_NUMBER: _ClassVar[int]
     ISSUER_FIELD_NUMBER: _ClassVar[int]
     AUDIENCE_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +99,8 @@ class Issuer(_message.Message):
     REQUIRE_AT_JWT_TYP_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_CLAIM_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_FIELD_NUMBER: _ClassVar[int]
     id: str
     issuer: str
     audience: str
@@ -86,7 +110,9 @@ class Issuer(_message.Message):
     require_at_jwt_typ: bool
     customer_claim: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., issuer: _Optional[str] = ..., audience: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., key_source: _Optional[_Union[IssuerKeySource, str]] = ..., jwks: _Optional[str] = ..., require_at_jwt_typ: _Optional[bool] = ..., customer_claim: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    key_ids: _containers.RepeatedScalarFieldContainer[str]
+    remote: RemoteKeys
+    def __init__(self, id: _Optional[str] = ..., issuer: _Optional[str] = ..., audience: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., key_source: _Optional[_Union[IssuerKeySource, str]] = ..., jwks: _Optional[str] = ..., require_at_jwt_typ: _Optional[bool] = ..., customer_claim: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_ids: _Optional[_Iterable[str]] = ..., remote: _Optional[_Union[RemoteKeys, _Mapping]] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("id", "actor", "action", "target", "time", "outcome", "details")
@@ -225,12 +251,14 @@ class ListApiKeysResponse(_message.Message):
     def __init__(self, api_keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ...) -> None: ...
 
 class RegisterIssuerRequest(_message.Message):
-    __slots__ = ("issuer", "audience", "algorithms", "jwks", "hmac_secret", "allow_any_typ", "customer_claim")
+    __slots__ = ("issuer", "audience", "algorithms", "jwks", "hmac_secret", "jwks_uri", "discovery_url", "allow_any_typ", "customer_claim")
     ISSUER_FIELD_NUMBER: _ClassVar[int]
     AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     ALGORITHMS_FIELD_NUMBER: _ClassVar[int]
     JWKS_FIELD_NUMBER: _ClassVar[int]
     HMAC_SECRET_FIELD_NUMBER: _ClassVar[int]
+    JWKS_URI_FIELD_NUMBER: _ClassVar[int]
+    DISCOVERY_URL_FIELD_NUMBER: _ClassVar[int]
     ALLOW_ANY_TYP_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_CLAIM_FIELD_NUMBER: _ClassVar[int]
     issuer: str
@@ -238,9 +266,11 @@ class RegisterIssuerRequest(_message.Message):
     algorithms: _containers.RepeatedScalarFieldContainer[str]
     jwks: str
     hmac_secret: bytes
+    jwks_uri: str
+    discovery_url: str
     allow_any_typ: bool
     customer_claim: str
-    def __init__(self, issuer: _Optional[str] = ..., audience: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., jwks: _Optional[str] = ..., hmac_secret: _Optional[bytes] = ..., allow_any_typ: _Optional[bool] = ..., customer_claim: _Optional[str] = ...) -> None: ...
+    def __init__(self, issuer: _Optional[str] = ..., audience: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ..., jwks: _Optional[str] = ..., hmac_secret: _Optional[bytes] = ..., jwks_uri: _Optional[str] = ..., discovery_url: _Optional[str] = ..., allow_any_typ: _Optional[bool] = ..., customer_claim: _Optional[str] = ...) -> None: ...
 
 class RegisterIssuerResponse(_message.Message):
     __slots__ = ("issuer",)
@@ -257,6 +287,18 @@ class RotateIssuerKeysRequest(_message.Message):
     def __init__(self, issuer: _Optional[str] = ..., jwks: _Optional[str] = ...) -> None: ...
 
 class RotateIssuerKeysResponse(_message.Message):
+    __slots__ = ("issuer",)
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    issuer: Issuer
+    def __init__(self, issuer: _Optional[_Union[Issuer, _Mapping]] = ...) -> None: ...
+
+class RefreshIssuerKeysRequest(_message.Message):
+    __slots__ = ("issuer",)
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    def __init__(self, issuer: _Optional[str] = ...) -> None: ...
+
+class RefreshIssuerKeysResponse(_message.Message):
     __slots__ = ("issuer",)
     ISSUER_FIELD_NUMBER: _ClassVar[int]
     issuer: Issuer

@@ -89,6 +89,11 @@ class AdminStub:
                 request_serializer=tollgate_dot_v1_dot_admin__pb2.RotateIssuerKeysRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_admin__pb2.RotateIssuerKeysResponse.FromString,
                 _registered_method=True)
+        self.RefreshIssuerKeys = channel.unary_unary(
+                '/tollgate.v1.Admin/RefreshIssuerKeys',
+                request_serializer=tollgate_dot_v1_dot_admin__pb2.RefreshIssuerKeysRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_admin__pb2.RefreshIssuerKeysResponse.FromString,
+                _registered_method=True)
         self.ListIssuers = channel.unary_unary(
                 '/tollgate.v1.Admin/ListIssuers',
                 request_serializer=tollgate_dot_v1_dot_admin__pb2.ListIssuersRequest.SerializeToString,
@@ -150,7 +155,8 @@ class AdminServicer:
     """
 
     def CreatePartner(self, request, context):
-        """CreatePartner adds an active partner. ABORTED "partner_exists" when the id is taken.
+        """CreatePartner adds an active partner; given neither grants nor roles, it gets the policy's
+        default_role, if the policy names one. ABORTED "partner_exists" when the id is taken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,14 +213,25 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterIssuer(self, request, context):
-        """RegisterIssuer trusts a JWT issuer with a public JWK Set or an HMAC secret (sealed at rest).
+        """RegisterIssuer trusts a JWT issuer with a public JWK Set, an HMAC secret (sealed at rest), or
+        keys published at a jwks_uri, given or found by OpenID Connect discovery (fetched at once and
+        kept fresh). FAILED_PRECONDITION "key_fetch_failed" when the remote keys cannot be had.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RotateIssuerKeys(self, request, context):
-        """RotateIssuerKeys replaces the JWK Set of an asymmetric issuer.
+        """RotateIssuerKeys replaces the JWK Set of an asymmetric issuer whose keys are registered
+        (FAILED_PRECONDITION "remote_issuer" for one whose keys are fetched).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefreshIssuerKeys(self, request, context):
+        """RefreshIssuerKeys fetches a remote issuer's keys now. FAILED_PRECONDITION "key_fetch_failed"
+        when the fetch fails (recorded on the issuer; its last good keys stay in use).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -347,6 +364,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RotateIssuerKeys,
                     request_deserializer=tollgate_dot_v1_dot_admin__pb2.RotateIssuerKeysRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_admin__pb2.RotateIssuerKeysResponse.SerializeToString,
+            ),
+            'RefreshIssuerKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefreshIssuerKeys,
+                    request_deserializer=tollgate_dot_v1_dot_admin__pb2.RefreshIssuerKeysRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_admin__pb2.RefreshIssuerKeysResponse.SerializeToString,
             ),
             'ListIssuers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListIssuers,
@@ -674,6 +696,33 @@ class Admin:
             '/tollgate.v1.Admin/RotateIssuerKeys',
             tollgate_dot_v1_dot_admin__pb2.RotateIssuerKeysRequest.SerializeToString,
             tollgate_dot_v1_dot_admin__pb2.RotateIssuerKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshIssuerKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.Admin/RefreshIssuerKeys',
+            tollgate_dot_v1_dot_admin__pb2.RefreshIssuerKeysRequest.SerializeToString,
+            tollgate_dot_v1_dot_admin__pb2.RefreshIssuerKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,
