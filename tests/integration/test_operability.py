@@ -112,7 +112,7 @@ def test_sighup_reloads_the_policy_and_refuses_a_broken_one(tmp_path):
     reason = lambda: stub.Check(authorization_pb2.CheckRequest(operation="status"), timeout=5).reason  # noqa: E731
     try:
         assert reason() == "unknown_operation"
-        policy.write_text(policy.read_text().replace("operations:\n", "operations:\n  status:\n    public: true\n", 1))
+        policy.write_text(policy.read_text().replace("\noperations:\n", "\noperations:\n  status:\n    public: true\n", 1))
         process.send_signal(signal.SIGHUP)
         assert wait_for(lambda: reason() == ""), "the reloaded policy makes status public"
         policy.write_text("operations: [broken\n")
