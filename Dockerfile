@@ -23,7 +23,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY service ./service
 COPY generated ./generated
 # Not editable: the venv must stand alone once /src is gone. Build requirements come from PyPI.

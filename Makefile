@@ -4,9 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-HOST   ?= 127.0.0.1
-PORT   ?= 50051
-POLICY ?= examples/policy.yaml
+# `make serve HOST=… PORT=… POLICY=…` passes --host/--port/--policy, each only when given (on the
+# command line or in the environment); otherwise the server's defaults and its TOLLGATE_* environment
+# settings apply (TOLLGATE_PORT=50061 make serve), which a flag would override.
+SERVE_FLAGS = $(strip $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(POLICY),--policy $(POLICY)))
 
 # Node tooling (buf, grpc-js, protoc-gen-es) pinned in package.json / package-lock.json.
 NODE_STAMP := node_modules/.installed-stamp
@@ -29,7 +30,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: $(STAMP)
-	$(VENV)/bin/tollgate serve --host $(HOST) --port $(PORT) --policy $(POLICY)
+	$(VENV)/bin/tollgate serve $(SERVE_FLAGS)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -15,8 +15,8 @@ the steady state of cache hits.
 
 h2load only sees HTTP status 200, never the gRPC status in the trailers, so every row is verified
 on the server's side: one grpcio call per body is decoded and checked before the row, and the
-server's Prometheus counter `tollgate_checks_total{adapter,decision,reason}` (summed over the
-workers' metrics ports) is read before and after the measured run, which must move by exactly the
+server's Prometheus counter `tollgate_checks_total{adapter,decision,reason}` (each worker's share,
+`/metrics?worker=N`, summed) is read before and after the measured run, which must move by exactly the
 number of calls h2load saw succeed, for the expected decision only. The measured run is
 count-based (`-n`, sized from the warm-up's rate to last about `seconds`, killed after a bounded
 timeout), so every call it started has completed and the equality is exact; the warm-up (`-D`)
@@ -109,44 +109,44 @@ def check_bodies(target: str, scenario: Scenario, bodies: list[tuple[Path, Reque
 
 # -- the server's decision counter --------------------------------------------------------------
 
-def scrape(ports: Sequence[int], metric: str = "tollgate_checks_total",
-           labels: Sequence[str] = ("adapter", "decision", "reason")) -> dict[int, Counter]:
+def scrape(urls: Sequence[str], metric: str = "tollgate_checks_total",
+           labels: Sequence[str] = ("adapter", "decision", "reason")) -> dict[str, Counter]:
     """A counter (by default tollgate_checks_total by (adapter, decision, reason)) by the values
-    of `labels`, per metrics port; retried for up to SCRAPE_TIMEOUT seconds (a worker's metrics
-    server may come up just after its gRPC port)."""
+    of `labels`, per metrics URL (a server's /metrics?worker=N, one per worker); retried for up to
+    SCRAPE_TIMEOUT seconds (the metrics may come up just after the gRPC port)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    found: dict[int, Counter] = {}
-    for port in ports:
+    found: dict[str, Counter] = {}
+    for url in urls:
         deadline = time.monotonic() + SCRAPE_TIMEOUT
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                with urllib.request.urlopen(url, timeout=5) as response:
                     text = response.read().decode()
                 break
             except (urllib.error.URLError, OSError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"no /metrics on 127.0.0.1:{port}") from None
+                    raise RuntimeError(f"no metrics at {url}") from None
                 time.sleep(0.2)
         counts: Counter = Counter()
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == metric:
                     counts[tuple(sample.labels.get(label, "") for label in labels)] += int(sample.value)
-        found[port] = counts
+        found[url] = counts
     return found
 
 
-def counter_delta(before: dict[int, Counter], after: dict[int, Counter]) -> tuple[Counter, dict[int, int]]:
-    """The counter's movement summed over ports, and the total movement per port."""
+def counter_delta(before: dict[str, Counter], after: dict[str, Counter]) -> tuple[Counter, dict[str, int]]:
+    """The counter's movement summed over the URLs (workers), and the total movement per URL."""
     total: Counter = Counter()
-    per_port: dict[int, int] = {}
-    for port, counts in after.items():
-        moved = Counter({key: value - before.get(port, Counter()).get(key, 0) for key, value in counts.items()})
+    per_url: dict[str, int] = {}
+    for url, counts in after.items():
+        moved = Counter({key: value - before.get(url, Counter()).get(key, 0) for key, value in counts.items()})
         moved = Counter({key: value for key, value in moved.items() if value})
         total.update(moved)
-        per_port[port] = sum(moved.values())
-    return total, per_port
+        per_url[url] = sum(moved.values())
+    return total, per_url
 
 
 # -- running h2load -----------------------------------------------------------------------------

@@ -199,8 +199,8 @@ def free_port() -> int:
 
 
 def free_ports(count: int, avoid: tuple[int, ...] = ()) -> int:
-    """The first of `count` consecutive free ports (a server's workers serve metrics on port + i),
-    none of them in `avoid` (ports chosen for the same server but not bound yet)."""
+    """The first of `count` consecutive free ports, none of them in `avoid` (ports chosen for the
+    same server but not bound yet)."""
     for _ in range(50):
         first = free_port()
         if first + count > 65535 or set(range(first, first + count)) & set(avoid):
@@ -221,9 +221,9 @@ class Server:
     process: subprocess.Popen
     port: int
     log_path: Path
-    # Metrics ports (one per worker; empty when metrics are off) and further top-level processes
-    # (the 2-process floor).
-    metrics_ports: tuple[int, ...] = ()
+    # Metrics URLs, one per worker (the server's one metrics port, ?worker=N: each worker's own
+    # share); empty when metrics are off. Further top-level processes (the 2-process floor).
+    metrics_urls: tuple[str, ...] = ()
     others: tuple[subprocess.Popen, ...] = ()
     # The OAuth endpoints' HTTP port (Tollgate; the HTTP floor serves only this one); 0: none.
     http_port: int = 0
@@ -364,7 +364,7 @@ def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: boo
     http_port = free_port()
     while http_port == port:
         http_port = free_port()
-    metrics_port = free_ports(workers, avoid=(port, http_port)) if metrics else 0
+    metrics_port = free_ports(1, avoid=(port, http_port)) if metrics else 0
     data_dir = log_dir / f"{name}-data"
     data_dir.mkdir(exist_ok=True)
     env = {
@@ -391,7 +391,8 @@ def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: boo
                "--metrics-port", str(metrics_port)]
     process, log_path = _spawn(name, command, env, log_dir, service_dir)
     server = Server(name, process, port, log_path,
-                    tuple(range(metrics_port, metrics_port + workers)) if metrics else (), http_port=http_port)
+                    tuple(f"http://127.0.0.1:{metrics_port}/metrics?worker={index}" for index in range(workers))
+                    if metrics else (), http_port=http_port)
     try:
         _wait_ready(server, workers)
         yield server
@@ -456,7 +457,7 @@ class H2Row:
     summary: h2.Summary | None = None
     server_cpu: float | None = None
     checks: int = 0  # decisions counted by the server (the floor: calls h2load saw succeed)
-    split: list[int] = field(default_factory=list)  # checks per worker (metrics port)
+    split: list[int] = field(default_factory=list)  # checks per worker (its /metrics?worker=N)
     verified: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -485,7 +486,7 @@ class TokenRow:
     server_cpu: float | None = None
     server_seconds: float | None = None  # the wall time over which server_cpu was read
     answered: int = 0  # 200s counted by the server (the floor: wrk's good answers)
-    split: list[int] = field(default_factory=list)  # 200s per worker (metrics port)
+    split: list[int] = field(default_factory=list)  # 200s per worker (its /metrics?worker=N)
     verified: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -803,17 +804,17 @@ class Bench:
         result.h2_rows.append(row)
         bodies = self._h2_bodies(result, scenario, 1 if concurrency_one else o.h2_bodies)
         expected = (scenario.api, "allow", "")  # every h2load scenario is an allow
-        counted = bool(server.metrics_ports)
+        counted = bool(server.metrics_urls)
         tag = f"{label}-{scenario.key}-{round_}".replace(", ", "-").replace(" ", "-").replace("(", "").replace(")", "")
         row.problems += h2.check_bodies(server.target, scenario, bodies, "allow")
 
-        before = h2.scrape(server.metrics_ports) if counted else {}
+        before = h2.scrape(server.metrics_urls) if counted else {}
         warmup = max(o.warmup, 0.5)
         warm = h2.Summary(self._h2_run(result, server, scenario, bodies, f"{tag}-warmup", concurrency_one,
                                        duration=warmup).wait(warmup + 30))
         row.problems += [f"warm-up: {problem}" for problem in warm.problems()]
         if counted:
-            delta, _ = h2.counter_delta(before, h2.scrape(server.metrics_ports))
+            delta, _ = h2.counter_delta(before, h2.scrape(server.metrics_urls))
             got = delta.pop(expected, 0)
             # -D ends with calls cut in flight: the server may have decided some h2load never saw.
             if not warm.succeeded <= got <= warm.started:
@@ -832,7 +833,7 @@ class Bench:
         # is run once more, sized from its own rate. Every attempt is verified.
         for attempt in range(2):
             requests = max(2 if concurrency_one else o.h2_connections * o.h2_streams * 2, round(rate * seconds))
-            before = h2.scrape(server.metrics_ports) if counted else {}
+            before = h2.scrape(server.metrics_urls) if counted else {}
             cpu_before = server.cpu_seconds()
             run = self._h2_run(result, server, scenario, bodies, f"{tag}-measured-{attempt}", concurrency_one,
                                requests=requests)
@@ -842,9 +843,9 @@ class Bench:
             row.summary = summary = h2.Summary(stats)
             row.problems += summary.problems(run.requested)
             if counted:
-                delta, per_port = h2.counter_delta(before, h2.scrape(server.metrics_ports))
+                delta, per_worker = h2.counter_delta(before, h2.scrape(server.metrics_urls))
                 row.checks = delta.pop(expected, 0)
-                row.split = [per_port.get(port, 0) for port in server.metrics_ports]
+                row.split = [per_worker.get(url, 0) for url in server.metrics_urls]
                 if row.checks != summary.succeeded:
                     row.problems.append(f"server counted {row.checks:,} allows, h2load {summary.succeeded:,} "
                                         "succeeded")
@@ -889,7 +890,7 @@ class Bench:
             run_info.row = row
             bodies = self._h2_bodies(result, scenario, self.options.h2_bodies)
             row.problems += h2.check_bodies(server.target, scenario, bodies, "allow")
-            before = h2.scrape(server.metrics_ports)
+            before = h2.scrape(server.metrics_urls)
             cpu_before = server.cpu_seconds()
             run = self._h2_run(result, server, scenario, bodies, "rss", False, duration=duration)
             due = [0.0]
@@ -908,7 +909,7 @@ class Bench:
             row.server_cpu = server.cpu_seconds() - cpu_before
             row.summary = summary = h2.Summary(stats)
             row.problems += summary.problems()
-            delta, _ = h2.counter_delta(before, h2.scrape(server.metrics_ports))
+            delta, _ = h2.counter_delta(before, h2.scrape(server.metrics_urls))
             row.checks = delta.pop((scenario.api, "allow", ""), 0)
             if not summary.succeeded <= row.checks <= summary.started:
                 row.problems.append(f"server counted {row.checks:,} allows, h2load {summary.succeeded:,} succeeded "
@@ -948,8 +949,8 @@ class Bench:
             servers = list(zip((floor, floor2, one, two), self.TOKEN_SERVERS))
             checks = {label: self._grant_check(server, label, clients) for server, label in servers}
             for server, label in servers:
-                if server.metrics_ports:
-                    self._prime_grants(server, label, script, work, len(clients) * 3 * len(server.metrics_ports))
+                if server.metrics_urls:
+                    self._prime_grants(server, label, script, work, len(clients) * 3 * len(server.metrics_urls))
             for round_ in range(o.tokens_rounds):
                 self.say(f"[{backend}] token endpoint: round {round_ + 1} of {o.tokens_rounds}")
                 for server, label in servers:
@@ -966,11 +967,11 @@ class Bench:
             except OSError as error:
                 problems.append(f"{client.client_id}: {error}")
                 continue
-            if server.metrics_ports:
+            if server.metrics_urls:
                 problems += oauth.token_problems(status, answer, client, ISSUER_URL)
             elif status != 200 or "access_token" not in answer:
                 problems.append(f"{client.client_id}: HTTP {status} {str(answer)[:160]}")
-        what = "an ES256 access token for the client" if server.metrics_ports else "the constant"
+        what = "an ES256 access token for the client" if server.metrics_urls else "the constant"
         description = f"Python grant of {len(sample)} clients: {what}" + ("" if not problems else " — FAILED")
         if problems:
             self.say(f"    {label}: grant check failed: {'; '.join(problems[:3])}")
@@ -999,7 +1000,7 @@ class Bench:
         result.token_rows.append(row)
         row.problems += check.problems
         tag = f"{label}-{round_}".replace(", ", "-").replace(" ", "-")
-        counted = bool(server.metrics_ports)
+        counted = bool(server.metrics_urls)
 
         def run(name: str, seconds: float) -> wrk.WrkResult:
             return wrk.WrkRun(o.wrk, server.http_target, script, work, seconds=seconds,
@@ -1008,7 +1009,7 @@ class Bench:
         warm = run(f"{tag}-warmup", max(o.warmup, 1.0))
         row.problems += [f"warm-up: {problem}" for problem in warm.problems()]
         time.sleep(SETTLE)
-        before = h2.scrape(server.metrics_ports, *TOKEN_COUNTER) if counted else {}
+        before = h2.scrape(server.metrics_urls, *TOKEN_COUNTER) if counted else {}
         cpu_before, clock = server.cpu_seconds(), time.monotonic()
         row.result = done = run(f"{tag}-measured", o.tokens_seconds)
         time.sleep(SETTLE)
@@ -1017,9 +1018,9 @@ class Bench:
         row.problems += done.problems()
         wrk_says = f"wrk: {done.good:,} answers 200 with an access_token, {done.bad:,} other"
         if counted:
-            delta, per_port = h2.counter_delta(before, h2.scrape(server.metrics_ports, *TOKEN_COUNTER))
+            delta, per_worker = h2.counter_delta(before, h2.scrape(server.metrics_urls, *TOKEN_COUNTER))
             row.answered = delta.pop(("token", "200"), 0)
-            row.split = [per_port.get(port, 0) for port in server.metrics_ports]
+            row.split = [per_worker.get(url, 0) for url in server.metrics_urls]
             if not done.good <= row.answered <= done.good + o.tokens_connections:
                 row.problems.append(f"server counted {row.answered:,} token 200s, wrk {done.good:,} "
                                     f"(+ at most {o.tokens_connections} in flight)")

@@ -10,7 +10,7 @@ Correctness: the script's `response()` counts every answer that is not a 200 car
 `access_token`, by status; `done()` adds the threads' counts up and prints one line of JSON
 (`WRK_RESULT {...}`: requests, duration, socket errors, bad answers, latency percentiles) that
 `parse_result` reads. A row fails on any bad answer or socket error. Against Tollgate the server's
-`tollgate_token_requests_total{endpoint="token",status}` (scraped from every worker's metrics port)
+`tollgate_token_requests_total{endpoint="token",status}` (scraped for every worker, `/metrics?worker=N`)
 is the cross-check: its 200s must move by at least wrk's completed requests and at most that plus
 the connections (wrk stops with one request in flight per connection, which the server may still
 answer), and no other status may move.

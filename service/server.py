@@ -10,11 +10,11 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from tollgate.v1 import admin_pb2, admin_pb2_grpc
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2, relations_pb2_grpc
 from tollgate.v1 import tokens_pb2, tokens_pb2_grpc
@@ -39,6 +39,7 @@ from .transport.authorization import AuthorizationServicer
 from .transport.client_certs import ClientCertificateRequired
 from .transport.decoding import add_decoding_in_handler
 from .transport.ext_authz import ExtAuthzServicer
+from .transport.reflection import enable_server_reflection
 from .transport.relations import RelationsServicer
 from .transport.tokens import TokensServicer
 from .usecases.admin import AdminService, SigningKeySettings
@@ -119,8 +120,8 @@ class App:
             self._every(self.settings.cache_refresh_seconds, "cache-refresh", self.cache.refresh)
 
     def check_health(self) -> bool:
-        """SERVING while the store answers, NOT_SERVING while it does not (the policy is loaded
-        before the server starts, and a reload never leaves it without one)."""
+        """SERVING while the store answers the reads Check makes, NOT_SERVING while it does not
+        (the policy is loaded before the server starts, and a reload never leaves it without one)."""
         try:
             self.store.unit_of_work.ping()
             serving = True
@@ -236,7 +237,7 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
                             gate("tokens", TokensServicer(tokens, telemetry)), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)  # grpc.reflection.v1 and v1alpha
     port = _step("bind the port", lambda: _bind(server, settings))
     mtls_port = _step("bind the mutual-TLS port", lambda: _bind_mutual_tls(server, settings))
     http = _step("bind the HTTP port", lambda: HttpListener(
@@ -322,23 +323,55 @@ def _step(name: str, action):
         raise RuntimeError(f"cannot {name}: {error}") from error
 
 
-def serve(settings: Settings, siblings: SiblingWrites | None = None) -> None:
+@dataclass(frozen=True)
+class Listening:
+    """The ports a server answers on, as bound (None: that listener is off). A worker process sends
+    its own to the parent (service/workers.py), which announces the whole server once."""
+
+    port: int
+    http_port: int | None = None
+    mtls_port: int | None = None
+    metrics_port: int | None = None
+
+    @classmethod
+    def of(cls, app: App) -> Listening:
+        return cls(app.port, app.http_port, app.mtls_port, app.metrics_port or None)
+
+
+def announce(settings: Settings, listening: Listening, workers: int = 1) -> None:
+    """Says once, on stdout and in the log, that the server is up: where, with how many worker
+    processes, and on which ports."""
+    url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    store = "postgresql" if settings.effective_database_url.startswith("postgresql") else "sqlite"
+    details = [f"OAuth endpoints on http://{url_host}:{listening.http_port}" if listening.http_port else "",
+               f"mutual TLS on {settings.host}:{listening.mtls_port}" if listening.mtls_port else "",
+               f"metrics on http://{url_host}:{listening.metrics_port}/metrics" if listening.metrics_port
+               else "metrics off", f"store: {store}"]
+    line = (f"Tollgate serving on {settings.host}:{listening.port} with {workers} worker{'s' if workers != 1 else ''}"
+            f" ({'; '.join(detail for detail in details if detail)})")
+    log.info("%s", line, extra={"fields": {"workers": workers, "port": listening.port, "http_port": listening.http_port,
+                                           "mtls_port": listening.mtls_port, "metrics_port": listening.metrics_port,
+                                           "store": store, "issuer": settings.token_issuer}})
+    print(line, flush=True)
+    if listening.http_port and not settings.issuer_url and settings.host in ("0.0.0.0", "::", ""):
+        log.warning("TOLLGATE_ISSUER_URL is not set: tokens name the issuer %s, which clients cannot reach; "
+                    "set it to the public URL of the OAuth endpoints", settings.token_issuer)
+    if listening.mtls_port:
+        log.info("client certificate required (on the mutual-TLS port %d) for: %s", listening.mtls_port,
+                 ", ".join(settings.client_cert_required_for) or "none")
+
+
+def serve(settings: Settings, siblings: SiblingWrites | None = None,
+          started: Callable[[App], None] | None = None) -> None:
     """Serves until SIGTERM or SIGINT, then stops accepting and lets in-flight calls finish.
-    SIGHUP reloads the policy file."""
+    SIGHUP reloads the policy file. `started` is for a worker process: it is called once the app
+    serves, instead of the announcement (the parent makes it, once for all workers)."""
     app = build_app(settings, siblings=siblings)
     app.start()
-    log.info("Tollgate serving on %s:%d (store: %s, metrics: %s)", settings.host, app.port,
-             "postgresql" if settings.effective_database_url.startswith("postgresql") else "sqlite",
-             app.metrics_port or "off")
-    print(f"Tollgate serving on {settings.host}:{app.port}", flush=True)
-    if app.http_port is not None:
-        log.info("OAuth endpoints on http://%s:%d (issuer %s)", settings.host, app.http_port, settings.token_issuer)
-        if not settings.issuer_url and settings.host in ("0.0.0.0", "::", ""):
-            log.warning("TOLLGATE_ISSUER_URL is not set: tokens name the issuer %s, which clients cannot reach; "
-                        "set it to the public URL of the OAuth endpoints", settings.token_issuer)
-    if app.mtls_port is not None:
-        log.info("mutual TLS on %s:%d; client certificate required for: %s", settings.host, app.mtls_port,
-                 ", ".join(settings.client_cert_required_for) or "none")
+    if started is None:
+        announce(settings, Listening.of(app))
+    else:
+        started(app)
     stopped, reload_requested = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopped.set())

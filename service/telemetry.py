@@ -14,11 +14,12 @@ import threading
 from typing import Callable, Mapping
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from .domain.decision import Decision
+from .version import VERSION
 
 decision_log = logging.getLogger("tollgate.decisions")
 
@@ -130,6 +131,7 @@ class Telemetry:
         self._key_fetches = Counter("tollgate_jwks_fetches", "Fetches of remote issuers' discovery documents and "
                                     "key sets, by issuer and outcome (ok, timeout, http_error, invalid_keys…).",
                                     ["issuer", "outcome"], registry=self.registry)
+        build_info(self.registry)
         self._http: WSGIServer | None = None
 
     def record_decision(self, adapter: str, operation: str, decision: Decision, decision_id: str,
@@ -140,10 +142,15 @@ class Telemetry:
         allowed = decision.allowed
         self._decisions.record(adapter, allowed, reason, seconds, recalled)
         if not allowed:
+            # Who was refused, whenever the credential was proven (empty when none was recognised):
+            # the partner and the credential's id and kind, never the credential.
+            principal = decision.principal
             decision_log.info("denied", extra={"fields": {
                 "decision_id": decision_id, "adapter": adapter, "operation": operation[:200], "reason": reason,
                 "http_status": decision.http_status,
-                "partner_id": decision.principal.partner_id if decision.principal else "",
+                "partner_id": principal.partner_id if principal else "",
+                "credential_id": principal.credential_id if principal else "",
+                "credential_kind": principal.kind.value if principal else "",
             }})
 
     def record_relation_change(self, action: str, outcome: str) -> None:
@@ -172,6 +179,12 @@ class Telemetry:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+def build_info(registry: CollectorRegistry) -> None:
+    """`tollgate_build_info{version}` = 1: which version is running (join on it in queries)."""
+    Gauge("tollgate_build_info", "Always 1; the version label is the running Tollgate's.", ["version"],
+          registry=registry).labels(VERSION).set(1)
 
 
 class JsonFormatter(logging.Formatter):

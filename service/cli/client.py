@@ -21,6 +21,12 @@ CONNECT_TOKEN_WARNING = "this is the only time the connect token is shown; hand 
 DECISION_LINES: list[Column] = [("allowed", "allowed"), ("http_status", "http_status"), ("reason", "reason"),
                                 ("message", "message"), ("field", "field"), ("body", "body"),
                                 ("partner", "partner_id"), ("grants", "grants"), ("decision_id", "decision_id")]
+STEP_COLUMNS: list[Column] = [("step", "step"), ("outcome", "outcome"), ("facts", "facts_text")]
+# The order facts are shown in (a proto map keeps none): as each step lists them, then any others.
+FACT_ORDER = ("operation", "known", "public", "needs", "presented", "partner_id", "credential_id", "credential_kind",
+              "reason", "enabled", "retry_after_seconds", "needed", "held", "missing", "subject_type", "subject_id",
+              "relation_id", "relation_status", "expires_at", "demand", "claim", "token_user", "user_id",
+              "customer_id", "credential_customer_ids", "why")
 RELATION_LINES: list[Column] = [("id", "id"), ("partner", "partner_id"), ("subject", "subject_type"),
                                 ("subject id", "subject_id"), ("status", "status"), ("created", "created_at"),
                                 ("updated", "updated_at"), ("expires", "expires_at")]
@@ -124,10 +130,17 @@ def check(args: argparse.Namespace, out: Output) -> None:
         permissions=args.permission,
         resource=authorization_pb2.Resource(user_id=args.user_id or "", organization_id=args.organization_id or "",
                                             customer_id=args.customer_id or ""),
+        explain=args.explain,
     )
     with channel(args) as opened:
         response = authorization_pb2_grpc.AuthorizationStub(opened).Check(request, timeout=CALL_TIMEOUT_SECONDS)
-    out.record(decision_view(response), DECISION_LINES)
+    view = decision_view(response)
+    if not request.explain or out.as_json:
+        return out.record(view, DECISION_LINES)  # JSON: every key, the explanation's included
+    out.record(view, DECISION_LINES)
+    rows = [{**step, "facts_text": " ".join(f"{k}={_quoted(v)}" for k, v in step["facts"].items())}
+            for step in view["explanation"]]
+    out.table("steps", rows, STEP_COLUMNS)
 
 
 def decision_view(response: authorization_pb2.CheckResponse) -> dict[str, Any]:
@@ -143,7 +156,21 @@ def decision_view(response: authorization_pb2.CheckResponse) -> dict[str, Any]:
         "partner_id": response.principal.partner_id if response.HasField("principal") else None,
         "grants": grants,
         "decision_id": response.decision_id,
+        **({"explanation": [step_view(step) for step in response.explanation]} if response.explanation else {}),
     }
+
+
+def step_view(step: authorization_pb2.ExplainStep) -> dict[str, Any]:
+    """One step of an explained check, its facts in FACT_ORDER."""
+    rank = {name: index for index, name in enumerate(FACT_ORDER)}
+    facts = sorted(step.facts.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+    return {"step": step.name, "outcome": _enum(authorization_pb2.StepOutcome, step.outcome, "STEP_OUTCOME_"),
+            "facts": dict(facts)}
+
+
+def _quoted(value: str) -> str:
+    """A fact's value on a text line: quoted when it is empty or a list (space-separated)."""
+    return value if value and " " not in value else f'"{value}"'
 
 
 # -- Relations -----------------------------------------------------------------------------------

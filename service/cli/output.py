@@ -53,6 +53,10 @@ class Output:
             if value:
                 self._line(f"{key}: {human(value)}")
 
+    def document(self, data: Any) -> None:
+        """JSON in either mode, for data that has no flatter form (e.g. a message of any type)."""
+        self._json(data)
+
     def warn(self, message: str) -> None:
         print(f"warning: {message}", file=self.stderr, flush=True)
 

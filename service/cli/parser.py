@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 from typing import NoReturn
 
 from ..domain.model import RelationStatus, SubjectType
+from ..version import VERSION
 from .values import default_target, duration
 
 DEFAULT_TARGET_HELP = "server address host:port (default: $TOLLGATE_TARGET or 127.0.0.1:50051)"
@@ -24,6 +26,14 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message, self.format_usage())
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        """Refuses what this (sub)command does not know, so the usage shown is its own: argparse
+        would hand a subcommand's unknown options up to the top level, which shows its usage."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 def _global_options() -> argparse.ArgumentParser:
     """Accepted on every (sub)command; SUPPRESS keeps a later parser from resetting an earlier value."""
@@ -31,6 +41,13 @@ def _global_options() -> argparse.ArgumentParser:
     group = common.add_argument_group("global options")
     group.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help="machine-readable output: one JSON document on stdout")
+    return common
+
+
+def _store_options() -> argparse.ArgumentParser:
+    """Accepted by the commands that open the store or read the policy (not by `client`, which calls a server)."""
+    store = Parser(add_help=False)
+    group = store.add_argument_group("store and policy")
     group.add_argument("--database-url", metavar="URL", default=argparse.SUPPRESS,
                        help="sqlite:///… or postgresql+psycopg://… (default: $TOLLGATE_DATABASE_URL, "
                             "else a SQLite file in the data dir)")
@@ -38,10 +55,11 @@ def _global_options() -> argparse.ArgumentParser:
                        help="data directory (default: $TOLLGATE_DATA_DIR or data/ in the project)")
     group.add_argument("--policy", metavar="PATH", default=argparse.SUPPRESS,
                        help="policy YAML file (default: $TOLLGATE_POLICY_PATH or the project's examples/policy.yaml)")
-    return common
+    return store
 
 
 GLOBAL = _global_options()
+STORE = _store_options()
 
 
 def _client_options() -> argparse.ArgumentParser:
@@ -57,12 +75,12 @@ def _client_options() -> argparse.ArgumentParser:
     return client
 
 
-def _group(subparsers, name: str, help_text: str):
-    parser = subparsers.add_parser(name, help=help_text, description=help_text, parents=[GLOBAL])
+def _group(subparsers, name: str, help_text: str, parents=(STORE,)):
+    parser = subparsers.add_parser(name, help=help_text, description=help_text, parents=[GLOBAL, *parents])
     return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
 
 
-def _leaf(subparsers, name: str, handler: str, help_text: str, parents=()) -> argparse.ArgumentParser:
+def _leaf(subparsers, name: str, handler: str, help_text: str, parents=(STORE,)) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help=help_text, description=help_text, parents=[GLOBAL, *parents])
     parser.set_defaults(handler=handler)
     return parser
@@ -77,16 +95,20 @@ def _grant_options(parser: argparse.ArgumentParser) -> None:
 
 def _relation_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partner", metavar="PARTNER_ID", help="only this partner's relations")
-    parser.add_argument("--subject-type", choices=[t.value for t in SubjectType])
-    parser.add_argument("--subject-id", metavar="ID")
-    parser.add_argument("--status", choices=[s.value for s in RelationStatus])
+    parser.add_argument("--subject-type", choices=[t.value for t in SubjectType],
+                        help="only relations to users, or only to organizations")
+    parser.add_argument("--subject-id", metavar="ID", help="only relations to this user or organization")
+    parser.add_argument("--status", choices=[s.value for s in RelationStatus], help="only relations in this status")
     parser.add_argument("--page-size", type=int, default=0, metavar="N", help="1..500 (default 50)")
-    parser.add_argument("--page-token", default="", metavar="TOKEN")
+    parser.add_argument("--page-token", default="", metavar="TOKEN",
+                        help="the next_page_token of the previous page, for the page after it")
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="tollgate", parents=[GLOBAL],
                     description="Tollgate: the central authorization decision point.")
+    parser.add_argument("--version", action="version", version=f"tollgate {VERSION}",
+                        help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _server_commands(commands)
     _partner_commands(_group(commands, "partner", "manage partners (client applications)"))
@@ -96,7 +118,7 @@ def build_parser() -> Parser:
     _oauth_client_commands(_group(commands, "oauth-client", "manage OAuth clients of the token service"))
     _signing_key_commands(_group(commands, "signing-key", "rotate the keys Tollgate signs its tokens with"))
     _relation_commands(_group(commands, "relation", "inspect and sweep relations in the store"))
-    _client_commands(_group(commands, "client", "call a running server over gRPC"))
+    _client_commands(_group(commands, "client", "call a running server over gRPC", parents=()))
     return parser
 
 
@@ -118,7 +140,7 @@ def _partner_commands(partner) -> None:
     create = _leaf(partner, "create", "commands.partner_create",
                    "create a partner (without --grant or --role: the policy's default_role, if any)")
     create.add_argument("partner_id", metavar="ID")
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", required=True, help="the partner's display name")
     _grant_options(create)
     _leaf(partner, "list", "commands.partner_list", "list partners")
     for name, help_text in (("show", "show one partner"), ("suspend", "suspend a partner (all its credentials "
@@ -173,7 +195,7 @@ def _issuer_commands(issuer) -> None:
 def _token_commands(token) -> None:
     revoke = _leaf(token, "revoke", "commands.token_revoke", "revoke one JWT by its jti")
     revoke.add_argument("--issuer", required=True, metavar="ISS", help="the issuer's iss or id")
-    revoke.add_argument("--jti", required=True)
+    revoke.add_argument("--jti", required=True, help="the token's jti claim")
 
 
 def _oauth_client_commands(client) -> None:
@@ -209,29 +231,53 @@ def _relation_commands(relation) -> None:
 def _client_commands(client) -> None:
     remote = [_client_options()]
     check = _leaf(client, "check", "client.check", "ask for a decision (exit 0 even when denied)", remote)
-    check.add_argument("--operation", required=True, metavar="OP")
-    check.add_argument("--permission", action="append", default=[], metavar="P")
-    for name in ("--user-id", "--organization-id", "--customer-id"):
-        check.add_argument(name, default="")
+    check.add_argument("--operation", required=True, metavar="OP", help="the operation, as named in the policy")
+    check.add_argument("--permission", action="append", default=[], metavar="P",
+                       help="a permission the operation needs, for one the policy does not name (repeatable)")
+    for name in ("user", "organization", "customer"):
+        check.add_argument(f"--{name}-id", default="", help=f"the {name} the request touches (resource.{name}_id)")
+    check.add_argument("--explain", action="store_true",
+                       help="also show the steps evaluated, in order, with the facts each used")
     request = _leaf(client, "request-relation", "client.request_relation", "request a user relation", remote)
-    request.add_argument("--user-id", required=True)
+    request.add_argument("--user-id", required=True, help="the user the partner asks to act for")
     request.add_argument("--partner-id", default="", help="platform callers: the partner it is for")
     for name, help_text in (("approve", "approve a pending user relation (platform)"),
                             ("reject", "reject a pending user relation (platform)"),
                             ("revoke", "revoke an active relation")):
         action = _leaf(client, f"{name}-relation", f"client.{name}_relation", help_text, remote)
         action.add_argument("relation_id", metavar="RELATION_ID")
-        action.add_argument("--reason", default="")
+        action.add_argument("--reason", default="", help="why, recorded with the relation's event")
         if name == "approve":
             action.add_argument("--ttl", type=duration, metavar="DURATION", help="relation lifetime, e.g. 90d")
     issue = _leaf(client, "issue-connect-token", "client.issue_connect_token",
                   "issue an organization connect token (platform)", remote)
-    issue.add_argument("--organization-id", required=True)
-    issue.add_argument("--issued-by", default="", metavar="ADMIN")
-    issue.add_argument("--ttl", type=duration, metavar="DURATION")
-    issue.add_argument("--relation-ttl", type=duration, metavar="DURATION")
+    issue.add_argument("--organization-id", required=True, help="the organization the token connects to")
+    issue.add_argument("--issued-by", default="", metavar="ADMIN", help="the organization admin handing it out")
+    issue.add_argument("--ttl", type=duration, metavar="DURATION", help="how long the token stays claimable, e.g. 24h")
+    issue.add_argument("--relation-ttl", type=duration, metavar="DURATION",
+                       help="lifetime of the relation the claim creates, e.g. 365d")
     claim = _leaf(client, "claim-organization", "client.claim_organization", "claim a connect token", remote)
     claim.add_argument("connect_token", metavar="TOKEN")
     _leaf(client, "get-relation", "client.get_relation", "show a relation and its events",
           remote).add_argument("relation_id", metavar="RELATION_ID")
     _relation_filters(_leaf(client, "list-relations", "client.list_relations", "list relations", remote))
+    _reflection_commands(client, remote)
+
+
+def _reflection_commands(client, remote) -> None:
+    """Any service the server exposes, through server reflection (service/cli/reflection.py)."""
+    describe = _leaf(client, "describe", "reflection.describe", "list the server's services, or describe a "
+                     "service, method, message or enum (server reflection)", remote)
+    describe.add_argument("symbol", nargs="?", metavar="SERVICE|METHOD|MESSAGE",
+                          help="e.g. tollgate.v1.Authorization, tollgate.v1.Authorization/Check or "
+                               "tollgate.v1.CheckRequest (default: list the services)")
+    call = _leaf(client, "call", "reflection.call", "call a method of the server with a JSON request; the answer "
+                 "is printed as JSON (server reflection)", remote)
+    call.add_argument("method", metavar="METHOD", help="e.g. tollgate.v1.Authorization/Check")
+    call.add_argument("request", metavar="JSON", nargs="?", default="{}",
+                      help="the request in protobuf's JSON mapping, or - to read it from standard input (default: {})")
+    for parser in (describe, call):
+        parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
+                            help="metadata to send with each call, e.g. 'x-request-id: 42' (repeatable)")
+        parser.add_argument("--timeout", type=duration, default=timedelta(seconds=10), metavar="DURATION",
+                            help="deadline of each call, e.g. 30s (default: 10s)")

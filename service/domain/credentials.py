@@ -46,6 +46,12 @@ def parse_presented(authorization: str, api_key: str, query: QueryApiKey | None 
     precedence over `X-API-Key: <key>`, which takes precedence over an API key in a query
     parameter (`query`, looked at only when neither header carries anything). A bearer value with
     the API-key prefix is an API key; anything else is treated as a JWT.
+
+    An Authorization header in another scheme (`Basic …`, or a bare word: any RFC 7235 auth-scheme
+    but Bearer) carries no bearer credentials (RFC 6750 section 3.1): it counts as absent, so the
+    request is judged by its X-API-Key, else as one without a credential (missing_token). A
+    header that is no `scheme [credentials]` at all, or a Bearer one without exactly one token,
+    is malformed (invalid_token).
     """
     authorization = authorization.strip()
     api_key = api_key.strip()
@@ -53,15 +59,32 @@ def parse_presented(authorization: str, api_key: str, query: QueryApiKey | None 
         return _from_query(query) if query is not None else None
     if len(authorization) > MAX_CREDENTIAL_LENGTH or len(api_key) > MAX_CREDENTIAL_LENGTH:
         raise CredentialRejected("the credential is too long", reason="invalid_token")
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or " " in token:
-            raise CredentialRejected("the Authorization header must be 'Bearer <token>'", reason="invalid_token")
-    else:
+    token = _bearer_token(authorization) if authorization else None
+    if token is None:
+        if not api_key:
+            return _from_query(query) if query is not None else None
         token = api_key
+        authorization = ""
     kind = PresentedKind.API_KEY if token.startswith(API_KEY_PREFIX) or not authorization else PresentedKind.JWT
     return PresentedCredential(kind=kind, value=token)
+
+
+# RFC 7230 section 3.2.6 tchar: the characters of a token, such as an auth-scheme (RFC 7235).
+_TOKEN_CHARACTERS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _bearer_token(authorization: str) -> str | None:
+    """The token of a Bearer Authorization value; None for another scheme (no bearer credentials);
+    CredentialRejected(invalid_token) for a malformed value."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer":
+        token = token.strip()
+        if not token or " " in token:
+            raise CredentialRejected("the Authorization header must be 'Bearer <token>'", reason="invalid_token")
+        return token
+    if scheme and _TOKEN_CHARACTERS.issuperset(scheme):
+        return None
+    raise CredentialRejected("the Authorization header must be 'Bearer <token>'", reason="invalid_token")
 
 
 def _from_query(query: QueryApiKey) -> PresentedCredential | None:

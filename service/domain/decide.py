@@ -46,10 +46,29 @@ class CheckPlan:
     user_claim: str | None = None
 
 
-_RESOURCE_FIELDS = {
-    SubjectType.USER: "resource.user_id",
-    SubjectType.ORGANIZATION: "resource.organization_id",
+# Each resource field has two names. gRPC errors (INVALID_ARGUMENT's ErrorInfo) name its path in
+# the CheckRequest, which is what a gRPC caller set; everything a gateway hands its client (the
+# JSON bodies, CheckResponse.field, ext_authz's 400) names it as the partner API does, which is
+# what that client sent.
+USER_ID_FIELD, ORGANIZATION_ID_FIELD, CUSTOMER_ID_FIELD = "userId", "organizationId", "customerId"
+API_FIELD_NAMES = {
+    "resource.user_id": USER_ID_FIELD,
+    "resource.organization_id": ORGANIZATION_ID_FIELD,
+    "resource.customer_id": CUSTOMER_ID_FIELD,
 }
+# How the messages of malformed requests name each resource field (in words, the same on both
+# surfaces; the error's field names it for machines).
+_RESOURCE_NOUNS = {"user_id": "user id", "organization_id": "organization id", "customer_id": "customer number"}
+_RESOURCE_FIELDS = {
+    SubjectType.USER: "user_id",
+    SubjectType.ORGANIZATION: "organization_id",
+}
+
+
+def api_field_name(field: str) -> str:
+    """A request field as the partner API names it ("resource.user_id" -> "userId"); other
+    fields (which only a gRPC caller can get wrong) keep their own name."""
+    return API_FIELD_NAMES.get(field, field)
 
 
 def plan_check(policy: Policy, operation: str, permission_texts: list[str], resource: Resource) -> CheckPlan:
@@ -75,10 +94,13 @@ def plan_check(policy: Policy, operation: str, permission_texts: list[str], reso
         needs_customer = False
     for subject_type in relations:
         if not resource.subject_id(subject_type):
-            raise InvalidRequest(f"{operation or 'the check'} needs {_RESOURCE_FIELDS[subject_type]}",
-                                 field=_RESOURCE_FIELDS[subject_type])
+            name = _RESOURCE_FIELDS[subject_type]
+            raise InvalidRequest(f"{operation or 'the check'} needs the {_RESOURCE_NOUNS[name]}",
+                                 field=f"resource.{name}")
     if needs_customer and not resource.customer_id:
-        raise InvalidRequest(f"{operation} needs resource.customer_id", field="resource.customer_id")
+        # A malformed call, not a deny: there is no customer number to refuse (the operation is
+        # declared customer-bound, and the caller left out what it acts for).
+        raise InvalidRequest(f"{operation} needs the {_RESOURCE_NOUNS['customer_id']}", field="resource.customer_id")
     permissions = tuple(dict.fromkeys((*(declared.permissions if declared else ()), *explicit)))
     token_user = declared.token_user if declared is not None else None
     return CheckPlan(operation, True, False, permissions, relations, bool(resource.customer_id), resource,
@@ -89,7 +111,8 @@ def _validate_ids(resource: Resource) -> None:
     for name in ("user_id", "organization_id", "customer_id"):
         value = getattr(resource, name)
         if len(value) > MAX_ID_LENGTH or not value.isprintable():
-            raise InvalidRequest(f"resource.{name} is too long or has control characters", field=f"resource.{name}")
+            raise InvalidRequest(f"the {_RESOURCE_NOUNS[name]} is too long or has control characters",
+                                 field=f"resource.{name}")
 
 
 def effective_grants(policy: Policy, credential: AuthenticatedCredential) -> GrantSet:
@@ -121,6 +144,16 @@ def acting_user(credential: AuthenticatedCredential, claim: str | None) -> str |
     return None if user == client else user
 
 
+def relations_looked_at(plan: CheckPlan, credential: AuthenticatedCredential) -> list[tuple[SubjectType, str]]:
+    """The relations (subject type, subject id) a decision of `plan` about `credential` rests on:
+    the resource's, and for token_user: related the token user's."""
+    looked_at = [(subject_type, plan.resource.subject_id(subject_type)) for subject_type in plan.relations]
+    user = acting_user(credential, plan.user_claim) if plan.token_user is TokenUser.RELATED else None
+    if user is not None:
+        looked_at.append((SubjectType.USER, user))
+    return looked_at
+
+
 @dataclass(frozen=True)
 class CheckInput:
     plan: CheckPlan
@@ -144,7 +177,8 @@ class CheckInput:
 
 
 def decide(check: CheckInput) -> Decision:
-    """Evaluates the steps in the documented order; the first failure decides."""
+    """Evaluates the steps in the documented order; the first failure decides. Every decision made
+    after the credential was proven names its principal, a deny as an allow does."""
     plan, credential = check.plan, check.credential
     if not plan.known:
         return deny(Reason.UNKNOWN_OPERATION, f"operation {excerpt(plan.operation)} is not defined" if plan.operation
@@ -158,40 +192,45 @@ def decide(check: CheckInput) -> Decision:
         return deny(Reason.MISSING_TOKEN, "a bearer token or API key is required")
     if isinstance(credential, CredentialRejected):
         return deny(Reason(credential.reason), credential.message)
+    principal = credential.principal
     if check.retry_after:
         return deny(Reason.RATE_LIMIT_EXCEEDED, f"too many checks; retry in {check.retry_after} s",
-                    retry_after=check.retry_after)
+                    retry_after=check.retry_after, principal=principal)
     missing = [p for p in plan.permissions if not check.grants.allows(p)]
     if missing:
         needed = " ".join(str(p) for p in missing)
-        return deny(Reason.INSUFFICIENT_SCOPE, f"the credential lacks the permission {needed}", missing_scope=needed)
+        return deny(Reason.INSUFFICIENT_SCOPE, f"the credential lacks the permission {needed}", missing_scope=needed,
+                    principal=principal)
     if SubjectType.USER in plan.relations and SubjectType.USER not in check.active_relations:
-        return deny(Reason.USER_ACCESS_DENIED, "the partner has no active relation with this user", field="userId")
+        return deny(Reason.USER_ACCESS_DENIED, "the partner has no active relation with this user",
+                    field=USER_ID_FIELD, principal=principal)
     if plan.token_user is not None:
-        denied = _token_user_denial(plan, credential, check.token_user_related)
+        denied = token_user_denial(plan, credential, check.token_user_related)
         if denied is not None:
             return denied
     if SubjectType.ORGANIZATION in plan.relations and SubjectType.ORGANIZATION not in check.active_relations:
         return deny(Reason.ORGANIZATION_ACCESS_DENIED, "the partner has no active relation with this organization",
-                    field="organizationId")
+                    field=ORGANIZATION_ID_FIELD, principal=principal)
     if plan.check_customer and plan.resource.customer_id not in credential.customer_numbers:
         return deny(Reason.CUSTOMER_ACCESS_DENIED, "the credential may not act for this customer number",
-                    field="customerId")
+                    field=CUSTOMER_ID_FIELD, principal=principal)
     listed = check.listed_grants
-    return Decision(allowed=True, message="allowed", principal=credential.principal,
+    return Decision(allowed=True, message="allowed", principal=principal,
                     grants=listed if listed is not None else check.grants.listed(check.known_scopes))
 
 
-def _token_user_denial(plan: CheckPlan, credential: AuthenticatedCredential, related: bool) -> Decision | None:
+def token_user_denial(plan: CheckPlan, credential: AuthenticatedCredential, related: bool) -> Decision | None:
     """The operation's token_user demand: a token acting for the request's user (self) or for a user
     related to the partner (related). The messages never quote the token or its user."""
     user = acting_user(credential, plan.user_claim)
+    principal = credential.principal
     if user is None:
         return deny(Reason.USER_ACCESS_DENIED, f"{plan.operation} needs a token acting for a signed-in user; "
-                    "this credential acts for no user", field="userId")
+                    "this credential acts for no user", field=USER_ID_FIELD, principal=principal)
     if plan.token_user is TokenUser.SELF and user != plan.resource.user_id:
-        return deny(Reason.USER_ACCESS_DENIED, "the token acts for another user than this one", field="userId")
+        return deny(Reason.USER_ACCESS_DENIED, "the token acts for another user than this one", field=USER_ID_FIELD,
+                    principal=principal)
     if plan.token_user is TokenUser.RELATED and not related:
         return deny(Reason.USER_ACCESS_DENIED, "the user the token acts for has no active relation with the partner",
-                    field="userId")
+                    field=USER_ID_FIELD, principal=principal)
     return None

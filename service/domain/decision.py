@@ -58,7 +58,12 @@ class Decision:
     message: str = ""
     # The request field at fault, named as the partner API names it (e.g. "customerId").
     field: str = ""
+    # Who the decision is about: on an allow with a credential, and on every deny made after the
+    # credential was proven (insufficient_scope, the access denials, the partner's rate limit).
+    # None when no credential was recognised. Part of the value: decisions about two partners are
+    # never equal, so nothing keyed by a Decision (response templates) can mix them.
     principal: Principal | None = None
+    # On an allow with a credential: the effective grants.
     grants: tuple[Permission, ...] = ()
     # For insufficient_scope: the missing permissions, space-separated ("user:read").
     missing_scope: str = ""
@@ -73,9 +78,12 @@ class Decision:
 ALLOW_PUBLIC = Decision(allowed=True, message="public operation")
 
 
-def deny(reason: Reason, message: str, *, field: str = "", missing_scope: str = "", retry_after: int = 0) -> Decision:
-    return Decision(allowed=False, reason=reason, message=message, field=field, missing_scope=missing_scope,
-                    retry_after=retry_after)
+def deny(reason: Reason, message: str, *, field: str = "", missing_scope: str = "", retry_after: int = 0,
+         principal: Principal | None = None) -> Decision:
+    """`principal`: who was refused, whenever the credential was proven before the deny (as on an
+    allow); None when no credential was recognised (missing, invalid, expired, revoked)."""
+    return Decision(allowed=False, reason=reason, message=message, field=field, principal=principal,
+                    missing_scope=missing_scope, retry_after=retry_after)
 
 
 def error_body(decision: Decision) -> str:

@@ -14,7 +14,10 @@ def new_id(prefix: str) -> str:
 # counter. Unique across processes and restarts as long as no two processes draw the same 64-bit
 # prefix (odds ~n²/2⁶⁵ for n processes), within a process by the counter; hex, so URL- and
 # header-safe. They name a decision in logs and headers and are no secret: unlike uuid4, the next
-# one is guessable, which nothing relies on.
+# one is guessable, which nothing relies on. They are only correlation ids (logs, the
+# x-tollgate-decision-id header, Envoy's access log; documented so in the proto and the README):
+# nothing looks them up or authorizes by them. 128 random bits per id (os.urandom(16).hex()) would
+# cost 0.46 µs instead of 0.27 µs (timeit, 2026-12), ~5% of a recalled check in the servicer.
 _decision_prefix = ""
 _decision_counter = itertools.count()
 

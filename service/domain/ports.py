@@ -319,7 +319,8 @@ class UnitOfWork(Protocol):
         ...
 
     def ping(self) -> None:
-        """Raises StoreUnavailable when the store cannot be reached."""
+        """Raises StoreUnavailable when the store cannot answer the reads Check makes (the health
+        probe: reaching the database is not enough)."""
         ...
 
     def revision(self) -> int:

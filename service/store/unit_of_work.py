@@ -7,14 +7,25 @@ import threading
 from contextlib import contextmanager, nullcontext
 from typing import Callable, ContextManager, Iterator
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain.errors import Conflict, InvalidRequest, StoreUnavailable
 from ..domain.ports import Repositories
 from .engine import WRITE_INTENT
-from .models import StoreRevisionRow
+from .models import (
+    ApiKeyRow,
+    IssuerRow,
+    OAuthClientRow,
+    PartnerRow,
+    RefreshFamilyRow,
+    RelationRow,
+    RevokedAccessTokenRow,
+    RevokedTokenRow,
+    SigningKeyRow,
+    StoreRevisionRow,
+)
 from .watchdog import ConnectionWatchdog
 from .repositories import (
     SqlAdminAuditRepository,
@@ -31,6 +42,15 @@ from .repositories import (
 )
 
 UNAVAILABLE_MESSAGE = "the store is unavailable"
+
+# The health probe (ping): the store revision (the fact cache's freshness check) and every table
+# Check's facts come from (service/usecases/fact_cache.py CachedReader), each with all the columns
+# the store maps, so a missing table or column fails the probe at once; EXISTS reads one row at most.
+_CHECK_TABLES = (PartnerRow, ApiKeyRow, IssuerRow, RevokedTokenRow, RelationRow, OAuthClientRow, RefreshFamilyRow,
+                 RevokedAccessTokenRow, SigningKeyRow)
+_CHECK_READS_PROBE = select(
+    select(StoreRevisionRow.revision).where(StoreRevisionRow.id == 1).scalar_subquery(),
+    *(select(*row.__table__.columns).limit(1).exists() for row in _CHECK_TABLES))
 
 
 class SqlUnitOfWork:
@@ -69,8 +89,12 @@ class SqlUnitOfWork:
             self._write_listeners.append(listener)
 
     def ping(self) -> None:
+        """Reads what Check reads, one row of each table at most, in one statement: a store that
+        takes connections but cannot answer those reads (a table missing, renamed, unreadable)
+        fails the probe as it fails Check."""
         with translated_errors(), self._watched(), self._session_factory() as session:
-            session.execute(text("SELECT 1"))
+            if session.execute(_CHECK_READS_PROBE).scalar() is None:  # the store revision row
+                raise StoreUnavailable(UNAVAILABLE_MESSAGE)
 
 
 def repositories(session: Session) -> Repositories:

@@ -269,6 +269,14 @@ class TokenVerifier:
                 raise _reject("the token's nbf is not a number")
             if moment + self._leeway < nbf:
                 raise _reject("the token is not yet valid", EXPIRED)
+        if "iat" in claims:
+            # RFC 7519 section 4.1.6: when the token was issued. A token from further in the future
+            # than the clock skew allows was not issued by an issuer whose clock we can trust.
+            iat = claims["iat"]
+            if not _is_number(iat):
+                raise _reject("the token's iat is not a number")
+            if moment + self._leeway < iat:
+                raise _reject("the token was issued in the future")
         return expires_at
 
 

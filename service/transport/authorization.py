@@ -15,6 +15,7 @@ from .convert import (
     check_items_from_proto,
     check_query_from_proto,
     check_response_to_proto,
+    explained_check_response,
     revision_from_token,
     serialized_check_response,
 )
@@ -60,6 +61,8 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
             query = check_query_from_proto(request)
             if client_address != query.client_address:
                 query = replace(query, client_address=client_address)
+            if request.explain:  # never recalled above: explained checks are never remembered
+                return self._explained(query, request.operation, started).SerializeToString()
             decision = checks.check(query, memo_key)
         elif request is None and not decision.allowed:  # denials are logged with their operation
             request = _check_request(raw)
@@ -68,19 +71,30 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
                                         time.perf_counter() - started, recalled)
         return serialized_check_response(decision, realm=self._realm, decision_id=decision_id, recalled=recalled)
 
+    def _explained(self, query, operation: str, started: float) -> authorization_pb2.CheckResponse:
+        decision, steps = self._checks.explain(query)
+        decision_id = new_decision_id()
+        self._telemetry.record_decision("native", operation, decision, decision_id, time.perf_counter() - started)
+        return explained_check_response(decision, steps, realm=self._realm, decision_id=decision_id)
+
     @translate_errors
     def BatchCheck(self, request: authorization_pb2.BatchCheckRequest, context) -> authorization_pb2.BatchCheckResponse:
         started = time.perf_counter()
         items = check_items_from_proto(request)
-        decisions = self._checks.check_batch(request.authorization, request.api_key, items,
-                                             revision_from_token(request.at_least_as_fresh),
-                                             self._client_address(request, context))
-        seconds = (time.perf_counter() - started) / len(decisions)
+        arguments = (request.authorization, request.api_key, items, revision_from_token(request.at_least_as_fresh),
+                     self._client_address(request, context))
+        if request.explain:
+            explained = self._checks.explain_batch(*arguments)
+        else:
+            explained = [(decision, None) for decision in self._checks.check_batch(*arguments)]
+        seconds = (time.perf_counter() - started) / len(explained)
         results = []
-        for item, decision in zip(items, decisions):
+        for item, (decision, steps) in zip(items, explained):
             decision_id = new_decision_id()
             self._telemetry.record_decision("batch", item.operation, decision, decision_id, seconds)
-            results.append(check_response_to_proto(decision, realm=self._realm, decision_id=decision_id))
+            results.append(check_response_to_proto(decision, realm=self._realm, decision_id=decision_id)
+                           if steps is None else
+                           explained_check_response(decision, steps, realm=self._realm, decision_id=decision_id))
         return authorization_pb2.BatchCheckResponse(results=results)
 
     def _client_address(self, request, context) -> str:

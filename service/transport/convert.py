@@ -10,6 +10,7 @@ from tollgate.v1 import authorization_pb2, common_pb2, relations_pb2
 from ..domain.decide import Resource
 from ..domain.decision import Decision, Reason, error_body, www_authenticate
 from ..domain.errors import InvalidRequest
+from ..domain.explain import Step, StepOutcome
 from ..domain.model import (
     CredentialKind,
     RelationEventRecord,
@@ -75,11 +76,22 @@ def revision_from_token(token: str) -> int:
 
 
 _CHECK_RESPONSES = ResponseTemplates(authorization_pb2.CheckResponse)
+_STEP_OUTCOMES = {outcome: getattr(authorization_pb2, f"STEP_OUTCOME_{outcome.name}") for outcome in StepOutcome}
 
 
 def check_response_to_proto(decision: Decision, *, realm: str, decision_id: str) -> authorization_pb2.CheckResponse:
     response = _CHECK_RESPONSES.copy(decision, realm, lambda: _build_check_response(decision, realm))
     response.decision_id = decision_id
+    return response
+
+
+def explained_check_response(decision: Decision, steps: tuple[Step, ...], *, realm: str,
+                             decision_id: str) -> authorization_pb2.CheckResponse:
+    """check_response_to_proto's response with the explanation added to its copy (the template
+    itself never holds one)."""
+    response = check_response_to_proto(decision, realm=realm, decision_id=decision_id)
+    for step in steps:
+        response.explanation.add(name=step.name, outcome=_STEP_OUTCOMES[step.outcome], facts=dict(step.facts))
     return response
 
 

@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
 from ..domain.credentials import QueryApiKey
-from ..domain.decide import Resource
+from ..domain.decide import Resource, api_field_name
 from ..domain.decision import Decision, error_body, www_authenticate
 from ..domain.routes import RESOURCE_FIELDS, RouteTable, ValueSource, query_parameter_values
 from ..usecases.check import CheckQuery
@@ -146,9 +146,11 @@ def _build_response(decision: Decision, realm: str, operation: str,
 
 
 def ext_authz_invalid(message: str, field: str, decision_id: str) -> external_auth_pb2.CheckResponse:
-    """A request the route table resolved but that lacks what the operation needs: 400, denied."""
-    body = json.dumps({"code": 400, "errors": [{"reason": "invalid_request", "message": message, "field": field}]},
-                      separators=(",", ":"))
+    """A request the route table resolved but that lacks what the operation needs: 400, denied.
+    `field`: the request field as the core names it; the body names it as the partner API does
+    ("resource.user_id" -> "userId"), as the 403 bodies do."""
+    error = {"reason": "invalid_request", "message": message, "field": api_field_name(field)}
+    body = json.dumps({"code": 400, "errors": [error]}, separators=(",", ":"))
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message),
         denied_response=external_auth_pb2.DeniedHttpResponse(
@@ -179,12 +181,17 @@ def _identity_headers(decision: Decision, decision_id: str) -> list[base_pb2.Hea
 
 
 def _metadata(decision: Decision, decision_id: str, operation: str) -> struct_pb2.Struct:
+    """Who was decided about (allow or deny, whenever the credential was proven; empty when none
+    was recognised), for Envoy's access log. Never a credential, only its id."""
+    principal = decision.principal
     return _struct({
         "decision_id": decision_id,
         "allowed": decision.allowed,
         "reason": decision.reason.value if decision.reason else "",
         "operation": operation[:MAX_UNROUTED_LENGTH],
-        "partner_id": decision.principal.partner_id if decision.principal else "",
+        "partner_id": principal.partner_id if principal else "",
+        "credential_id": principal.credential_id if principal else "",
+        "credential_kind": principal.kind.value if principal else "",
     })
 
 

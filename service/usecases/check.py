@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 
 from ..domain.credentials import QueryApiKey, parse_presented
-from ..domain.decide import CheckInput, CheckPlan, Resource, acting_user, decide, effective_grants, plan_check
+from ..domain.decide import (
+    CheckInput,
+    CheckPlan,
+    Resource,
+    acting_user,
+    decide,
+    effective_grants,
+    plan_check,
+    relations_looked_at,
+)
 from ..domain.decision import Decision
 from ..domain.errors import CredentialRejected, InvalidRequest
-from ..domain.model import AuthenticatedCredential, SubjectType
+from ..domain.explain import ExplainContext, Explained, explain
+from ..domain.model import AuthenticatedCredential, RelationRecord, SubjectType
 from ..domain.policy import Policy, TokenUser
 from ..domain.ports import Clock, CredentialVerifier, Repositories, UnitOfWork
 from ..domain.rate_limit import RateLimiter
@@ -105,6 +115,18 @@ class CheckService:
         return self._decide_all(policy, [plan], query.authorization, query.api_key,
                                 query.at_least_as_fresh, query.client_address, memo_key, query.query_api_key)[0]
 
+    def explain(self, query: CheckQuery) -> Explained:
+        """As check(), with the steps that led to the decision (domain/explain.py). Never answered
+        from, nor kept in, the decision memo: an explanation is of a decision made now."""
+        policy = self._policy()
+        plan = self._plan(policy, query.operation, query.permissions, query.resource)
+        return self._decide_all(policy, [plan], query.authorization, query.api_key, query.at_least_as_fresh,
+                                query.client_address, None, query.query_api_key, self._explainer())[0]
+
+    def _explainer(self) -> _Explainer:
+        limits = ExplainContext(failure_limit=self._failures is not None, rate_limit=self._limiter is not None)
+        return _Explainer(limits)
+
     def recall(self, memo_key: bytes, client_address: str = "") -> Decision | None:
         """The decision check() made for an identical request (the same `memo_key`), while every
         fact behind it still stands (service/usecases/decision_memo.py); None: call check(). The
@@ -141,46 +163,60 @@ class CheckService:
     def check_batch(self, authorization: str, api_key: str, items: list[CheckItem],
                     at_least_as_fresh: int = 0, client_address: str = "") -> list[Decision]:
         """As check() for each item; an InvalidRequest names the item ("items[3].resource.user_id")."""
+        policy = self._policy()
+        return self._decide_all(policy, self._batch_plans(policy, items), authorization, api_key, at_least_as_fresh,
+                                client_address)
+
+    def explain_batch(self, authorization: str, api_key: str, items: list[CheckItem],
+                      at_least_as_fresh: int = 0, client_address: str = "") -> list[Explained]:
+        """As check_batch(), each decision with its steps (see explain())."""
+        policy = self._policy()
+        return self._decide_all(policy, self._batch_plans(policy, items), authorization, api_key, at_least_as_fresh,
+                                client_address, judge=self._explainer())
+
+    def _batch_plans(self, policy: Policy, items: list[CheckItem]) -> list[CheckPlan]:
         if not 1 <= len(items) <= MAX_BATCH:
             raise InvalidRequest(f"a batch has 1 to {MAX_BATCH} items", field="items")
-        policy = self._policy()
         plans = []
         for index, item in enumerate(items):
             try:
                 plans.append(self._plan(policy, item.operation, item.permissions, item.resource))
             except InvalidRequest as error:
                 raise InvalidRequest(f"items[{index}]: {error.message}", field=f"items[{index}].{error.field}") from None
-        return self._decide_all(policy, plans, authorization, api_key, at_least_as_fresh, client_address)
+        return plans
 
     def _decide_all(self, policy: Policy, plans: list[CheckPlan], authorization: str, api_key: str,
                     at_least_as_fresh: int, client_address: str, memo_key: bytes | None = None,
-                    query_api_key: QueryApiKey | None = None) -> list[Decision]:
+                    query_api_key: QueryApiKey | None = None,
+                    judge: Callable[[CheckInput], Any] = decide) -> list[Any]:
+        """Decisions (`judge` decide), or Explained ones (an _Explainer; then `memo_key` is None:
+        nothing explained is kept)."""
         if all(not plan.known or plan.public for plan in plans):
-            return [decide(CheckInput(plan, None)) for plan in plans]
+            return [judge(CheckInput(plan, None)) for plan in plans]
         if self._failures is not None:
             wait = self._failures.blocked_for(client_address, self._monotonic())
             if wait:
-                return [decide(CheckInput(plan, None, failures_retry_after=wait)) for plan in plans]
+                return [judge(CheckInput(plan, None, failures_retry_after=wait)) for plan in plans]
         try:
             presented = parse_presented(authorization, api_key, query_api_key)
         except CredentialRejected as rejected:
             self._count_failure(client_address)
-            return [decide(CheckInput(plan, rejected)) for plan in plans]
+            return [judge(CheckInput(plan, rejected)) for plan in plans]
         if presented is None:
-            return [decide(CheckInput(plan, None)) for plan in plans]
+            return [judge(CheckInput(plan, None)) for plan in plans]
         now = self._clock.now()
         if self._cache is not None and self._fresh_enough(at_least_as_fresh):
             cache = self._cache
             generation = cache.generation  # before any fact is read (see DecisionMemo.remember)
             verify = lambda: self._verifier.verify(presented, cache.reader, now)  # noqa: E731
             decisions, verified = self._decide(policy, plans, lambda: cache.credential(presented.value, now, verify),
-                                               cache.reader, now, client_address)
+                                               cache.reader, now, client_address, judge)
             if memo_key is not None and verified is not None and self._memo is not None:
                 self._remember(memo_key, generation, policy, plans[0], verified, decisions[0])
             return decisions
         with self._unit_of_work(read_only=True) as repos:
             return self._decide(policy, plans, lambda: self._verifier.verify(presented, repos, now), repos, now,
-                                client_address)[0]
+                                client_address, judge)[0]
 
     def _count_failure(self, client_address: str) -> None:
         if self._failures is not None:
@@ -197,8 +233,8 @@ class CheckService:
         return wanted <= cache.refresh()
 
     def _decide(self, policy: Policy, plans: list[CheckPlan], verify: Callable[[], AuthenticatedCredential],
-                facts: Repositories, now: datetime, client_address: str
-                ) -> tuple[list[Decision], AuthenticatedCredential | None]:
+                facts: Repositories, now: datetime, client_address: str,
+                judge: Callable[[CheckInput], Any] = decide) -> tuple[list[Any], AuthenticatedCredential | None]:
         """The decisions, and the credential when they are about a verified one that no rate limit
         refused (the only decisions a DecisionMemo may keep)."""
         try:
@@ -207,13 +243,15 @@ class CheckService:
             credential = rejected
         if isinstance(credential, CredentialRejected):
             self._count_failure(client_address)
-            return [decide(CheckInput(plan, credential)) for plan in plans], None
+            return [judge(CheckInput(plan, credential)) for plan in plans], None
         partner_id = credential.principal.partner_id
         retry_after = self._limiter.retry_after(partner_id, len(plans), self._monotonic()) if self._limiter else 0
         if retry_after:
-            return [decide(CheckInput(plan, credential, retry_after=retry_after)) for plan in plans], None
+            return [judge(CheckInput(plan, credential, retry_after=retry_after)) for plan in plans], None
+        if isinstance(judge, _Explainer):  # it reports the relations looked at, read from the same facts
+            judge = judge.reading(facts)
         grants, listed = self._grants_of(policy, credential)
-        return [decide(CheckInput(
+        return [judge(CheckInput(
             plan, credential, grants,
             frozenset(subject_type for subject_type in plan.relations
                       if facts.relations.is_active(partner_id, subject_type, plan.resource.subject_id(subject_type), now)),
@@ -230,7 +268,7 @@ class CheckService:
         partner_id = credential.principal.partner_id
         valid_until = credential.expires_at
         reader = self._cache.reader
-        for subject_type, subject_id in _relations_looked_at(plan, credential):
+        for subject_type, subject_id in relations_looked_at(plan, credential):
             expiry = reader.relation_expiry(partner_id, subject_type, subject_id)
             if expiry is not None and (valid_until is None or expiry < valid_until):
                 valid_until = expiry
@@ -257,10 +295,24 @@ def _token_user_related(plan: CheckPlan, credential: AuthenticatedCredential, fa
     return user is not None and facts.relations.is_active(credential.principal.partner_id, SubjectType.USER, user, now)
 
 
-def _relations_looked_at(plan: CheckPlan, credential: AuthenticatedCredential) -> list[tuple[SubjectType, str]]:
-    """The relations (subject type, subject id) a decision of `plan` rests on."""
-    looked_at = [(subject_type, plan.resource.subject_id(subject_type)) for subject_type in plan.relations]
-    user = acting_user(credential, plan.user_claim) if plan.token_user is TokenUser.RELATED else None
-    if user is not None:
-        looked_at.append((SubjectType.USER, user))
-    return looked_at
+class _Explainer:
+    """The judge of an explained check: decide() with the steps that led to the decision. Once the
+    credential is proven it is bound to the facts the decision reads (reading()), so it reports
+    the records of the relations the decision looked at, as the decision saw them."""
+
+    def __init__(self, context: ExplainContext, facts: Repositories | None = None) -> None:
+        self._context = context
+        self._facts = facts
+
+    def reading(self, facts: Repositories) -> _Explainer:
+        return _Explainer(self._context, facts)
+
+    def __call__(self, check: CheckInput) -> Explained:
+        credential = check.credential
+        if self._facts is None or not isinstance(credential, AuthenticatedCredential):
+            return explain(check, self._context)
+        partner_id = credential.principal.partner_id
+        relations: dict[tuple[SubjectType, str], RelationRecord | None] = {
+            (subject_type, subject_id): self._facts.relations.find_open(partner_id, subject_type, subject_id)
+            for subject_type, subject_id in relations_looked_at(check.plan, credential)}
+        return explain(check, replace(self._context, relations=relations))

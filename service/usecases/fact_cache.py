@@ -206,6 +206,10 @@ class _CachedRelations(_Cached):
         relation = self._open_relation(partner_id, subject_type, subject_id)
         return relation.expires_at if relation is not None else None
 
+    def find_open(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
+        """The pending or active relation of the triple, as is_active() judges it (for explained checks)."""
+        return self._open_relation(partner_id, subject_type, subject_id)
+
     def _open_relation(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
         return self._read(("relation", partner_id, subject_type, subject_id),
                           lambda r: r.relations.find_open(partner_id, subject_type, subject_id))

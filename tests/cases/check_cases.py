@@ -21,7 +21,9 @@ class CheckCase:
     reason: str  # "" for allow
     http_status: int
     field: str = ""
-    partner_id: str = ""  # on allow: the principal's partner
+    # The principal's partner: on allow, and on a deny decided after the credential was proven
+    # (insufficient_scope, the access denials); "" when no credential was recognised.
+    partner_id: str = ""
 
 
 def key(name: str, header: str = "authorization"):
@@ -62,14 +64,22 @@ CASES = [
          user_id="u-active"),
     case("unknown api key", lambda w, **r: {"api_key": "tg_live_" + "A" * 30 + w.keys["acme"][-6:], **r},
          "getUser", "invalid_token", 401, user_id="u-active"),
-    case("basic auth scheme", lambda w, **r: {"authorization": "Basic YTpi", **r}, "getUser", "invalid_token", 401,
+    # RFC 6750 section 3.1: another auth-scheme carries no bearer credentials; an X-API-Key beside it counts
+    case("basic auth scheme", lambda w, **r: {"authorization": "Basic YTpi", **r}, "getUser", "missing_token", 401,
          user_id="u-active"),
+    case("basic auth scheme beside an api key",
+         lambda w, **r: {"authorization": "Basic YTpi", "api_key": w.keys["acme"], **r}, "getUser", "", 200,
+         partner_id="acme", user_id="u-active"),
+    case("bearer with two tokens", lambda w, **r: {"authorization": "Bearer a b", **r}, "getUser", "invalid_token",
+         401, user_id="u-active"),
     case("jwt bad signature", forged_token, "getUser", "invalid_token", 401, user_id="u-active"),
     case("jwt unknown issuer", token("rsa", iss="https://evil.test"), "getUser", "invalid_token", 401,
          user_id="u-active"),
     case("jwt wrong audience", token("rsa", aud="https://other.test"), "getUser", "invalid_token", 401,
          user_id="u-active"),
     case("jwt missing exp", token("rsa", exp=None), "getUser", "invalid_token", 401, user_id="u-active"),
+    case("jwt issued in the future", lambda w, **r: token("rsa", iat=int(w.clock.now().timestamp()) + 3600)(w, **r),
+         "getUser", "invalid_token", 401, user_id="u-active"),
     case("jwt unknown partner", token("rsa", partner="nobody"), "getUser", "invalid_token", 401, user_id="u-active"),
     # expired
     case("expired api key", key("acme-expired"), "getUser", "token_expired", 401, user_id="u-active"),
@@ -79,28 +89,32 @@ CASES = [
     case("suspended partner key", key("shady"), "getUser", "token_revoked", 401, user_id="u-active"),
     case("suspended partner jwt", token("ec", partner="shady"), "getUser", "token_revoked", 401, user_id="u-active"),
     # scope
-    case("reader key cannot write", key("acme-reader"), "updateUser", "insufficient_scope", 403, user_id="u-active"),
-    case("role reader cannot book", key("globex"), "createCourtBooking", "insufficient_scope", 403),
+    case("reader key cannot write", key("acme-reader"), "updateUser", "insufficient_scope", 403, user_id="u-active",
+         partner_id="acme"),
+    case("role reader cannot book", key("globex"), "createCourtBooking", "insufficient_scope", 403,
+         partner_id="globex"),
     case("jwt scope narrows", token("rsa", scope="read:user"), "updateUser", "insufficient_scope", 403,
-         user_id="u-active"),
+         user_id="u-active", partner_id="acme"),
     case("jwt scope cannot widen", token("rsa", partner="globex", scope="admin"), "updateUser",
-         "insufficient_scope", 403, user_id="u-active"),
-    case("explicit permission missing", key("acme"), "", "insufficient_scope", 403, permissions=["relations:write"]),
+         "insufficient_scope", 403, user_id="u-active", partner_id="globex"),
+    case("explicit permission missing", key("acme"), "", "insufficient_scope", 403, permissions=["relations:write"],
+         partner_id="acme"),
     # relations
     case("pending user relation", key("acme"), "getUser", "user_access_denied", 403, field="userId",
-         user_id="u-pending"),
-    case("no user relation", key("acme"), "getUser", "user_access_denied", 403, field="userId", user_id="u-none"),
+         user_id="u-pending", partner_id="acme"),
+    case("no user relation", key("acme"), "getUser", "user_access_denied", 403, field="userId", user_id="u-none",
+         partner_id="acme"),
     case("lapsed user relation", key("acme"), "getUser", "user_access_denied", 403, field="userId",
-         user_id="u-lapsed"),
+         user_id="u-lapsed", partner_id="acme"),
     case("no org relation", key("acme"), "getOrganization", "organization_access_denied", 403,
-         field="organizationId", organization_id="o-none"),
+         field="organizationId", organization_id="o-none", partner_id="acme"),
     case("other partner's org", key("globex"), "getOrganization", "organization_access_denied", 403,
-         field="organizationId", organization_id="o-active"),
+         field="organizationId", organization_id="o-active", partner_id="globex"),
     # customer
     case("foreign customer number", key("acme"), "listCustomerOrders", "customer_access_denied", 403,
-         field="customerId", customer_id="C-9"),
+         field="customerId", customer_id="C-9", partner_id="acme"),
     case("jwt without customer numbers", token("rsa"), "listCustomerOrders", "customer_access_denied", 403,
-         field="customerId", customer_id="C-1"),
+         field="customerId", customer_id="C-1", partner_id="acme"),
     # allows
     case("api key via authorization", key("acme"), "getUser", "", 200, partner_id="acme", user_id="u-active"),
     case("api key via x-api-key", key("acme", header="api_key"), "updateUser", "", 200, partner_id="acme",

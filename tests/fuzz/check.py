@@ -57,8 +57,12 @@ def assert_outcome(request: apb.CheckRequest, outcome: harness.Outcome, request_
         return
     if harness.DOCUMENTED_REASONS.get(response.reason) != response.http_status:
         harness.fail(f"undocumented deny {response.reason!r} / {response.http_status}")
-    if response.HasField("principal") or response.grants:
-        harness.fail("a deny that names a principal")
+    if response.grants:
+        harness.fail("a deny that lists grants")
+    if response.HasField("principal"):  # only after a genuine credential was proven, as its partner
+        if response.principal.partner_id != partner or response.reason in harness.TOKEN_REASONS:
+            harness.fail(f"a {response.reason!r} deny names {response.principal.partner_id!r}, the credential is "
+                         f"{partner!r}'s")
 
 
 def ready(fixture: harness.Fixture) -> None:

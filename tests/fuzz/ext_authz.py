@@ -106,6 +106,12 @@ def assert_outcome(request: external_auth_pb2.CheckRequest, outcome: harness.Out
         return
     if kind != "denied_response":
         harness.fail(f"ext_authz answered {kind}: {response.status.message[:200]!r}")
+    denied_partner = response.dynamic_metadata.fields["partner_id"].string_value
+    if denied_partner:  # only after a genuine credential was proven, as its partner
+        partners = {fx.partner_of(harness.presented_token(a, k)) for a in authorizations or [""]
+                    for k in api_keys or [""]}
+        if denied_partner not in partners or reason in harness.TOKEN_REASONS:
+            harness.fail(f"a {reason!r} deny names {denied_partner!r} without that partner's genuine credential")
     status = response.denied_response.status.code
     expected = 400 if reason == "invalid_request" else harness.DOCUMENTED_REASONS.get(reason)
     if status != expected:

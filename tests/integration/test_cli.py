@@ -303,3 +303,14 @@ def test_usage_errors_exit_2(tmp_path):
                    "database_url")
     expect_failure(run_cli("partner", "list", "--database-url", f"sqlite:///{tmp_path}/t.db",
                            "--policy", str(tmp_path / "nope.yaml")), "nope.yaml")
+
+
+def test_a_bad_option_prints_the_subcommands_usage():
+    for args, usage in ((["key", "issue", "--bogus"], "usage: tollgate key issue "),
+                        (["key", "issue", "acme", "--bogus"], "usage: tollgate key issue "),
+                        (["client", "check", "--operation", "getUser", "--database-url", "sqlite://"],
+                         "usage: tollgate client check ")):
+        result = run_cli(*args)
+        expect_failure(result)
+        assert result.stderr.startswith(usage), result.stderr
+    assert "unrecognized arguments: --bogus" in run_cli("key", "issue", "acme", "--bogus").stderr

@@ -26,6 +26,12 @@ def test_ext_authz_decides_like_native_check(shared_world, case):
     native = shared_world.check(**args)
     envoy = ext_check(shared_world, ext_authz_request_for(**args))
     assert envoy.dynamic_metadata["reason"] == native.reason == case.reason
+    # Who was decided about (Envoy's access log prints it), a deny as an allow; nobody when no
+    # credential was recognised.
+    metadata = envoy.dynamic_metadata
+    assert metadata["partner_id"] == native.principal.partner_id == case.partner_id
+    assert metadata["credential_id"] == native.principal.credential_id
+    assert (metadata["credential_kind"] != "") is bool(case.partner_id)
     if native.allowed:
         assert envoy.HasField("ok_response") and envoy.status.code == code_pb2.OK
         assert headers_of(envoy.ok_response.headers).get("x-tollgate-partner-id", "") == case.partner_id
@@ -90,8 +96,25 @@ def test_unmatched_routes_are_unknown_operation(shared_world, method, path):
     assert f"{method} {path}" in json.loads(response.denied_response.body)["errors"][0]["message"]
 
 
-def test_operation_without_its_resource_is_a_400(shared_world):
+@pytest.mark.parametrize("operation, extensions, field", [
+    ("getUser", {}, "userId"),
+    ("getOrganization", {}, "organizationId"),
+    # A customer-bound operation without a customer number: malformed (400), as native Check's
+    # INVALID_ARGUMENT, never a customer_access_denied 403.
+    ("listCustomerOrders", {"customer_id": "header.x-customer-id"}, "customerId"),
+])
+def test_operation_without_its_resource_is_a_400_naming_the_api_field(shared_world, operation, extensions, field):
+    """The 400 names the field as the 403s of the same resource do (the partner API's name)."""
     response = ext_check(shared_world, ext_authz_request(
-        "GET", "/anything", {"x-api-key": shared_world.keys["acme"]}, {"operation": "getUser"}))
+        "GET", "/anything", {"x-api-key": shared_world.keys["acme"]}, {"operation": operation, **extensions}))
     assert response.denied_response.status.code == 400
-    assert json.loads(response.denied_response.body)["errors"][0]["field"] == "resource.user_id"
+    error = json.loads(response.denied_response.body)["errors"][0]
+    assert (error["reason"], error["field"]) == ("invalid_request", field)
+    assert "resource." not in error["message"] and operation in error["message"]
+
+
+def test_a_too_long_resource_id_is_a_400_naming_the_api_field(shared_world):
+    response = ext_check(shared_world, ext_authz_request(
+        "GET", "/v1/users/" + "u" * 300, {"x-api-key": shared_world.keys["acme"]}))
+    assert response.denied_response.status.code == 400
+    assert json.loads(response.denied_response.body)["errors"][0]["field"] == "userId"

@@ -127,9 +127,10 @@ def draw_credential(data, world: World, valid_jwts) -> tuple[str, str, str | Non
     if kind == "valid-key-header":
         return "", secret, partner
     if kind == "garbage-over-valid-key":
-        # The Authorization header wins over X-API-Key, unless it is blank after trimming.
+        # The Authorization header wins over X-API-Key, unless it is blank after trimming or in
+        # another auth-scheme than Bearer (RFC 6750 section 3.1: no bearer credentials).
         authorization = data.draw(hostile_text(), label="authorization")
-        return authorization, secret, partner if not authorization.strip() else None
+        return authorization, secret, partner if hostile.presented_token(authorization, secret) == secret else None
     position = data.draw(st.integers(0, 10_000), label="position")
     replacement = data.draw(st.sampled_from(list("A0_-.=+/ ~\x00é")), label="replacement")
     if secret.startswith("tg_live_"):
@@ -754,9 +755,23 @@ def test_api_key_attack_is_denied(shared_world, name):
     assert_denied_everywhere(shared_world, f"Bearer {build(shared_world)}", reason)
 
 
-@pytest.mark.parametrize("scheme", ["Basic", "Token", "Bearer:", "Digest", "bearer\t"])
-def test_other_authorization_schemes_are_invalid_tokens(shared_world, scheme):
+@pytest.mark.parametrize("scheme", ["Basic", "Token", "Digest", "ApiKey"])
+def test_other_authorization_schemes_carry_no_bearer_credentials(shared_world, scheme):
+    """RFC 6750 section 3.1: a genuine key in another auth-scheme is no bearer credential; the
+    request is one without a credential (bare challenge, no error attribute)."""
+    assert_denied_everywhere(shared_world, f"{scheme} {shared_world.keys['acme']}", "missing_token")
+    native = shared_world.check("createCourtBooking", authorization=f"{scheme} {shared_world.keys['acme']}")
+    assert native.www_authenticate == 'Bearer realm="tollgate"'
+
+
+@pytest.mark.parametrize("scheme", ["Bearer:", "bearer\t", "Bearer\x00", "Bearer,", "é"])
+def test_malformed_authorization_schemes_are_invalid_tokens(shared_world, scheme):
     assert_denied_everywhere(shared_world, f"{scheme} {shared_world.keys['acme']}", "invalid_token")
+
+
+def test_another_scheme_beside_a_good_api_key_is_decided_by_the_api_key(shared_world):
+    response = shared_world.check("createCourtBooking", authorization="Basic YTpi", api_key=shared_world.keys["acme"])
+    assert (response.allowed, response.principal.partner_id) == (True, "acme")
 
 
 def test_a_bad_authorization_header_never_falls_back_to_a_good_api_key(shared_world):

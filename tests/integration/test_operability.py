@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2 as pb
 
+from service.version import VERSION
 from tests.support.envoy import ext_authz_request, ext_authz_stub
 from tests.support.outage import DatabaseSwitch
 from tests.support.processes import free_port, start_server, stop_server
@@ -42,11 +43,12 @@ def test_metrics_count_decisions_relations_and_never_secrets(database_url, tmp_p
     assert 'tollgate_checks_total{adapter="ext_authz",decision="allow",reason=""} 1.0' in metrics
     assert 'tollgate_check_duration_seconds_count{adapter="native"} 3.0' in metrics
     assert 'tollgate_relation_changes_total{action="request_user_relation",outcome="ok"} 1.0' in metrics
+    assert f'tollgate_build_info{{version="{VERSION}"}} 1.0' in metrics
     assert not any(key in metrics for key in world.keys.values())
 
 
 def test_one_json_log_line_per_denied_decision_without_the_token(shared_world, caplog):
-    token = shared_world.jwt("rsa", scope="read:user")
+    token = shared_world.jwt("rsa", scope="read:user", jti="jti-logged")
     with caplog.at_level(logging.INFO, logger="tollgate.decisions"):
         shared_world.check("updateUser", authorization=f"Bearer {token}", user_id="u-active")
         shared_world.check("getUser", authorization=f"Bearer {token}", user_id="u-active")  # allowed: no line
@@ -55,9 +57,11 @@ def test_one_json_log_line_per_denied_decision_without_the_token(shared_world, c
     from service.telemetry import JsonFormatter
 
     line = json.loads(JsonFormatter().format(records[0]))
-    assert {k: line[k] for k in ("reason", "partner_id", "operation", "http_status", "adapter")} == {
-        "reason": "insufficient_scope", "partner_id": "", "operation": "updateUser", "http_status": 403,
-        "adapter": "native"}
+    # The credential was proven before the deny: the line names who was refused (never the token).
+    assert {k: line[k] for k in ("reason", "partner_id", "credential_id", "credential_kind", "operation",
+                                 "http_status", "adapter")} == {
+        "reason": "insufficient_scope", "partner_id": "acme", "credential_id": "iss_rsa:jti-logged",
+        "credential_kind": "jwt", "operation": "updateUser", "http_status": 403, "adapter": "native"}
     assert line["decision_id"] and token not in caplog.text
 
 
@@ -99,6 +103,38 @@ def test_reflection_lists_every_service(shared_world):
     assert {s.name for s in answer.list_services_response.service} >= {
         "tollgate.v1.Authorization", "tollgate.v1.Relations", "envoy.service.auth.v3.Authorization",
         "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+
+
+def test_reflection_v1_lists_every_service_and_resolves_files(shared_world):
+    """What grpcurl, buf curl and Postman ask first (tests/integration/test_reflection.py runs buf curl)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    from service.transport.reflection import v1_file_proto
+
+    pool = descriptor_pool.DescriptorPool()  # v1's own messages, apart from the server's pool
+    pool.Add(v1_file_proto())
+    request_class, response_class = (message_factory.GetMessageClass(pool.FindMessageTypeByName(
+        f"grpc.reflection.v1.ServerReflection{kind}")) for kind in ("Request", "Response"))
+    info = shared_world.channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=request_class.SerializeToString, response_deserializer=response_class.FromString)
+
+    def ask(**request):
+        return next(info(iter([request_class(**request)]), timeout=10))
+
+    listed = {s.name for s in ask(list_services="").list_services_response.service}
+    assert listed >= {"tollgate.v1.Authorization", "tollgate.v1.Relations", "tollgate.v1.Admin", "tollgate.v1.Tokens",
+                      "envoy.service.auth.v3.Authorization", "grpc.health.v1.Health",
+                      "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+    for symbol, file_name in (("tollgate.v1.Authorization", "tollgate/v1/authorization.proto"),
+                              ("grpc.reflection.v1.ServerReflection", "grpc/reflection/v1/reflection.proto")):
+        answer = ask(file_containing_symbol=symbol)
+        files = [descriptor_pb2.FileDescriptorProto.FromString(raw)
+                 for raw in answer.file_descriptor_response.file_descriptor_proto]
+        assert files[0].name == file_name and symbol.rpartition(".")[2] in {s.name for s in files[0].service}
+        assert answer.original_request.file_containing_symbol == symbol
+    unknown = ask(file_containing_symbol="tollgate.v1.Nothing")
+    assert unknown.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 def test_sighup_reloads_the_policy_and_refuses_a_broken_one(tmp_path):

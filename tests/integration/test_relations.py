@@ -191,7 +191,8 @@ def test_list_relations_is_scoped_and_paged(world):
 @pytest.mark.parametrize("metadata, reason", [
     ([], "missing_token"),
     ([("authorization", "Bearer tg_live_nope")], "invalid_token"),
-    ([("authorization", "Basic YTpi")], "invalid_token"),
+    ([("authorization", "Basic YTpi")], "missing_token"),  # RFC 6750 section 3.1: no bearer credentials
+    ([("authorization", "Bearer a b")], "invalid_token"),
 ])
 def test_callers_must_authenticate(world, metadata, reason):
     error = expect_error(world.relations.ManageRelation, pb.ManageRelationRequest(

@@ -58,7 +58,8 @@ def environment(database_url, tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
     env.update(TOLLGATE_DATABASE_URL=database_url, TOLLGATE_DATA_DIR=str(tmp_path / "data"),
                TOLLGATE_POLICY_PATH=str(PROJECT_ROOT / "examples" / "policy.yaml"),
-               TOLLGATE_TARGET=f"127.0.0.1:{free_port()}", TOLLGATE_HTTP_PORT=str(free_port()))
+               TOLLGATE_TARGET=f"127.0.0.1:{free_port()}", TOLLGATE_HTTP_PORT=str(free_port()),
+               TOLLGATE_METRICS_PORT=str(free_port()))  # never the fixed default, which another run may hold
     return env
 
 

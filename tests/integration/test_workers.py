@@ -4,6 +4,9 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -11,6 +14,7 @@ import pytest
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2, relations_pb2_grpc
 
 from service.config import ConfigError, Settings
+from service.version import VERSION
 from service.workers import serve_workers
 from tests.support.processes import free_port, start_server, stop_server
 from tests.support.world import EXAMPLE_POLICY
@@ -23,6 +27,28 @@ def children(pid: int) -> set[int]:
 def is_worker(pid: int) -> bool:
     cmdline = Path(f"/proc/{pid}/cmdline")
     return cmdline.exists() and "spawn_main" in cmdline.read_text()
+
+
+class Scraped(Counter):
+    """Sample values by metric name (all label sets summed) and by (name, *label values)."""
+
+    version: list[str]
+
+
+def scrape_metrics(metrics_port: int, query: str = "") -> Scraped:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics{query}", timeout=10) as answer:
+        text = answer.read().decode()
+    scraped = Scraped()
+    scraped.version = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            scraped[sample.name] += sample.value
+            scraped[(sample.name, *sample.labels.values())] += sample.value
+            if sample.name == "tollgate_build_info":
+                scraped.version.append(sample.labels["version"])
+    return scraped
 
 
 def cli(*words: str, env: dict[str, str]) -> dict:
@@ -48,9 +74,46 @@ def test_two_workers_share_the_port_and_stop_together(tmp_path):
     finally:
         code, output = stop_server(process)
     assert code == 0, output
-    assert [line for line in output.splitlines() if line.startswith("Tollgate serving on")] == [
-        f"Tollgate serving on 127.0.0.1:{port}"] * 2
+    serving = [line for line in output.splitlines() if line.startswith("Tollgate serving on")]
+    assert len(serving) == 1, output  # said once, by the parent, when both workers serve
+    assert serving[0].startswith(f"Tollgate serving on 127.0.0.1:{port} with 2 workers (OAuth endpoints on http://"), \
+        serving[0]
+    assert serving[0].endswith("; metrics off; store: sqlite)"), serving[0]
     assert not any(is_worker(p) for p in spawned)
+
+
+def test_one_metrics_endpoint_counts_every_workers_checks(tmp_path):
+    """Checks over fresh connections land on both workers (the kernel spreads them); the one
+    documented metrics port counts them all, and ?worker=N shows each worker's share."""
+    port, metrics_port = free_port(), free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")},
+           "TOLLGATE_DATA_DIR": str(tmp_path), "TOLLGATE_POLICY_PATH": str(EXAMPLE_POLICY),
+           "TOLLGATE_METRICS_PORT": str(metrics_port)}
+    process = start_server(port, env, "--workers", "2")
+    checks = 30
+    try:
+        for index in range(checks):  # a new connection each time, so the kernel picks the worker anew
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+                reply = authorization_pb2_grpc.AuthorizationStub(ch).Check(authorization_pb2.CheckRequest(
+                    operation="health" if index % 3 else "getUser", resource=authorization_pb2.Resource(
+                        user_id="u-1")), timeout=10)  # getUser without a credential: missing_token
+            assert reply.allowed == bool(index % 3)
+        whole = scrape_metrics(metrics_port)
+        per_worker = [scrape_metrics(metrics_port, f"?worker={index}") for index in range(2)]
+        missing = urllib.request.Request(f"http://127.0.0.1:{metrics_port}/metrics?worker=2")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(missing, timeout=10)
+        assert refused.value.code == 404
+    finally:
+        code, output = stop_server(process)
+    assert code == 0, output
+    assert whole["tollgate_checks_total"] == checks
+    assert whole[("tollgate_checks_total", "native", "allow", "")] == checks - checks // 3
+    assert whole[("tollgate_checks_total", "native", "deny", "missing_token")] == checks // 3
+    assert whole['tollgate_check_duration_seconds_count'] == checks
+    served = [worker["tollgate_checks_total"] for worker in per_worker]
+    assert sum(served) == checks and all(served), served  # both workers served, none was left out
+    assert whole["tollgate_build_info"] == 1 and whole.version == [VERSION], whole.version  # once, not per worker
 
 
 @pytest.mark.parametrize("ports", [{"port": 0}, {"port": 50051, "mtls_port": 0}], ids=["port", "mtls-port"])
@@ -133,8 +196,9 @@ def test_every_worker_serves_the_token_endpoint_and_signs_with_the_one_key(tmp_p
         for token in tokens:
             assert jwt.get_unverified_header(token)["kid"] == keys[0]["kid"]
             jwt.decode(token, public.key, algorithms=["ES256"], audience=base)
-        answered = [_token_answers(metrics_port + index) for index in range(2)]
+        answered = [_token_answers(metrics_port, f"?worker={index}") for index in range(2)]
         assert sum(answered) == 16 and all(answered), answered  # both workers issued tokens
+        assert _token_answers(metrics_port) == 16  # the one metrics endpoint counts them all
         with httpx.Client(timeout=10) as http:
             revoked = http.post(f"{base}/oauth/revoke", data={"token": tokens[0]},
                                 auth=(client["client_id"], client["client_secret"]))
@@ -149,9 +213,9 @@ def test_every_worker_serves_the_token_endpoint_and_signs_with_the_one_key(tmp_p
     assert code == 0, output
 
 
-def _token_answers(metrics_port: int) -> int:
+def _token_answers(metrics_port: int, query: str = "") -> int:
     import httpx
 
-    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics{query}", timeout=10).text
     return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith('tollgate_token_requests_total{endpoint="token",status="200"}')))

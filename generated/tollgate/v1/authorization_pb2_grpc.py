@@ -53,7 +53,9 @@ class AuthorizationServicer:
 
     def Check(self, request, context):
         """Check decides one request. A deny is a normal response (allowed = false), never an error;
-        errors are INVALID_ARGUMENT for a malformed call and UNAVAILABLE when the store is down.
+        errors are INVALID_ARGUMENT for a malformed call (a missing or ill-formed field, e.g. an
+        operation that needs resource.user_id or resource.customer_id called without it; the
+        ErrorInfo's metadata["field"] names the request field) and UNAVAILABLE when the store is down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
