@@ -6,11 +6,12 @@
 #     -e TOLLGATE_ISSUER_URL=https://auth.example.com tollgate
 #   docker run --rm -v tollgate-data:/var/lib/tollgate tollgate partner list   # any other command
 #
-# The builder stage installs the project (service/ and the generated tollgate/ package) into a
-# virtualenv; the runtime stage copies only that virtualenv and the example policy. Mount your own
-# policy over /etc/tollgate/policy.yaml (or point TOLLGATE_POLICY_PATH elsewhere) and set
-# TOLLGATE_DATABASE_URL for PostgreSQL; without it the SQLite file and the key-encryption key live
-# in the /var/lib/tollgate volume. tests/unit/test_dockerfile.py holds this file to its promises.
+# The builder stage installs the runtime lock (requirements.txt, hash-checked) and then the project
+# (service/ and the generated tollgate/ package) into a virtualenv; the runtime stage copies only
+# that virtualenv and the example policy. Mount your own policy over /etc/tollgate/policy.yaml (or
+# point TOLLGATE_POLICY_PATH elsewhere) and set TOLLGATE_DATABASE_URL for PostgreSQL; without it the
+# SQLite file and the key-encryption key live in the /var/lib/tollgate volume.
+# tests/unit/test_dockerfile.py holds this file to its promises.
 
 FROM python:3.11.14-slim-bookworm AS builder
 
@@ -23,11 +24,16 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
+# The runtime lock (`make lock`): every package, setuptools and wheel included, pinned with its hashes;
+# wheels only. Resolved on Linux x86_64 (linux/amd64), where CI runs.
+COPY requirements.txt ./
+RUN pip install --no-cache-dir --require-hashes --only-binary :all: -r requirements.txt
 COPY pyproject.toml README.md LICENSE ./
 COPY service ./service
 COPY generated ./generated
-# Not editable: the venv must stand alone once /src is gone. Build requirements come from PyPI.
-RUN pip install --no-cache-dir . \
+# Not editable: the venv must stand alone once /src is gone. Dependencies are all in place already,
+# and the locked setuptools and wheel build it.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && tollgate --help > /dev/null
 
 FROM python:3.11.14-slim-bookworm AS runtime

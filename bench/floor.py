@@ -31,12 +31,12 @@ EXT_AUTHZ_ALLOW = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=
 
 
 class ConstantAuthorization(authorization_pb2_grpc.AuthorizationServicer):
-    def Check(self, request, context):  # noqa: N802 - the gRPC method name
+    def Check(self, request, context):  # the gRPC method name
         return NATIVE_ALLOW
 
 
 class ConstantExtAuthz(external_auth_pb2_grpc.AuthorizationServicer):
-    def Check(self, request, context):  # noqa: N802
+    def Check(self, request, context):
         return EXT_AUTHZ_ALLOW
 
 

@@ -38,9 +38,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .load import CALL_TIMEOUT, Request, Scenario, build_message, nearest_rank, outcome_of
 from .tools import ToolMissing, ensure_tool
@@ -121,7 +121,7 @@ def scrape(urls: Sequence[str], metric: str = "tollgate_checks_total",
         deadline = time.monotonic() + SCRAPE_TIMEOUT
         while True:
             try:
-                with urllib.request.urlopen(url, timeout=5) as response:
+                with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own http:// metrics URL
                     text = response.read().decode()
                 break
             except (urllib.error.URLError, OSError):
@@ -226,6 +226,7 @@ class H2LoadRun:
                 self.requested += share
                 command += ["-n", str(share)]
             else:
+                assert duration is not None  # exactly one of requests and duration (checked above)
                 command += ["-D", f"{max(1, round(duration * 1000))}ms"]
             command.append(f"http://{target}{PATHS[api]}")
             with open(out, "w") as output:

@@ -25,9 +25,9 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 CALL_TIMEOUT = 10.0
 # Distinct TCP connections per client process, so a server with several SO_REUSEPORT workers gets
@@ -132,7 +132,7 @@ class Measurement:
 
 def nearest_rank(ordered: list, q: float):
     """The nearest-rank q-th percentile of a sorted, non-empty list."""
-    rank = max(1, min(len(ordered), int(round(q / 100.0 * len(ordered) + 0.5))))
+    rank = max(1, min(len(ordered), round(q / 100.0 * len(ordered) + 0.5)))
     return ordered[rank - 1]
 
 
@@ -154,7 +154,7 @@ class LoadGenerator:
         for process in self._processes:
             process.start()
 
-    def __enter__(self) -> "LoadGenerator":
+    def __enter__(self) -> LoadGenerator:
         return self
 
     def __exit__(self, *_exc) -> None:
@@ -181,8 +181,9 @@ class LoadGenerator:
         if mode not in ("c1", "sat"):
             raise ValueError(f"unknown mode {mode!r}")
         used = 1 if mode == "c1" else self.clients
+        inflight = 1 if mode == "c1" else inflight
         task = {"target": target, "api": scenario.api, "requests": scenario.requests, "mode": mode,
-                "inflight": 1 if mode == "c1" else inflight, "warmup": warmup, "seconds": seconds,
+                "inflight": inflight, "warmup": warmup, "seconds": seconds,
                 "prime": prime}
         count = len(scenario.requests)
         for index in range(used):
@@ -211,7 +212,7 @@ class LoadGenerator:
             completed += data["completed"]
             total += data["total"]
         latencies.sort()
-        return Measurement(scenario.key, mode, used, task["inflight"], seconds, completed, latencies, outcomes, total,
+        return Measurement(scenario.key, mode, used, inflight, seconds, completed, latencies, outcomes, total,
                            cpu_used)
 
     def _collect(self, kind: str, count: int, timeout: float) -> tuple[dict[int, dict], list[str]]:
@@ -259,7 +260,7 @@ def _client(index: int, tasks, results) -> None:
                 continue
             run = _run_one_at_a_time if task["mode"] == "c1" else _run_saturated
             results.put(("done", index, run(task, calls, messages, start_at)))
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - reported to the parent, which fails the run
             results.put(("error", index, traceback.format_exc()))
         finally:
             for channel in channels:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlencode
 
 from .seed import OAuthClient

@@ -51,11 +51,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 import grpc
 
@@ -63,9 +63,8 @@ from service.tokens import new_key_encryption_key
 from tests.support.keys import access_token_claims
 
 from . import h2load as h2
-from . import oauth
+from . import oauth, wrk
 from . import seed as seeding
-from . import wrk
 from .load import Expectation, LoadGenerator, Measurement, Request, Scenario
 from .tools import ToolMissing
 
@@ -646,6 +645,7 @@ class Bench:
     def measure(self, result: StoreResult, server: Server, label: str, scenario: Scenario, mode: str, *,
                 prime: bool = False, seconds: float | None = None, round_: int | None = None) -> Measurement:
         o = self.options
+        assert self.load is not None, "measure() runs only when the load generator was started"
         m = self.load.run(server.target, scenario, mode=mode, seconds=seconds or o.seconds, warmup=o.warmup,
                           inflight=o.inflight, prime=prime, cpu_probe=server.cpu_seconds)
         problems = m.problems(scenario.expect)
@@ -871,8 +871,9 @@ class Bench:
             self.say(f"    h2load {row.server:<28} {row.scenario.key:<9} no measurement{flag}")
             return
         split = f"  per worker {'/'.join(f'{n:,}' for n in row.split)}" if len(row.split) > 1 else ""
-        self.say(f"    h2load {row.server:<28} {row.scenario.key:<9} {s.throughput:6.0f}/s  p50 {_us(s.percentile(50))} µs  "
-                 f"p99 {_us(s.percentile(99))} µs  server CPU {_us(row.cpu_per_check)} µs/check  "
+        self.say(f"    h2load {row.server:<28} {row.scenario.key:<9} {s.throughput:6.0f}/s  "
+                 f"p50 {_us(s.percentile(50))} µs  p99 {_us(s.percentile(99))} µs  "
+                 f"server CPU {_us(row.cpu_per_check)} µs/check  "
                  f"h2load CPU {_pct(row.load_cpu_share)} of a core  ({s.done:,} calls){split}{flag}")
 
     def rss_over_time(self, result: StoreResult, url: str, scenarios: dict[str, Scenario]) -> None:
@@ -922,7 +923,8 @@ class Bench:
         if points:
             self.say(f"    RSS start {points[0][1]:.1f} MiB, max {max(m for _, m in points):.1f}, end "
                      f"{points[-1][1]:.1f}, slope {_slope(run_info.slope())} MiB/min; "
-                     f"{summary.throughput:,.0f} checks/s{'' if not row.problems else '  MISMATCH: ' + '; '.join(row.problems)}")
+                     f"{summary.throughput:,.0f} checks/s"
+                     f"{'' if not row.problems else '  MISMATCH: ' + '; '.join(row.problems)}")
 
     # -- token endpoint rows (wrk) --------------------------------------------------------------
 
@@ -946,7 +948,7 @@ class Bench:
                 http_floor_server(self.log_dir, 2, o.service_dir) as floor2, \
                 self.tollgate(f"{backend}-tokens-1", url, metrics=True) as one, \
                 self.tollgate(f"{backend}-tokens-2", url, workers=2, metrics=True) as two:
-            servers = list(zip((floor, floor2, one, two), self.TOKEN_SERVERS))
+            servers = list(zip((floor, floor2, one, two), self.TOKEN_SERVERS, strict=True))
             checks = {label: self._grant_check(server, label, clients) for server, label in servers}
             for server, label in servers:
                 if server.metrics_urls:
@@ -1187,15 +1189,16 @@ def grpcio_table(result: StoreResult, add: Callable[[str], None]) -> None:
             responses += " **MISMATCH: " + "; ".join(row.problems) + "**"
         add(f"| {row.server} | {row.scenario.title} | {m.mode} | {m.throughput:,.0f} | {_us(m.p50)} | "
             f"{_us(m.p99)} | {_us(m.p999)} | {_us(m.cpu_per_call)} | "
-            f"{'—' if is_floor else _ratio(m.throughput, floor and floor.throughput)} | "
-            f"{'—' if is_floor else _ratio(m.p50, floor and floor.p50)} | "
-            f"{'—' if is_floor else _ratio(m.cpu_per_call, floor and floor.cpu_per_call)} | {responses} |")
+            f"{'—' if is_floor else _ratio(m.throughput, floor.throughput if floor else None)} | "
+            f"{'—' if is_floor else _ratio(m.p50, floor.p50 if floor else None)} | "
+            f"{'—' if is_floor else _ratio(m.cpu_per_call, floor.cpu_per_call if floor else None)} | {responses} |")
     add("")
     add("| comparison | value |")
     add("|---|---|")
     for label, suffix in (("p50 (b) at c1, cache on", ""), ("p50 (b) at c1, cache off", ", no cache")):
         pairs = [(big.p50, small.p50) for big, small in zip(result.rounds_of(f"1 worker, 1M relations{suffix}"),
-                                                           result.rounds_of(f"1 worker, 1k relations{suffix}"))
+                                                           result.rounds_of(f"1 worker, 1k relations{suffix}"),
+                                                           strict=False)
                  if big.p50 and small.p50]
         ratios = [big / small for big, small in pairs]
         value = (f"1k relations {_us(statistics.median(small for _, small in pairs))} µs, 1M relations "
@@ -1205,8 +1208,8 @@ def grpcio_table(result: StoreResult, add: Callable[[str], None]) -> None:
         add(f"| {label} | {value} |")
     for key in ("a", "b"):
         one, two = result.find("1 worker", key, "sat"), result.find("2 workers", key, "sat")
-        value = (f"{one.throughput:,.0f} → {two.throughput:,.0f} checks/s, ratio {_ratio(two.throughput, one.throughput)}"
-                 if one and two else "n/a")
+        value = (f"{one.throughput:,.0f} → {two.throughput:,.0f} checks/s, "
+                 f"ratio {_ratio(two.throughput, one.throughput)}" if one and two else "n/a")
         add(f"| 2 workers / 1 worker, ({key}) at saturation | {value} |")
     for server, start, end in result.rss:
         add(f"| server RSS MiB, {server}: start → end | {_mib(start)} → {_mib(end)} |")
@@ -1222,7 +1225,7 @@ def grpcio_table(result: StoreResult, add: Callable[[str], None]) -> None:
             responses = ", ".join(f"{k} {v:,}" for k, v in sorted(m.outcomes.items()))
             if row.problems:
                 responses += " **MISMATCH: " + "; ".join(row.problems) + "**"
-            add(f"| {row.server} | {row.round + 1} | {m.throughput:,.0f} | {_us(m.p50)} | {_us(m.p99)} | "
+            add(f"| {row.server} | {(row.round or 0) + 1} | {m.throughput:,.0f} | {_us(m.p50)} | {_us(m.p99)} | "
                 f"{_us(m.p999)} | {_us(m.cpu_per_call)} | {responses} |")
         add("")
 
@@ -1254,7 +1257,7 @@ def h2load_table(result: StoreResult, options: Options, add: Callable[[str], Non
         is_floor = server.startswith("floor")
         problems = [f"round {row.round + 1}: {p}" for row in rows for p in row.problems]
         verified = last.verified + (" **MISMATCH: " + "; ".join(problems) + "**" if problems else "")
-        split = [sum(column) for column in zip(*(row.split for row in rows))]
+        split = [sum(column) for column in zip(*(row.split for row in rows), strict=True)]
         add(f"| {server} | {last.scenario.title} | {_count(_median_of(rows, lambda r: r.throughput))} | "
             f"{_us(_median_of(rows, lambda r: r.summary and r.summary.percentile(50)))} | "
             f"{_us(_median_of(rows, lambda r: r.summary and r.summary.percentile(99)))} | "
@@ -1347,7 +1350,7 @@ def token_table(result: StoreResult, options: Options, add: Callable[[str], None
         floors = result.token_rounds(floor) if floor else []
         problems = [f"round {row.round + 1}: {p}" for row in rows for p in row.problems]
         verified = rows[-1].verified + (" **MISMATCH: " + "; ".join(problems) + "**" if problems else "")
-        split = [sum(column) for column in zip(*(row.split for row in rows))]
+        split = [sum(column) for column in zip(*(row.split for row in rows), strict=True)]
         ratio = _round_ratios(floors, rows, lambda r: r.throughput)
         cpu_ratio = _round_ratios(floors, rows, lambda r: r.cpu_per_grant)
         add(f"| {server} | {_count(_median_of(rows, lambda r: r.throughput))} | "
@@ -1433,7 +1436,7 @@ def rss_table(run: RssRun, options: Options, add: Callable[[str], None]) -> None
     points = run.measured()
     row = run.row
     s = row.summary if row else None
-    if not points or s is None:
+    if not points or row is None or s is None:
         add("- no samples\n")
         return
     add(f"- RSS (MiB, sampled every {RSS_INTERVAL:g} s): start {points[0][1]:.1f} (at {points[0][0]:.0f} s), "
@@ -1543,7 +1546,7 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
 def main(argv: list[str] | None = None) -> int:
     options, _ = parse(argv)
     command = shlex.join([Path(sys.executable).name, "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)])
-    started = datetime.now(timezone.utc).astimezone()
+    started = datetime.now(UTC).astimezone()
     clock = time.monotonic()
     info = machine()
 
@@ -1588,7 +1591,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     print(f"\nwritten to {options.output} ({elapsed / 60:.1f} min)")
-    failed = any(row.problems for result in results for row in [*result.rows, *result.h2_rows])
+    failed = (any(row.problems for result in results for row in result.rows)
+              or any(row.problems for result in results for row in result.h2_rows))
     failed = failed or any(result.rss_run.row.problems for result in results if result.rss_run and result.rss_run.row)
     failed = failed or any(row.problems for result in results for row in result.token_rows)
     return 1 if failed else 0
@@ -1597,7 +1601,7 @@ def main(argv: list[str] | None = None) -> int:
 def _version(binary: str, flag: str = "--version") -> str:
     """The tool's version line (wrk prints it first, with its usage, and exits 1)."""
     try:
-        done = subprocess.run([binary, flag], capture_output=True, text=True, timeout=10)
+        done = subprocess.run([binary, flag], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "version unknown"
     lines = (done.stdout or done.stderr).strip().splitlines()

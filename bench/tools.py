@@ -9,7 +9,7 @@ import os
 import shlex
 import shutil
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 INSTALL_TIMEOUT = 600.0
 
@@ -30,7 +30,8 @@ def ensure_tool(binary: str, package: str, how: str, say: Callable[[str], None])
     prefix: list[str] = []
     if os.geteuid() != 0:
         sudo = shutil.which("sudo")
-        if sudo is None or subprocess.run([sudo, "-n", "true"], capture_output=True, timeout=30).returncode:
+        if sudo is None or subprocess.run([sudo, "-n", "true"], capture_output=True, timeout=30,
+                                          check=False).returncode:
             raise ToolMissing(f"{binary} is not on PATH and installing {package} needs root: {how}")
         prefix = [sudo, "-n"]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -41,8 +42,9 @@ def ensure_tool(binary: str, package: str, how: str, say: Callable[[str], None])
         try:
             if step is not None:
                 say(f"  retrying after {shlex.join(step)}")
-                subprocess.run(step, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
-            done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
+                subprocess.run(step, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False)
+            done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
+                                  check=False)
         except subprocess.TimeoutExpired:
             failure = f"timed out after {INSTALL_TIMEOUT:.0f} s"
             continue

@@ -29,9 +29,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 from urllib.parse import quote_plus
 
 from .tools import ToolMissing, ensure_tool

@@ -4,10 +4,10 @@ validated at start, and passed in. Secrets never appear in repr()."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Mapping
 
 from .domain.oauth import SIGNING_ALGORITHMS
 
@@ -165,7 +165,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         if raw is not None and raw != "":
             values[setting.name] = _convert(setting.name, setting.type, raw)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return _validated(Settings(**values))  # type: ignore[arg-type]
+    return _validated(Settings(**values))  # type: ignore[arg-type]  # each value _convert-ed to its field's type
 
 
 def _convert(name: str, kind: object, raw: str) -> object:

@@ -6,18 +6,25 @@ import functools
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from tollgate.v1 import admin_pb2, admin_pb2_grpc
-from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2, relations_pb2_grpc
-from tollgate.v1 import tokens_pb2, tokens_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tollgate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    authorization_pb2,
+    authorization_pb2_grpc,
+    relations_pb2,
+    relations_pb2_grpc,
+    tokens_pb2,
+    tokens_pb2_grpc,
+)
 
 from .config import Settings
 from .domain.errors import DomainError
@@ -147,7 +154,7 @@ class App:
             while not self._stopping.wait(interval_seconds):
                 try:
                     action()
-                except Exception:  # noqa: BLE001  (a store outage must not kill the loop)
+                except Exception:  # a store outage must not kill the loop
                     log.warning("%s failed", name, exc_info=True)
 
         threading.Thread(target=loop, name=name, daemon=True).start()
@@ -199,7 +206,8 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
                if settings.rate_limit_per_second else None)
     failed_credentials = (RateLimiter(settings.failed_credential_rate_per_second, settings.failed_credential_burst)
                           if settings.failed_credential_rate_per_second else None)
-    memo = DecisionMemo(cache, settings.decision_memo_max_entries) if cache and settings.decision_memo_max_entries else None
+    memo = (DecisionMemo(cache, settings.decision_memo_max_entries)
+            if cache and settings.decision_memo_max_entries else None)
     checks = CheckService(policy.current, store.unit_of_work, verifier, clock, cache, limiter, failed_credentials,
                           memo=memo)
     relations = RelationService(store.unit_of_work, clock, RelationSettings(
@@ -353,7 +361,8 @@ def announce(settings: Settings, listening: Listening, workers: int = 1) -> None
                                            "mtls_port": listening.mtls_port, "metrics_port": listening.metrics_port,
                                            "store": store, "issuer": settings.token_issuer}})
     print(line, flush=True)
-    if listening.http_port and not settings.issuer_url and settings.host in ("0.0.0.0", "::", ""):
+    wildcard = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 - compares the setting, binds nothing
+    if listening.http_port and not settings.issuer_url and wildcard:
         log.warning("TOLLGATE_ISSUER_URL is not set: tokens name the issuer %s, which clients cannot reach; "
                     "set it to the public URL of the OAuth endpoints", settings.token_issuer)
     if listening.mtls_port:

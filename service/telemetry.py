@@ -11,7 +11,7 @@ import bisect
 import json
 import logging
 import threading
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -86,9 +86,10 @@ class DecisionMetrics(Collector):
         durations = HistogramMetricFamily("tollgate_check_duration_seconds", "Time to decide one check, by adapter.",
                                           labels=["adapter"])
         for adapter, (total_seconds, *counts) in sorted(latency.items()):
-            cumulative, buckets = 0, []
-            for bound, count in zip((*(str(b) for b in _LATENCY_BUCKETS), "+Inf"), counts):
-                cumulative += count
+            cumulative: float = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, in_bucket in zip((*(str(b) for b in _LATENCY_BUCKETS), "+Inf"), counts, strict=True):
+                cumulative += in_bucket
                 buckets.append((bound, cumulative))
             durations.add_metric([adapter], buckets, total_seconds)
         yield durations

@@ -26,9 +26,9 @@ import logging
 import socket
 import threading
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
@@ -58,6 +58,9 @@ class WorkerMetrics(Collector):
         self._ports: list[int | None] = [None] * count  # None: not serving yet
         self._last: list[str] = [""] * count
         self._pool = ThreadPoolExecutor(max_workers=min(count, 8), thread_name_prefix="metrics-scrape")
+        # Called before each scrape: takes in the reports of workers that began serving since the
+        # supervising loop last looked, so no worker that has served a call is left out.
+        self.before_collect: Callable[[], None] = lambda: None
 
     def add(self, index: int, port: int) -> None:
         self._ports[index] = port
@@ -77,6 +80,7 @@ class WorkerMetrics(Collector):
         return text
 
     def collect(self) -> Iterator[Metric]:
+        self.before_collect()
         yield from merge(list(self._pool.map(self.scrape, range(self.count))))
 
     def close(self) -> None:
@@ -162,7 +166,7 @@ class _MetricsHandler(BaseHTTPRequestHandler):
         self._registry, self._workers = registry, workers
         super().__init__(*args)
 
-    def do_GET(self) -> None:  # noqa: N802  (the name http.server calls)
+    def do_GET(self) -> None:  # the name http.server calls
         url = urlsplit(self.path)
         if url.path not in ("/", "/metrics"):
             self.send_error(404)

@@ -67,6 +67,8 @@ def _run(settings: Settings, count: int, metrics: WorkerMetrics | None, endpoint
         sender.close()  # each worker holds its own end; a worker gone before reporting reads as EOF
     started = _Started(settings, [receiver for receiver, _ in pipes], metrics,
                        endpoint.port if endpoint is not None else None)
+    if metrics is not None:
+        metrics.before_collect = started.receive
     stopping = threading.Event()
 
     def forward(signum, _frame) -> None:
@@ -98,8 +100,14 @@ class _Started:
         self._count = len(receivers)
         self._waiting = dict(enumerate(receivers))
         self._listening: dict[int, Listening] = {}
+        # receive() runs in the supervising loop and before each metrics scrape.
+        self._lock = threading.Lock()
 
     def receive(self) -> None:
+        with self._lock:
+            self._receive()
+
+    def _receive(self) -> None:
         for index, receiver in list(self._waiting.items()):
             if not receiver.poll():
                 continue

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timezone
-from typing import Any, Callable, Iterator
+from datetime import UTC
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
@@ -42,7 +43,10 @@ def _open_channel(args: argparse.Namespace) -> grpc.Channel:
     """Plaintext, or TLS when a CA file is given (with a client certificate for mutual TLS)."""
     if not args.tls_ca:
         return grpc.insecure_channel(args.target)
-    read = lambda path: read_text(path, "TLS file").encode() if path else None  # noqa: E731
+
+    def read(path: str | None) -> bytes | None:
+        return read_text(path, "TLS file").encode() if path else None
+
     return grpc.secure_channel(args.target, grpc.ssl_channel_credentials(
         read(args.tls_ca), read(args.tls_client_key), read(args.tls_client_cert)))
 
@@ -69,7 +73,7 @@ def _error_info(error: grpc.RpcError) -> tuple[str, str]:
     from grpc_status import rpc_status
 
     try:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]  # a call's RpcError is also its grpc.Call
     except (ValueError, AttributeError):
         return "", ""
     for detail in status.details if status else ():
@@ -87,7 +91,7 @@ def _bearer_metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
 def _iso(message: Any, field: str) -> str | None:
     if not message.HasField(field):
         return None
-    stamp = getattr(message, field).ToDatetime(tzinfo=timezone.utc)
+    stamp = getattr(message, field).ToDatetime(tzinfo=UTC)
     return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -194,7 +198,7 @@ def request_relation(args: argparse.Namespace, out: Output) -> None:
     response = _manage(args, request_user_relation=relations_pb2.RequestUserRelation(
         user_id=args.user_id, partner_id=args.partner_id or ""))
     view = {**relation_view(response.relation), "created": response.created}
-    out.record(view, RELATION_LINES + [("new request", "created")])
+    out.record(view, [*RELATION_LINES, ("new request", "created")])
 
 
 def approve_relation(args: argparse.Namespace, out: Output) -> None:
@@ -248,9 +252,9 @@ def list_relations(args: argparse.Namespace, out: Output) -> None:
     request = relations_pb2.ListRelationsRequest(
         partner_id=args.partner or "", subject_id=args.subject_id or "",
         page_size=args.page_size, page_token=args.page_token or "",
-        subject_type=relations_pb2.SubjectType.Value(f"SUBJECT_TYPE_{args.subject_type.upper()}")
-        if args.subject_type else 0,
-        status=relations_pb2.RelationStatus.Value(f"RELATION_STATUS_{args.status.upper()}") if args.status else 0,
+        # Enum fields by their labels (argparse allowed only the domain's values).
+        subject_type=f"SUBJECT_TYPE_{args.subject_type.upper()}" if args.subject_type else "SUBJECT_TYPE_UNSPECIFIED",
+        status=f"RELATION_STATUS_{args.status.upper()}" if args.status else "RELATION_STATUS_UNSPECIFIED",
     )
     response = _relations_call(args, lambda stub, metadata: stub.ListRelations(
         request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS))

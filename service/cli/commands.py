@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..domain.ids import new_id
+from ..domain.model import IssuerRecord, OAuthClientRecord, PartnerStatus, RelationFilter, RelationStatus, SubjectType
 from ..telemetry import configure_logging
-from ..domain.model import IssuerRecord, OAuthClientRecord, PartnerStatus, RelationFilter, RelationStatus, \
-    SubjectType
 from ..usecases.admin import NewIssuer
 from ..usecases.callers import OPERATOR
 from . import values
@@ -107,7 +106,7 @@ def partner_set_grants(args: argparse.Namespace, out: Output) -> None:
 # -- API keys ------------------------------------------------------------------------------------
 
 def key_issue(args: argparse.Namespace, out: Output) -> None:
-    expires_at = datetime.now(timezone.utc) + args.expires_in if args.expires_in else None
+    expires_at = datetime.now(UTC) + args.expires_in if args.expires_in else None
     with local(args) as app:
         record, plaintext = app.admin().issue_api_key(
             args.partner_id, args.name, args.grant, args.role, args.customer, expires_at)
@@ -139,16 +138,16 @@ def issuer_add(args: argparse.Namespace, out: Output) -> None:
     with local(args) as app:
         if args.discovery is not None or args.jwks_uri is not None:
             remote = app.admin().register_new_issuer(NewIssuer(
-                issuer=args.issuer, audience=args.audience, algorithms=tuple(args.alg), discovery_url=args.discovery or "",
-                jwks_uri=args.jwks_uri or "", require_at_jwt_typ=not args.allow_any_typ,
-                customer_claim=args.customer_claim))
+                issuer=args.issuer, audience=args.audience, algorithms=tuple(args.alg),
+                discovery_url=args.discovery or "", jwks_uri=args.jwks_uri or "",
+                require_at_jwt_typ=not args.allow_any_typ, customer_claim=args.customer_claim))
             out.record(issuer_view(remote), ISSUER_COLUMNS)
             return
         jwks, sealed = _issuer_keys(args, app.settings)
         record = IssuerRecord(
             id=new_id("iss"), issuer=args.issuer, audience=args.audience, algorithms=tuple(dict.fromkeys(args.alg)),
             jwks=jwks, hmac_secret_sealed=sealed, require_at_jwt_typ=not args.allow_any_typ,
-            customer_claim=args.customer_claim, created_at=datetime.now(timezone.utc))
+            customer_claim=args.customer_claim, created_at=datetime.now(UTC))
         record = app.admin().register_issuer(record)
     out.record(issuer_view(record), ISSUER_COLUMNS)
 

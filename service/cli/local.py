@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings, load_settings
 from ..domain.errors import DomainError
@@ -17,12 +18,16 @@ from ..usecases.admin import AdminService, SigningKeySettings
 from ..usecases.relations import RelationService, RelationSettings
 from .output import CommandFailed
 
+if TYPE_CHECKING:  # the store is imported when a command opens it (start-up time)
+    from ..store import Store
+
 
 def settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
     """TOLLGATE_* environment variables, overridden by the global options and `overrides`."""
     data_dir = getattr(args, "data_dir", None)
     policy = getattr(args, "policy", None)
     return load_settings(
+        None,
         database_url=getattr(args, "database_url", None),
         data_dir=Path(data_dir) if data_dir else None,
         policy_path=Path(policy) if policy else None,
@@ -33,11 +38,11 @@ def settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
 @dataclass
 class Local:
     settings: Settings
-    store: object
+    store: Store
 
     @property
     def unit_of_work(self):
-        return self.store.unit_of_work  # type: ignore[attr-defined]
+        return self.store.unit_of_work
 
     def admin(self) -> AdminService:
         from ..policy_file import load_policy

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 # A column of a table or a line of a record: (label shown to humans, key in the data).
 Column = tuple[str, str]
@@ -48,7 +49,7 @@ class Output:
             cells += [[human(row.get(key)) for _, key in columns] for row in rows]
             widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
             for line in cells:
-                self._line("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+                self._line("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
         for key, value in (extra or {}).items():
             if value:
                 self._line(f"{key}: {human(value)}")

@@ -26,7 +26,7 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message, self.format_usage())
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_known_args(self, args=None, namespace=None):
         """Refuses what this (sub)command does not know, so the usage shown is its own: argparse
         would hand a subcommand's unknown options up to the top level, which shows its usage."""
         namespace, extras = super().parse_known_args(args, namespace)
@@ -143,8 +143,9 @@ def _partner_commands(partner) -> None:
     create.add_argument("--name", required=True, help="the partner's display name")
     _grant_options(create)
     _leaf(partner, "list", "commands.partner_list", "list partners")
-    for name, help_text in (("show", "show one partner"), ("suspend", "suspend a partner (all its credentials "
-                            "are refused)"), ("activate", "reactivate a suspended partner")):
+    for name, help_text in (("show", "show one partner"),
+                            ("suspend", "suspend a partner (all its credentials are refused)"),
+                            ("activate", "reactivate a suspended partner")):
         _leaf(partner, name, f"commands.partner_{name}", help_text).add_argument("partner_id", metavar="ID")
     set_grants = _leaf(partner, "set-grants", "commands.partner_set_grants", "replace a partner's grants and roles")
     set_grants.add_argument("partner_id", metavar="ID")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, MethodDescriptor, \
-    ServiceDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.descriptor_database import DescriptorDatabase
 from grpc_reflection.v1alpha import reflection_pb2
 
@@ -24,7 +24,8 @@ from .client import channel, credential
 from .output import Column, CommandFailed, Output
 
 _CODES = {code.value[0]: code.name for code in grpc.StatusCode}
-_SCALARS = {number: name.removeprefix("TYPE_").lower()
+Metadata = tuple[tuple[str, str], ...]
+_SCALARS: dict[int, str] = {number: name.removeprefix("TYPE_").lower()
             for name, number in descriptor_pb2.FieldDescriptorProto.Type.items()}
 METHOD_COLUMNS: list[Column] = [("method", "name"), ("request", "request"), ("response", "response"),
                                 ("streaming", "streaming")]
@@ -37,7 +38,7 @@ class ReflectionDatabase(DescriptorDatabase):
     answers v1 with UNIMPLEMENTED (as grpcurl does). The two versions' messages are the same on the
     wire (v1 is v1alpha renamed), so v1alpha's classes speak both."""
 
-    def __init__(self, opened: grpc.Channel, metadata: list[tuple[str, str]], timeout: float) -> None:
+    def __init__(self, opened: grpc.Channel, metadata: Metadata, timeout: float) -> None:
         super().__init__()
         self._channel, self._metadata, self._timeout = opened, metadata, timeout
         self._versions = list(SERVICE_NAMES)
@@ -50,7 +51,7 @@ class ReflectionDatabase(DescriptorDatabase):
     def FindFileByName(self, name: str) -> descriptor_pb2.FileDescriptorProto:  # noqa: N802  (the base's name)
         return self._find(super().FindFileByName, name, reflection_pb2.ServerReflectionRequest(file_by_filename=name))
 
-    def FindFileContainingSymbol(self, symbol: str) -> descriptor_pb2.FileDescriptorProto:  # noqa: N802
+    def FindFileContainingSymbol(self, symbol: str) -> descriptor_pb2.FileDescriptorProto:  # noqa: N802 - the base's
         return self._find(super().FindFileContainingSymbol, symbol,
                           reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol))
 
@@ -90,7 +91,7 @@ class ReflectionDatabase(DescriptorDatabase):
                     return answer
                 raise CommandFailed("UNKNOWN: the server's reflection service closed without an answer", exit_code=1)
             except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                if error.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
                 self._versions.pop(0)
                 if not self._versions:
@@ -98,7 +99,7 @@ class ReflectionDatabase(DescriptorDatabase):
                                         f"({' or '.join(SERVICE_NAMES)})", exit_code=1, code="UNIMPLEMENTED") from None
 
 
-def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
+def _metadata(args: argparse.Namespace) -> Metadata:
     """--key/--token as the authorization header (as for Relations and Admin), then each --header."""
     value = credential(args)
     metadata = [("authorization", f"Bearer {value}")] if value else []
@@ -107,7 +108,7 @@ def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
         if not colon or not name.strip():
             raise CommandFailed(f"malformed --header {header!r}: use 'name: value'", reason="invalid_argument")
         metadata.append((name.strip().lower(), text.strip()))
-    return metadata
+    return tuple(metadata)
 
 
 def _reflect(opened: grpc.Channel,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from ..domain.model import ApiKeyRecord, IssuerRecord, OAuthClientRecord, PartnerRecord, RelationRecord, \
-    SigningKeyRecord
+from ..domain.model import (
+    ApiKeyRecord,
+    IssuerRecord,
+    OAuthClientRecord,
+    PartnerRecord,
+    RelationRecord,
+    SigningKeyRecord,
+)
 from ..usecases.admin import key_source
 from ..usecases.remote_keys import key_ids
 from .output import Column
@@ -16,8 +22,8 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:  # stores may hand back naive UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def partner_view(partner: PartnerRecord) -> dict[str, Any]:

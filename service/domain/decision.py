@@ -72,7 +72,7 @@ class Decision:
 
     @property
     def http_status(self) -> int:
-        return 200 if self.allowed else self.reason.http_status  # type: ignore[union-attr]
+        return 200 if self.allowed else self.reason.http_status  # type: ignore[union-attr]  # a deny has a reason
 
 
 ALLOW_PUBLIC = Decision(allowed=True, message="public operation")

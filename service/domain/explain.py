@@ -12,9 +12,10 @@ id and its kind, never by its token or key; lists are space-separated.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Mapping, NamedTuple
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 from .decide import CheckInput, acting_user, decide, token_user_denial
 from .decision import Decision
@@ -180,7 +181,7 @@ def _relation_facts(context: ExplainContext, subject_type: SubjectType, subject_
     return facts
 
 
-def _listed(permissions) -> str:
+def _listed(permissions: Iterable[object]) -> str:
     return " ".join(str(p) for p in permissions)
 
 
@@ -190,8 +191,8 @@ def _yes(value: bool) -> str:
 
 def _iso(value: datetime) -> str:
     if value.tzinfo is None:  # stores may hand back naive UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # In decide()'s order (the unit tests hold them side by side).

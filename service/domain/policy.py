@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .errors import PolicyError
 from .model import CredentialKind, SubjectType
 from .routes import API_KEY_QUERY_PARAMETER, RouteTable, parse_api_key_query_parameter, parse_routes
-from .text import excerpt
 from .scopes import ADMIN_GRANT, ALL_SCOPES_WRITE, LEVEL_WORDS, GrantSet, Permission
+from .text import excerpt
 
 MAX_PARSED_GRANT_SETS = 10_000
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")

@@ -7,11 +7,14 @@ unit of work decides.
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, Protocol
+from datetime import UTC, datetime
+from typing import NoReturn, Protocol
 
+from .credentials import PresentedCredential
 from .model import (
     AdminAuditRecord,
     ApiKeyRecord,
@@ -21,15 +24,16 @@ from .model import (
     OAuthClientRecord,
     PartnerRecord,
     PartnerStatus,
+    RefreshFamilyRecord,
+    RefreshTokenRecord,
     RelationEventRecord,
     RelationFilter,
     RelationRecord,
     RelationStatus,
-    RefreshFamilyRecord,
-    RefreshTokenRecord,
     SigningKeyRecord,
     SubjectType,
 )
+from .oauth import OwnAccessToken
 
 
 class Clock(Protocol):
@@ -40,7 +44,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class PartnerRepository(Protocol):
@@ -90,7 +94,7 @@ class IssuerRepository(Protocol):
 
     def list(self) -> list[IssuerRecord]: ...
 
-    def list_remote(self) -> list[IssuerRecord]:
+    def list_remote(self) -> builtins.list[IssuerRecord]:
         """The issuers whose keys are fetched from a jwks_uri, with their fetch status."""
         ...
 
@@ -167,7 +171,7 @@ class RelationRepository(Protocol):
         Raises InvalidRequest(field="page_token") for a token it did not produce."""
         ...
 
-    def due_for_expiry(self, now: datetime, limit: int) -> list[RelationRecord]:
+    def due_for_expiry(self, now: datetime, limit: int) -> builtins.list[RelationRecord]:
         """Pending or active relations whose expires_at is at or before `now`."""
         ...
 
@@ -277,7 +281,7 @@ class SigningKeyRepository(Protocol):
 class _NotWired:
     """A repository that a unit of work built for a fake does not have."""
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> NoReturn:
         raise RuntimeError(f"this unit of work has no repository for {name}")
 
 
@@ -291,6 +295,11 @@ class _AuditNotWired:
         raise RuntimeError("this unit of work has no audit repository")
 
 
+# Stateless sentinels: one instance each serves as the default of every Repositories.
+_NOT_WIRED = _NotWired()
+_AUDIT_NOT_WIRED = _AuditNotWired()
+
+
 @dataclass(frozen=True)
 class Repositories:
     """The repositories of one unit of work (one transaction)."""
@@ -301,11 +310,11 @@ class Repositories:
     revoked_tokens: RevokedTokenRepository
     relations: RelationRepository
     connect_tokens: ConnectTokenRepository
-    audit: AdminAuditRepository = _AuditNotWired()
-    oauth_clients: OAuthClientRepository = _NotWired()  # type: ignore[assignment]  (fakes only)
-    refresh_tokens: RefreshTokenRepository = _NotWired()  # type: ignore[assignment]
-    revoked_access_tokens: RevokedAccessTokenRepository = _NotWired()  # type: ignore[assignment]
-    signing_keys: SigningKeyRepository = _NotWired()  # type: ignore[assignment]
+    audit: AdminAuditRepository = _AUDIT_NOT_WIRED
+    oauth_clients: OAuthClientRepository = _NOT_WIRED
+    refresh_tokens: RefreshTokenRepository = _NOT_WIRED
+    revoked_access_tokens: RevokedAccessTokenRepository = _NOT_WIRED
+    signing_keys: SigningKeyRepository = _NOT_WIRED
 
 
 class UnitOfWork(Protocol):
@@ -345,19 +354,15 @@ class TokenSigner(Protocol):
 
 
 class CredentialVerifier(Protocol):
-    def verify(self, presented: "PresentedCredential", repos: Repositories, now: datetime) -> AuthenticatedCredential:
+    def verify(self, presented: PresentedCredential, repos: Repositories, now: datetime) -> AuthenticatedCredential:
         """Proves a credential. Raises CredentialRejected with reason invalid_token,
         token_expired or token_revoked; never returns a partial result."""
         ...
 
-    def own_access_token(self, token: str, repos: Repositories, now: datetime) -> "OwnAccessToken | None":
+    def own_access_token(self, token: str, repos: Repositories, now: datetime) -> OwnAccessToken | None:
         """A token Tollgate issued, signature, iss, aud, typ and exp checked and nothing else: what
         revoking it needs. None for any other token."""
         ...
-
-
-from .credentials import PresentedCredential  # noqa: E402  (placed last: credentials imports nothing of ports)
-from .oauth import OwnAccessToken  # noqa: E402  (placed last, like credentials)
 
 
 @dataclass(frozen=True)

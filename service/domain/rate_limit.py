@@ -42,7 +42,7 @@ class RateLimiter:
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._lock = threading.Lock()
 
-    def retry_after(self, key: str, cost: int, now: float) -> int:
+    def retry_after(self, key: str, cost: float, now: float) -> int:
         """0 when the checks may proceed (and are counted); else whole seconds to wait (>= 1)."""
         cost = min(cost, self._burst)  # a batch larger than the burst is never refused forever
         with self._lock:

@@ -8,10 +8,11 @@ A route may also say which query parameter carries an API key on it (off unless 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from .errors import PolicyError
@@ -59,7 +60,7 @@ class Route:
         if method != self.method or len(segments) != len(self.segments):
             return None
         parameters = {}
-        for pattern, name, segment in zip(self.segments, self._parameter_names, segments):
+        for pattern, name, segment in zip(self.segments, self._parameter_names, segments, strict=True):
             if name is not None:
                 parameters[name] = segment
             elif pattern != segment:
@@ -173,7 +174,7 @@ def _parse_route(spec: Any, path: str, operations: Mapping[str, Any], default_ke
         if not (_PARAMETER.match(segment) or _LITERAL.match(segment)):
             raise PolicyError(f"{path}.match: bad path segment {segment!r}", field=f"{path}.match")
     operation = spec.get("operation")
-    if operation not in operations:
+    if not isinstance(operation, str) or operation not in operations:
         raise PolicyError(f"{path}.operation {operation!r} is not a declared operation", field=f"{path}.operation")
     parameters = {m.group(1) for m in map(_PARAMETER.match, segments) if m}
     resource = _parse_resource(spec.get("resource") or {}, f"{path}.resource", parameters)

@@ -7,9 +7,9 @@ scopes (with OAuth-style aliases); `admin` holds every scope at write.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Iterable, Mapping
 
 
 class AccessLevel(enum.IntEnum):
@@ -55,13 +55,13 @@ class GrantSet:
     def allows(self, permission: Permission) -> bool:
         return self.level_of(permission.scope) >= permission.level
 
-    def union(self, other: "GrantSet") -> "GrantSet":
+    def union(self, other: GrantSet) -> GrantSet:
         merged = dict(self.levels)
         for scope, level in other.levels.items():
             merged[scope] = max(merged.get(scope, AccessLevel.NONE), level)
         return GrantSet(merged, max(self.every_scope, other.every_scope))
 
-    def capped_by(self, ceiling: "GrantSet") -> "GrantSet":
+    def capped_by(self, ceiling: GrantSet) -> GrantSet:
         """Never more than `ceiling` on any scope (how a credential is narrowed to its partner)."""
         scopes = set(self.levels) | set(ceiling.levels)
         capped = {s: min(self.level_of(s), ceiling.level_of(s)) for s in scopes}
@@ -70,7 +70,7 @@ class GrantSet:
             min(self.every_scope, ceiling.every_scope),
         )
 
-    def is_within(self, ceiling: "GrantSet") -> bool:
+    def is_within(self, ceiling: GrantSet) -> bool:
         """True when `ceiling` holds every grant of this set, at least at its level."""
         if self.every_scope > ceiling.every_scope:
             return False

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import uvicorn
 from starlette.applications import Starlette
@@ -92,7 +92,8 @@ class HttpListener:
 
     async def _serve(self, started: threading.Event) -> None:
         task = asyncio.ensure_future(self._server.serve(sockets=[self._socket]))
-        while not self._server.started and not task.done():
+        # uvicorn reports start-up as a flag (Server.started), not an event: poll it.
+        while not self._server.started and not task.done():  # noqa: ASYNC110 - no event to await
             await asyncio.sleep(0.01)
         started.set()
         await task

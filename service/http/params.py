@@ -113,7 +113,7 @@ def _json_pairs(text: str) -> list[tuple[str, str]]:
         raise _invalid("the body is not valid JSON") from None
     if not isinstance(document, _JsonObject) or len(document) > 64:
         raise _invalid("the JSON body must be an object of at most 64 parameters")
-    for name, value in document:
+    for _name, value in document:
         if not isinstance(value, str):
             raise _invalid("every JSON parameter must be a string")
     return document

@@ -4,7 +4,8 @@ run off the event loop, and a count of every answer."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,7 +41,7 @@ class Endpoint:
             response = oauth_error_response(error, self.realm)
         except DomainError as error:
             response = domain_error_response(error)
-        except Exception:  # noqa: BLE001  (the last line of defence: never a stack trace to the client)
+        except Exception:  # the last line of defence: never a stack trace to the client
             log.exception("unexpected error in the %s endpoint", self.name)
             response = server_error()
         self._telemetry.record_token_request(self.name, response.status_code)

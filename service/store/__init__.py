@@ -19,7 +19,7 @@ from .migrate import upgrade
 from .unit_of_work import SqlUnitOfWork, translated_errors
 from .watchdog import ConnectionWatchdog
 
-__all__ = ["Store", "SqlUnitOfWork", "create_store", "default_sqlite_url"]
+__all__ = ["SqlUnitOfWork", "Store", "create_store", "default_sqlite_url"]
 
 SQLITE_FILE_NAME = "tollgate.db"
 

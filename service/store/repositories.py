@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import re
 from datetime import datetime
 from typing import Any
@@ -29,12 +30,12 @@ from ..domain.model import (
     OAuthClientRecord,
     PartnerRecord,
     PartnerStatus,
+    RefreshFamilyRecord,
+    RefreshTokenRecord,
     RelationEventRecord,
     RelationFilter,
     RelationRecord,
     RelationStatus,
-    RefreshFamilyRecord,
-    RefreshTokenRecord,
     RemoteKeys,
     SigningKeyRecord,
     SubjectType,
@@ -178,7 +179,7 @@ class SqlIssuerRepository(_Repository):
     def list(self) -> list[IssuerRecord]:
         return [_issuer(row) for row in self._session.scalars(select(IssuerRow).order_by(IssuerRow.issuer))]
 
-    def list_remote(self) -> list[IssuerRecord]:
+    def list_remote(self) -> builtins.list[IssuerRecord]:
         query = select(IssuerRow).where(IssuerRow.jwks_uri.is_not(None)).order_by(IssuerRow.issuer)
         return [_issuer(row) for row in self._session.scalars(query)]
 
@@ -314,7 +315,7 @@ class SqlRelationRepository(_Repository):
         next_token = _encode_page_token(page[-1].seq) if len(rows) > page_size else ""
         return [_relation(row) for row in page], next_token
 
-    def due_for_expiry(self, now: datetime, limit: int) -> list[RelationRecord]:
+    def due_for_expiry(self, now: datetime, limit: int) -> builtins.list[RelationRecord]:
         query = (select(RelationRow)
                  .where(RelationRow.status.in_(OPEN_STATUSES), RelationRow.expires_at <= now)
                  .order_by(RelationRow.expires_at, RelationRow.seq).limit(limit))
@@ -436,7 +437,7 @@ def _storable(*values: str) -> bool:
 def _update_one(session: Session, model: type, where: ColumnElement[bool], **values: Any) -> bool:
     """One UPDATE … WHERE `where`; True when it changed exactly one row."""
     result = session.execute(update(model).where(where).values(**values))
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's Result is a CursorResult
 
 
 # -- admin audit ---------------------------------------------------------------------------------

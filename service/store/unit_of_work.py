@@ -4,11 +4,11 @@ failures into the domain's typed errors (no SQLAlchemy exception leaves the stor
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager, nullcontext
-from typing import Callable, ContextManager, Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
-from sqlalchemy import select, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain.errors import Conflict, InvalidRequest, StoreUnavailable
@@ -26,7 +26,6 @@ from .models import (
     SigningKeyRow,
     StoreRevisionRow,
 )
-from .watchdog import ConnectionWatchdog
 from .repositories import (
     SqlAdminAuditRepository,
     SqlApiKeyRepository,
@@ -40,6 +39,7 @@ from .repositories import (
     SqlRevokedTokenRepository,
     SqlSigningKeyRepository,
 )
+from .watchdog import ConnectionWatchdog
 
 UNAVAILABLE_MESSAGE = "the store is unavailable"
 
@@ -59,7 +59,7 @@ class SqlUnitOfWork:
     def __init__(self, session_factory: sessionmaker[Session], watchdog: ConnectionWatchdog | None = None) -> None:
         self._session_factory = session_factory
         # Connections checked out inside a unit of work are cut if they hang (PostgreSQL).
-        self._watched: Callable[[], ContextManager[None]] = watchdog.watching if watchdog else nullcontext
+        self._watched: Callable[[], AbstractContextManager[None]] = watchdog.watching if watchdog else nullcontext
         self._write_listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
 

@@ -148,7 +148,7 @@ class HttpKeySetFetcher:
 def max_age(headers: httpx.Headers) -> float | None:
     """Seconds the response may be used for, by its Cache-Control (less its Age); None when it
     says nothing. no-store and no-cache count as 0 (the caller's floor applies)."""
-    directives = {}
+    directives: dict[str, str] = {}
     for part in headers.get("cache-control", "").split(","):
         name, _, value = part.strip().partition("=")
         directives.setdefault(name.strip().lower(), value.strip().strip('"'))

@@ -16,8 +16,9 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Hashable, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 import jwt
 

@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from jwt.algorithms import Algorithm, ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from ..domain.model import SigningKeyRecord
 from ..domain.oauth import SIGNING_ALGORITHMS
@@ -72,7 +72,8 @@ def _generate(algorithm: str) -> Any:
 
 def public_jwk_of(private_key: Any, algorithm: str) -> dict[str, Any]:
     """The public JWK of a private key, with its thumbprint as kid, its alg and use "sig"."""
-    to_jwk = {"ES256": ECAlgorithm, "RS256": RSAAlgorithm, "EdDSA": OKPAlgorithm}[algorithm].to_jwk
+    algorithms: dict[str, type[Algorithm]] = {"ES256": ECAlgorithm, "RS256": RSAAlgorithm, "EdDSA": OKPAlgorithm}
+    to_jwk = algorithms[algorithm].to_jwk
     jwk: dict[str, Any] = dict(to_jwk(private_key.public_key(), as_dict=True))
     jwk.pop("key_ops", None)
     jwk.update(kid=thumbprint(jwk), alg=algorithm, use="sig")

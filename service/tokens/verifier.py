@@ -14,15 +14,14 @@ import logging
 import math
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeGuard
 
 import jwt
 
 from ..domain import opaque
 from ..domain.credentials import MAX_CREDENTIAL_LENGTH, PresentedCredential, PresentedKind
 from ..domain.errors import CredentialRejected
-from ..domain.oauth import FAMILY_CLAIM, OwnAccessToken
 from ..domain.model import (
     ApiKeyRecord,
     AuthenticatedCredential,
@@ -34,6 +33,7 @@ from ..domain.model import (
     Principal,
     SigningKeyRecord,
 )
+from ..domain.oauth import FAMILY_CLAIM, OwnAccessToken
 from ..domain.ports import RemoteKeySource, Repositories
 from .jwks import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, BoundedCache, JwksCache
 from .sealing import fernet_for, unseal_with
@@ -54,7 +54,7 @@ _ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 # Signature, iss and aud are checked by PyJWT; the times by us against `now` (see _check_times).
 # enforce_minimum_key_length: an HMAC secret shorter than the hash (RFC 7518 section 3.2) or an
 # RSA key under 2048 bits is refused instead of merely warned about.
-_DECODE_OPTIONS: dict[str, Any] = {
+_DECODE_OPTIONS: jwt.types.Options = {
     "require": ["exp", "iss", "aud"],
     "verify_exp": False,
     "verify_nbf": False,
@@ -65,7 +65,7 @@ _DECODE_OPTIONS: dict[str, Any] = {
 
 # The id under which Tollgate's own issuer appears where an issuer id is needed (key caches).
 OWN_ISSUER_ID = "tollgate"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ class TokenVerifier:
         if not _is_number(exp):
             raise _reject("the token's exp is not a number")
         try:
-            expires_at = datetime.fromtimestamp(exp, tz=timezone.utc)
+            expires_at = datetime.fromtimestamp(exp, tz=UTC)
         except (OverflowError, ValueError, OSError):
             raise _reject("the token's exp is out of range") from None
         moment = now.timestamp()
@@ -354,7 +354,7 @@ def _verified_claims(token: str, key: Any, alg: str, issuer: IssuerRecord) -> di
             algorithms=[alg],  # from the issuer's allowlist, already checked; never ["none"]
             audience=issuer.audience,
             issuer=issuer.issuer,
-            options=_DECODE_OPTIONS,  # type: ignore[arg-type]
+            options=_DECODE_OPTIONS,
         )
     except Exception:  # noqa: BLE001 - bad signature, aud, iss, missing claim, or malformed input
         raise _reject("the token's signature or claims are invalid") from None
@@ -363,7 +363,7 @@ def _verified_claims(token: str, key: Any, alg: str, issuer: IssuerRecord) -> di
     return claims
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

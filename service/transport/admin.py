@@ -7,7 +7,7 @@ business; this module only converts messages.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 from tollgate.v1 import admin_pb2, admin_pb2_grpc
@@ -24,8 +24,8 @@ from ..domain.model import (
 )
 from ..telemetry import Telemetry
 from ..usecases.admin import AdminService, AuditQuery, NewIssuer, key_source
-from ..usecases.remote_keys import key_ids
 from ..usecases.callers import Caller, CallerAuthenticator
+from ..usecases.remote_keys import key_ids
 from .convert import timestamp
 from .errors import translate_errors
 from .metadata import credential_headers
@@ -268,6 +268,6 @@ def _time_or_none(message, field: str) -> datetime | None:
         return None
     value: timestamp_pb2.Timestamp = getattr(message, field)
     try:
-        return value.ToDatetime(tzinfo=timezone.utc)
+        return value.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise InvalidRequest(f"{field} is not a valid time", field=field) from None

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
 
+from ..domain.decision import Decision
+from ..domain.explain import Step
 from ..domain.ids import new_decision_id
 from ..telemetry import Telemetry
 from ..usecases.check import CheckService
@@ -22,7 +25,6 @@ from .convert import (
 from .decoding import decode_request, takes_bytes
 from .errors import translate_errors
 from .metadata import peer_address
-
 
 CHECK_METHOD = "/tollgate.v1.Authorization/Check"
 
@@ -83,13 +85,14 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
         items = check_items_from_proto(request)
         arguments = (request.authorization, request.api_key, items, revision_from_token(request.at_least_as_fresh),
                      self._client_address(request, context))
+        explained: Sequence[tuple[Decision, tuple[Step, ...] | None]]
         if request.explain:
             explained = self._checks.explain_batch(*arguments)
         else:
             explained = [(decision, None) for decision in self._checks.check_batch(*arguments)]
         seconds = (time.perf_counter() - started) / len(explained)
         results = []
-        for item, (decision, steps) in zip(items, explained):
+        for item, (decision, steps) in zip(items, explained, strict=True):
             decision_id = new_decision_id()
             self._telemetry.record_decision("batch", item.operation, decision, decision_id, seconds)
             results.append(check_response_to_proto(decision, realm=self._realm, decision_id=decision_id)

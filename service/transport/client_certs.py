@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -35,7 +35,9 @@ def has_verified_client_certificate(context: grpc.ServicerContext) -> bool:
     """True when the call came over TLS with a peer certificate, which only the mutual-TLS
     listener asks for, and where the handshake has already verified it against the client CA."""
     auth = context.auth_context()
-    return auth.get(_TRANSPORT_SECURITY_TYPE) == [b"ssl"] and bool(auth.get(_PEER_CERTIFICATE))
+    # grpc returns a list of values per key; its stubs say one bytes value.
+    security_type: object = auth.get(_TRANSPORT_SECURITY_TYPE)
+    return security_type == [b"ssl"] and bool(auth.get(_PEER_CERTIFICATE))
 
 
 class ClientCertificateRequired:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 from tollgate.v1 import authorization_pb2, common_pb2, relations_pb2
@@ -29,7 +29,8 @@ _LEVELS = {
     AccessLevel.READ: common_pb2.ACCESS_LEVEL_READ,
     AccessLevel.WRITE: common_pb2.ACCESS_LEVEL_WRITE,
 }
-_KINDS = {CredentialKind.API_KEY: common_pb2.CREDENTIAL_KIND_API_KEY, CredentialKind.JWT: common_pb2.CREDENTIAL_KIND_JWT,
+_KINDS = {CredentialKind.API_KEY: common_pb2.CREDENTIAL_KIND_API_KEY,
+          CredentialKind.JWT: common_pb2.CREDENTIAL_KIND_JWT,
           CredentialKind.OAUTH_CLIENT: common_pb2.CREDENTIAL_KIND_OAUTH_CLIENT}
 _SUBJECTS = {SubjectType.USER: relations_pb2.SUBJECT_TYPE_USER,
              SubjectType.ORGANIZATION: relations_pb2.SUBJECT_TYPE_ORGANIZATION}
@@ -139,7 +140,7 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value.astimezone(timezone.utc))
+    stamp.FromDatetime(value.astimezone(UTC))
     return stamp
 
 

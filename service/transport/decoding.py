@@ -13,14 +13,14 @@ decodes, when it needs to, with `decode_request`.
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from ..domain import errors
 from .errors import rich_status, status_code_for
-
 
 Method = TypeVar("Method", bound=Callable)
 Request = TypeVar("Request", bound=Message)
@@ -29,7 +29,7 @@ Request = TypeVar("Request", bound=Message)
 def takes_bytes(method: Method) -> Method:
     """Marks a servicer method that takes the request's bytes and returns the response's; the mark
     is an attribute, so it survives wrappers made with functools.wraps."""
-    method.takes_bytes = True  # type: ignore[attr-defined]
+    method.takes_bytes = True  # type: ignore[attr-defined]  # a marker attribute, read by takes_bytes()
     return method
 
 

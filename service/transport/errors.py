@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -100,8 +101,8 @@ def translate_errors(handler: Handler) -> Handler:
                     telemetry.record_store_error(handler.__name__)
             context.abort_with_status(rich_status(code, error.message, error.reason, error.field,
                                                   getattr(error, "retry_after", 0)))
-        except Exception:  # noqa: BLE001  (the last line of defence: never leak a stack trace)
+        except Exception:  # the last line of defence: never leak a stack trace
             log.exception("unexpected error in %s", handler.__qualname__)
             context.abort_with_status(rich_status(grpc.StatusCode.INTERNAL, "internal error", "internal"))
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps: the same signature as `handler`

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
@@ -19,7 +19,6 @@ from ..domain.policy import Policy
 from ..telemetry import Telemetry
 from ..usecases.check import CheckService
 from .errors import deadline_passed
-from .metadata import peer_address
 from .ext_authz_convert import (
     check_query_from_ext_authz,
     ext_authz_invalid,
@@ -27,6 +26,7 @@ from .ext_authz_convert import (
     ext_authz_unavailable,
     query_parameters_to_remove,
 )
+from .metadata import peer_address
 
 log = logging.getLogger("tollgate.ext_authz")
 
@@ -53,7 +53,7 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
             decision = self._checks.check(query)
         except InvalidRequest as error:
             return ext_authz_invalid(error.message, error.field, decision_id)
-        except Exception:  # noqa: BLE001  (store down or a bug: fail closed, let Envoy's failure policy apply)
+        except Exception:  # store down or a bug: fail closed, let Envoy's failure policy apply
             log.warning("ext_authz check failed; answering 503", exc_info=True)
             self._telemetry.record_store_error("ext_authz")
             return ext_authz_unavailable(decision_id)

@@ -7,7 +7,7 @@ same way through either adapter; only the envelope differs.
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import parse_qs
 
 from envoy.config.core.v3 import base_pb2

@@ -9,7 +9,7 @@ describe itself), and one servicer answers on both paths: their messages are ide
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool

@@ -84,7 +84,8 @@ class RelationsServicer(relations_pb2_grpc.RelationsServicer):
             relation=relation_to_proto(relation), events=[event_to_proto(e) for e in events])
 
     @translate_errors
-    def ListRelations(self, request: relations_pb2.ListRelationsRequest, context) -> relations_pb2.ListRelationsResponse:
+    def ListRelations(self, request: relations_pb2.ListRelationsRequest,
+                      context) -> relations_pb2.ListRelationsResponse:
         caller = self._caller(context)
         page, next_token = self._relations.list_relations(
             caller, relation_filter_from_proto(request), request.page_size, request.page_token)

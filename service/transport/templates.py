@@ -14,7 +14,8 @@ they go by value only.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
 

@@ -18,16 +18,22 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from ..domain import opaque
-from ..domain.errors import Conflict, DomainError, InvalidRequest, NotFound, NotPermitted, \
-    PreconditionFailed, StoreUnavailable
+from ..domain.errors import (
+    Conflict,
+    DomainError,
+    InvalidRequest,
+    NotFound,
+    NotPermitted,
+    PreconditionFailed,
+    StoreUnavailable,
+)
 from ..domain.ids import new_id
-from ..domain.text import excerpt
-from ..domain.oauth import is_scope_token
 from ..domain.model import (
     AdminAuditRecord,
     ApiKeyRecord,
@@ -38,9 +44,11 @@ from ..domain.model import (
     RemoteKeys,
     SigningKeyRecord,
 )
+from ..domain.oauth import is_scope_token
 from ..domain.policy import Policy
 from ..domain.ports import Clock, Repositories, TokenSigner, UnitOfWork
 from ..domain.scopes import GrantSet
+from ..domain.text import excerpt
 from .callers import OPERATOR, Caller
 from .remote_keys import RemoteKeyService, key_ids
 
@@ -156,7 +164,8 @@ class AdminService:
             checked_grants, checked_roles = self._checked_grants(grants, (default_role,) if default_role else roles)
             partner = PartnerRecord(partner_id, name.strip(), PartnerStatus.ACTIVE, checked_grants, checked_roles, now)
             repos.partners.add(partner)
-            details = {"name": partner.name, "grants": list(partner.grants), "roles": list(partner.roles)}
+            details: dict[str, object] = {"name": partner.name, "grants": list(partner.grants),
+                                          "roles": list(partner.roles)}
             if default_role:
                 details["default_role"] = True  # the role came from the policy, not the request
             return partner, partner.id, details
@@ -602,7 +611,8 @@ def _issuer(repos: Repositories, issuer_id_or_iss: str) -> IssuerRecord:
     if issuer_id_or_iss:
         issuer = repos.issuers.get(issuer_id_or_iss) or repos.issuers.find_by_issuer(issuer_id_or_iss)
     if issuer is None:
-        raise NotFound(f"issuer {excerpt(issuer_id_or_iss)} is not registered", reason="issuer_not_found", field="issuer")
+        raise NotFound(f"issuer {excerpt(issuer_id_or_iss)} is not registered", reason="issuer_not_found",
+                       field="issuer")
     return issuer
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from ..domain.credentials import QueryApiKey, parse_presented
 from ..domain.decide import (
@@ -182,7 +183,8 @@ class CheckService:
             try:
                 plans.append(self._plan(policy, item.operation, item.permissions, item.resource))
             except InvalidRequest as error:
-                raise InvalidRequest(f"items[{index}]: {error.message}", field=f"items[{index}].{error.field}") from None
+                raise InvalidRequest(f"items[{index}]: {error.message}",
+                                     field=f"items[{index}].{error.field}") from None
         return plans
 
     def _decide_all(self, policy: Policy, plans: list[CheckPlan], authorization: str, api_key: str,
@@ -208,9 +210,13 @@ class CheckService:
         if self._cache is not None and self._fresh_enough(at_least_as_fresh):
             cache = self._cache
             generation = cache.generation  # before any fact is read (see DecisionMemo.remember)
-            verify = lambda: self._verifier.verify(presented, cache.reader, now)  # noqa: E731
+            facts = cache.facts
+
+            def verify() -> AuthenticatedCredential:
+                return self._verifier.verify(presented, facts, now)
+
             decisions, verified = self._decide(policy, plans, lambda: cache.credential(presented.value, now, verify),
-                                               cache.reader, now, client_address, judge)
+                                               facts, now, client_address, judge)
             if memo_key is not None and verified is not None and self._memo is not None:
                 self._remember(memo_key, generation, policy, plans[0], verified, decisions[0])
             return decisions
@@ -254,9 +260,11 @@ class CheckService:
         return [judge(CheckInput(
             plan, credential, grants,
             frozenset(subject_type for subject_type in plan.relations
-                      if facts.relations.is_active(partner_id, subject_type, plan.resource.subject_id(subject_type), now)),
+                      if facts.relations.is_active(partner_id, subject_type, plan.resource.subject_id(subject_type),
+                                                   now)),
             policy.scope_names, listed_grants=listed,
-            token_user_related=plan.token_user is TokenUser.RELATED and _token_user_related(plan, credential, facts, now),
+            token_user_related=(plan.token_user is TokenUser.RELATED
+                                and _token_user_related(plan, credential, facts, now)),
         )) for plan in plans], credential
 
     def _remember(self, memo_key: bytes, generation: int, policy: Policy, plan: CheckPlan,
@@ -274,7 +282,8 @@ class CheckService:
                 valid_until = expiry
         self._memo.remember(memo_key, decision, partner_id, policy, generation, valid_until)
 
-    def _grants_of(self, policy: Policy, credential: AuthenticatedCredential) -> tuple[GrantSet, tuple[Permission, ...]]:
+    def _grants_of(self, policy: Policy,
+                   credential: AuthenticatedCredential) -> tuple[GrantSet, tuple[Permission, ...]]:
         key = (id(policy), id(credential))
         found = self._grants.get(key)
         if found is not None and found[0] is policy and found[1] is credential:

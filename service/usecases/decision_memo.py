@@ -22,8 +22,9 @@ Keys are SHA-256 digests of the whole request, never the request itself: it hold
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from ..domain.decision import Decision
 from ..domain.policy import Policy

@@ -19,8 +19,9 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..domain.model import (
     ApiKeyRecord,
@@ -60,6 +61,11 @@ class FactCache:
         self._sibling_writes_seen = sibling_writes() if sibling_writes else 0
         self.reader = CachedReader(self)
         self.memory_reader = CachedReader(self, memory_only=True)
+        # The readers stand in for the repositories of a read-only unit of work: they answer every
+        # read that credential verification, Check and the token grants make (a write would fail).
+        # Read-side ports per repository would make this structural; until then, this one cast.
+        self.facts = cast(Repositories, self.reader)
+        self.memory_facts = cast(Repositories, self.memory_reader)
         unit_of_work.on_write(self.clear)
 
     @property
@@ -107,7 +113,7 @@ class FactCache:
             found = self._entries.get(key, _MISSING)
             if found is not _MISSING:
                 self._entries.move_to_end(key)
-                return found  # type: ignore[return-value]
+                return found  # type: ignore[return-value]  # what load() returned for this key
             generation = self._generation
         value = load()
         with self._lock:
@@ -117,7 +123,8 @@ class FactCache:
                     self._entries.popitem(last=False)
         return value
 
-    def credential(self, token: str, now: datetime, verify: Callable[[], AuthenticatedCredential]) -> AuthenticatedCredential:
+    def credential(self, token: str, now: datetime,
+                   verify: Callable[[], AuthenticatedCredential]) -> AuthenticatedCredential:
         """A verified credential by the digest of its token; re-verified once it may have expired
         (verification then answers token_expired, with the leeway). Rejections are not cached."""
         key = ("credential", hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest())

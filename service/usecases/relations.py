@@ -6,9 +6,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from ..domain import opaque
-from ..domain.errors import InvalidRequest, NotFound, NotPermitted, PreconditionFailed, Conflict
+from ..domain.errors import Conflict, InvalidRequest, NotFound, NotPermitted, PreconditionFailed
 from ..domain.ids import new_id
-from ..domain.text import excerpt
 from ..domain.model import (
     ConnectTokenRecord,
     RelationEventRecord,
@@ -19,6 +18,7 @@ from ..domain.model import (
 )
 from ..domain.ports import Clock, Repositories, UnitOfWork
 from ..domain.relations import as_seen_at, ensure_transition, is_due
+from ..domain.text import excerpt
 from .callers import Caller
 
 SYSTEM_ACTOR = "system"
@@ -74,7 +74,8 @@ class RelationService:
             _append_event(repos, pending, None, caller.actor, "requested", now)
             return pending, True
 
-    def approve_user_relation(self, caller: Caller, relation_id: str, ttl: timedelta | None, reason: str) -> RelationRecord:
+    def approve_user_relation(self, caller: Caller, relation_id: str, ttl: timedelta | None,
+                              reason: str) -> RelationRecord:
         _require_platform(caller, "approve user relations")
         _check_ttl(ttl, "approve_user_relation.ttl")
         now = self._clock.now()
@@ -91,7 +92,8 @@ class RelationService:
         return self._change(caller, relation_id, RelationStatus.REVOKED, reason or "revoked", None)
 
     def issue_connect_token(
-        self, caller: Caller, organization_id: str, issued_by: str, ttl: timedelta | None, relation_ttl: timedelta | None
+        self, caller: Caller, organization_id: str, issued_by: str, ttl: timedelta | None,
+        relation_ttl: timedelta | None,
     ) -> IssuedConnectToken:
         _require_platform(caller, "issue connect tokens")
         _require(organization_id, "issue_connect_token.organization_id")

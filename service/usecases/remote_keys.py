@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
 
 from ..domain.errors import InvalidRequest, KeyFetchFailed, NotFound
 from ..domain.model import IssuerRecord, RemoteKeys
@@ -170,7 +170,7 @@ class RemoteKeyService:
         keys: dict | None = None
         try:
             keys = self._refetch(issuer)
-        except Exception:  # noqa: BLE001 - an outage or fetch failure must leave the answer "no newer keys"
+        except Exception:  # an outage or fetch failure must leave the answer "no newer keys"
             log.warning("refetching the keys of issuer %s failed", issuer.issuer, exc_info=True)
         finally:
             with self._lock:

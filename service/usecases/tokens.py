@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from ..domain import opaque
 from ..domain.credentials import PresentedCredential, PresentedKind
@@ -38,8 +39,8 @@ from ..domain.model import (
     SigningKeyRecord,
 )
 from ..domain.oauth import (
-    INACTIVE,
     FAMILY_CLAIM,
+    INACTIVE,
     ClientCredentials,
     GrantType,
     Introspection,
@@ -155,7 +156,7 @@ class TokenService:
         if request.grant_type != GrantType.CLIENT_CREDENTIALS or cache is None or not cache.is_current():
             return None
         try:
-            client, scope, key = self._client_credentials_grant(request, client_address, cache.memory_reader,
+            client, scope, key = self._client_credentials_grant(request, client_address, cache.memory_facts,
                                                                 may_block=False)
         except NotInMemory:
             return None
@@ -404,7 +405,7 @@ class TokenService:
         else a read-only unit of work."""
         cache = self._cache
         if cache is not None and cache.is_current():
-            return nullcontext(cache.reader)  # type: ignore[arg-type]
+            return nullcontext(cache.facts)
         return self._unit_of_work(read_only=True)
 
 

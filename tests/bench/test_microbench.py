@@ -13,16 +13,16 @@ each round, so the step reads the store (one read-only unit of work per record).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from service.domain import opaque  # noqa: E402
-from service.domain.credentials import PresentedCredential, PresentedKind  # noqa: E402
-from service.domain.decide import CheckInput, Resource, decide, effective_grants, plan_check  # noqa: E402
-from service.domain.model import (  # noqa: E402
+from service.domain import opaque
+from service.domain.credentials import PresentedCredential, PresentedKind
+from service.domain.decide import CheckInput, Resource, decide, effective_grants, plan_check
+from service.domain.model import (
     ApiKeyRecord,
     IssuerRecord,
     PartnerRecord,
@@ -31,15 +31,15 @@ from service.domain.model import (  # noqa: E402
     RelationStatus,
     SubjectType,
 )
-from service.domain.ports import SystemClock  # noqa: E402
-from service.policy_file import load_policy  # noqa: E402
-from service.store import create_store  # noqa: E402
-from service.tokens import TokenVerifier  # noqa: E402
-from service.usecases.check import CheckQuery, CheckService  # noqa: E402
-from service.usecases.decision_memo import DecisionMemo  # noqa: E402
-from service.usecases.fact_cache import FactCache  # noqa: E402
-from tests.support.keys import access_token_claims, generate_signing_key, jwks  # noqa: E402
-from tests.support.world import EXAMPLE_POLICY  # noqa: E402
+from service.domain.ports import SystemClock
+from service.policy_file import load_policy
+from service.store import create_store
+from service.tokens import TokenVerifier
+from service.usecases.check import CheckQuery, CheckService
+from service.usecases.decision_memo import DecisionMemo
+from service.usecases.fact_cache import FactCache
+from tests.support.keys import access_token_claims, generate_signing_key, jwks
+from tests.support.world import EXAMPLE_POLICY
 
 pytestmark = pytest.mark.bench
 
@@ -93,7 +93,7 @@ class Facts:
 def facts(tmp_path_factory):
     store = create_store(f"sqlite:///{tmp_path_factory.mktemp('bench') / 'tollgate.db'}")
     store.migrate()
-    yield Facts(store, datetime.now(timezone.utc))
+    yield Facts(store, datetime.now(UTC))
     store.dispose()
 
 

@@ -15,15 +15,15 @@ rounds. Compare with the same whole Check of a valid RS256 token of the same iss
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import count
 
 import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from service.domain.decide import Resource  # noqa: E402
-from service.domain.model import (  # noqa: E402
+from service.domain.decide import Resource
+from service.domain.model import (
     IssuerRecord,
     PartnerRecord,
     PartnerStatus,
@@ -31,17 +31,17 @@ from service.domain.model import (  # noqa: E402
     RelationStatus,
     SubjectType,
 )
-from service.domain.ports import SystemClock  # noqa: E402
-from service.policy_file import load_policy  # noqa: E402
-from service.store import create_store  # noqa: E402
-from service.tokens import TokenVerifier, new_key_encryption_key  # noqa: E402
-from service.tokens.fetch import HttpKeySetFetcher  # noqa: E402
-from service.usecases.check import CheckQuery, CheckService  # noqa: E402
-from service.usecases.fact_cache import FactCache  # noqa: E402
-from service.usecases.remote_keys import RemoteKeyService  # noqa: E402
-from tests.support.key_servers import KeyServer, good_set  # noqa: E402
-from tests.support.keys import access_token_claims, generate_signing_key  # noqa: E402
-from tests.support.world import EXAMPLE_POLICY  # noqa: E402
+from service.domain.ports import SystemClock
+from service.policy_file import load_policy
+from service.store import create_store
+from service.tokens import TokenVerifier, new_key_encryption_key
+from service.tokens.fetch import HttpKeySetFetcher
+from service.usecases.check import CheckQuery, CheckService
+from service.usecases.fact_cache import FactCache
+from service.usecases.remote_keys import RemoteKeyService
+from tests.support.key_servers import KeyServer, good_set
+from tests.support.keys import access_token_claims, generate_signing_key
+from tests.support.world import EXAMPLE_POLICY
 
 pytestmark = pytest.mark.bench
 
@@ -51,7 +51,7 @@ ROUNDS = 300
 
 class RemoteFacts:
     def __init__(self, store, keys: KeyServer) -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         self.store, self.now = store, now
         self.good = good_set("bench-rsa")
         keys.json("/jwks", self.good.jwks)

@@ -15,16 +15,16 @@ record, JWKS, revoked `jti`) or Tollgate itself (published signing keys, client,
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from service.domain import opaque  # noqa: E402
-from service.domain.credentials import PresentedCredential, PresentedKind  # noqa: E402
-from service.domain.decide import Resource  # noqa: E402
-from service.domain.model import (  # noqa: E402
+from service.domain import opaque
+from service.domain.credentials import PresentedCredential, PresentedKind
+from service.domain.decide import Resource
+from service.domain.model import (
     CredentialKind,
     IssuerRecord,
     OAuthClientRecord,
@@ -34,19 +34,19 @@ from service.domain.model import (  # noqa: E402
     RelationStatus,
     SubjectType,
 )
-from service.domain.oauth import ClientCredentials, TokenRequest  # noqa: E402
-from service.domain.ports import SystemClock  # noqa: E402
-from service.domain.rate_limit import RateLimiter  # noqa: E402
-from service.policy_file import load_policy  # noqa: E402
-from service.store import create_store  # noqa: E402
-from service.tokens import TokenVerifier, new_key_encryption_key  # noqa: E402
-from service.tokens.signing import KeySigner  # noqa: E402
-from service.tokens.verifier import OwnIssuer  # noqa: E402
-from service.usecases.check import CheckQuery, CheckService  # noqa: E402
-from service.usecases.fact_cache import FactCache  # noqa: E402
-from service.usecases.tokens import ClientAuthentication, TokenService, TokenSettings  # noqa: E402
-from tests.support.keys import access_token_claims, generate_signing_key, jwks  # noqa: E402
-from tests.support.world import EXAMPLE_POLICY  # noqa: E402
+from service.domain.oauth import ClientCredentials, TokenRequest
+from service.domain.ports import SystemClock
+from service.domain.rate_limit import RateLimiter
+from service.policy_file import load_policy
+from service.store import create_store
+from service.tokens import TokenVerifier, new_key_encryption_key
+from service.tokens.signing import KeySigner
+from service.tokens.verifier import OwnIssuer
+from service.usecases.check import CheckQuery, CheckService
+from service.usecases.fact_cache import FactCache
+from service.usecases.tokens import ClientAuthentication, TokenService, TokenSettings
+from tests.support.keys import access_token_claims, generate_signing_key, jwks
+from tests.support.world import EXAMPLE_POLICY
 
 pytestmark = pytest.mark.bench
 
@@ -116,7 +116,7 @@ class TokenFacts:
 def facts(tmp_path_factory):
     store = create_store(f"sqlite:///{tmp_path_factory.mktemp('bench-tokens') / 'tollgate.db'}")
     store.migrate()
-    yield TokenFacts(store, datetime.now(timezone.utc))
+    yield TokenFacts(store, datetime.now(UTC))
     store.dispose()
 
 

@@ -6,8 +6,8 @@ the native Check and any other adapter of the same core.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from tests.support.keys import generate_signing_key
 

@@ -24,7 +24,8 @@ fx: harness.Fixture
 def build(fdp) -> apb.CheckRequest:
     """Interpretation (b): a CheckRequest from fuzzed parts mixed with structure."""
     authorization, api_key = harness.credential_fields(fdp, fx)
-    pick = lambda values: fdp.PickValueInList(values) if fdp.ConsumeIntInRange(0, 2) else harness.text(fdp)  # noqa: E731
+    def pick(values):
+        return fdp.PickValueInList(values) if fdp.ConsumeIntInRange(0, 2) else harness.text(fdp)
     permissions = [pick(PERMISSIONS) for _ in range(fdp.PickValueInList([0, 0, 1, 2, 33]))]
     return apb.CheckRequest(
         authorization=authorization, api_key=api_key, operation=pick(OPERATIONS), permissions=permissions,

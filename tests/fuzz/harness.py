@@ -62,10 +62,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, unquote_plus
 
 import grpc
@@ -76,7 +77,7 @@ from google.protobuf.message import DecodeError, Message
 from service.domain import opaque
 from service.domain.ids import new_id
 from service.domain.model import ApiKeyRecord, OAuthClientRecord, PartnerRecord, PartnerStatus
-from tests.support.hostile import (  # noqa: F401  (re-exported for the targets)
+from tests.support.hostile import (  # noqa: F401 - re-exported for the targets
     DEADLINE_SECONDS,
     DOCUMENTED_REASONS,
     MAX_ANSWER_BYTES,
@@ -179,7 +180,7 @@ def start(**settings: Any) -> Fixture:
     placeholders = {f"@{name}": world.keys[name] for name in API_KEY_PARTNERS}
     placeholders |= {f"@{name}": token for name, (token, _) in jwts.items()}
     genuine = {world.keys[name]: partner for name, partner in API_KEY_PARTNERS.items() if partner}
-    genuine |= {token: partner for token, partner in jwts.values()}
+    genuine |= dict(jwts.values())
     fixture = Fixture(world, placeholders, genuine, secrets=set(placeholders.values()),
                       attacker=generate_signing_key("RS256", "attacker-1"))
     fixture.state = {"@rel": "", "@ct": ""}
@@ -493,7 +494,8 @@ def jwt_from_parts(fdp, fx: Fixture) -> str:
     issuer = fdp.PickValueInList(list(ISSUERS))
     signer, iss = fx.world.signers[issuer], fx.world.issuers[issuer]
     now = int(fx.world.clock.now().timestamp())
-    fuzz = lambda: text(fdp, 24, long=False)  # noqa: E731
+    def fuzz():
+        return text(fdp, 24, long=False)
     header: dict[str, Any] = {
         "alg": recipe.pick([signer.alg], [a for a in ALGORITHMS if a != signer.alg] + [ABSENT, 0, [signer.alg], fuzz]),
         "kid": (recipe.free if signer.alg.startswith("HS") else lambda values: recipe.pick(values[:2], values[2:]))(
@@ -1189,7 +1191,8 @@ def _client_auth(choose, ledger: OAuthLedger) -> tuple[list[tuple[str, bytes]], 
     client_id = choose.pick([*OAUTH_CLIENTS, "cli_fuzz", "cli_fuzz", "cli_gate", "cli_nobody"], "client")
     secret = ledger.secret_of(client_id) or opaque.generate(opaque.CLIENT_SECRET_PREFIX)
     how = choose.pick(CLIENT_AUTH, "client authentication")
-    basic = lambda i, s: [("Authorization", basic_value(i, s).encode())]  # noqa: E731
+    def basic(i, s):
+        return [("Authorization", basic_value(i, s).encode())]
     if how == "basic":
         return basic(client_id, secret), []
     if how == "basic-spelled-otherwise":
@@ -1214,7 +1217,7 @@ def _client_auth(choose, ledger: OAuthLedger) -> tuple[list[tuple[str, bytes]], 
         other = choose.pick([client_id, "cli_plain"], "body client")
         return basic(client_id, secret), [("client_id", other), ("client_secret", ledger.secret_of(other) or secret)]
     if how == "two-authorization-headers":
-        return basic(client_id, secret) + [("Authorization", header_bytes("Bearer " + _token(choose, ledger)))], []
+        return [*basic(client_id, secret), ("Authorization", header_bytes("Bearer " + _token(choose, ledger)))], []
     if how == "api-key-header":
         return [("X-API-Key", header_bytes(_token(choose, ledger)))], []
     if how == "id-without-secret":
@@ -1225,7 +1228,8 @@ def _client_auth(choose, ledger: OAuthLedger) -> tuple[list[tuple[str, bytes]], 
 def _garbage_basic(choose, client_id: str, secret: str) -> bytes:
     kind = choose.pick(["text", "not-base64", "no-colon", "empty-id", "unpadded", "not-utf8", "latin-1",
                         "bad-percent", "bare", "url-alphabet", "nul-id", "huge"], "garbage Basic")
-    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    def b64(raw):
+        return base64.b64encode(raw).decode()
     value = {
         "text": lambda: "Basic " + choose.text("Basic text"),
         "not-base64": lambda: f"Basic {client_id}:{secret}",
@@ -1340,7 +1344,7 @@ def _hostile_json(choose, params: list[tuple[str, str]]) -> bytes:
     if kind == "utf-16":
         return _json_object(params).decode("utf-8", "surrogatepass").encode("utf-16", "surrogatepass")
     if kind == "lone-surrogate":
-        return _json_object(params + [("grant_type", "\ud800")])  # \ud800 escaped: valid JSON, no valid text
+        return _json_object([*params, ("grant_type", "\ud800")])  # \ud800 escaped: valid JSON, no valid text
     if kind == "string":
         return json.dumps(_form(params, "quote_plus").decode()).encode()
     if kind == "many-members":

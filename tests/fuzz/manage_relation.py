@@ -57,7 +57,8 @@ def build(fdp) -> tuple[rpb.ManageRelationRequest, list[tuple[str, str | bytes]]
 
 
 def action(fdp) -> rpb.ManageRelationRequest:
-    ident = lambda: fdp.PickValueInList(IDS) if fdp.ConsumeIntInRange(0, 2) else harness.text(fdp)  # noqa: E731
+    def ident():
+        return fdp.PickValueInList(IDS) if fdp.ConsumeIntInRange(0, 2) else harness.text(fdp)
 
     def duration():
         if not fdp.ConsumeBool():

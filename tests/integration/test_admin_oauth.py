@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 import grpc
 import pytest
@@ -193,9 +193,9 @@ def test_a_rotated_signing_key_stays_listed_as_retired_and_published(world, admi
     assert previous.kid == first.kid and not previous.active
     retired_at = previous.retire_time.ToDatetime()
     publish_until = previous.publish_until_time.ToDatetime()
-    assert retired_at == world.clock.now().astimezone(timezone.utc).replace(tzinfo=None)
+    assert retired_at == world.clock.now().astimezone(UTC).replace(tzinfo=None)
     assert publish_until - retired_at == RETIRED_KEY_PUBLISHED_FOR
-    assert publish_until > world.clock.now().astimezone(timezone.utc).replace(tzinfo=None)
+    assert publish_until > world.clock.now().astimezone(UTC).replace(tzinfo=None)
 
     listed = admin.ListSigningKeys(pb.ListSigningKeysRequest()).keys
     assert [k.kid for k in listed][:2] == [new.kid, first.kid]  # newest first

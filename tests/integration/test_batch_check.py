@@ -25,7 +25,7 @@ def test_each_result_is_what_check_answers(shared_world, key_name):
     credential = shared_world.bearer(key_name) if key_name else ""
     results = batch(shared_world, credential, ITEMS).results
     assert len(results) == len(ITEMS)
-    for (operation, resource), result in zip(ITEMS, results):
+    for (operation, resource), result in zip(ITEMS, results, strict=True):
         single = shared_world.check(operation, authorization=credential, **resource)
         assert (result.allowed, result.reason, result.http_status, result.body, result.www_authenticate) == (
             single.allowed, single.reason, single.http_status, single.body, single.www_authenticate), operation

@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -255,14 +256,14 @@ def test_allow_any_typ_warns_loudly(cli):
 # -- relations -----------------------------------------------------------------------------------
 
 def test_relation_list_and_expire(cli, database_url):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from service.domain.model import RelationRecord, RelationStatus, SubjectType
     from service.store import create_store
 
     assert cli.ok("relation", "list").json == {"relations": [], "next_page_token": ""}
     cli.ok("partner", "create", "acme", "--name", "Acme")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store = create_store(database_url)
     try:
         with store.unit_of_work() as repos:

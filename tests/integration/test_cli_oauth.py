@@ -4,7 +4,7 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -108,7 +108,7 @@ def test_signing_key_rotate_and_list(cli):
     second = cli.ok("signing-key", "rotate").json
     assert second["kid"] != first["kid"] and second["previous_kid"] == first["kid"]
     published_until = parsed(second["previous_publish_until"])
-    assert published_until > datetime.now(timezone.utc) + timedelta(minutes=55)
+    assert published_until > datetime.now(UTC) + timedelta(minutes=55)
 
     keys = cli.ok("signing-key", "list").json["keys"]
     assert [k["kid"] for k in keys] == [second["kid"], first["kid"]]  # newest first

@@ -88,7 +88,7 @@ def test_concurrent_approve_reject_and_revoke_leave_a_history_that_replays(world
                    + [("acme", {"revoke_relation": pb.RevokeRelation(relation_id=relation_id)})] * 3)
         barrier = threading.Barrier(len(actions), timeout=30)
 
-        def act(action):
+        def act(action, barrier=barrier):
             key_name, request = action
             barrier.wait()
             try:

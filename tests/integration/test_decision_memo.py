@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import generate_latest
@@ -61,7 +61,7 @@ class Setup:
 def setup(database_url):
     store = create_store(database_url)
     store.migrate()
-    clock = MovableClock(datetime.now(timezone.utc).replace(microsecond=0))
+    clock = MovableClock(datetime.now(UTC).replace(microsecond=0))
     now = clock.now()
     api_key = opaque.generate(opaque.API_KEY_PREFIX)
     signer = generate_signing_key("RS256", "memo-1")

@@ -21,9 +21,10 @@ import json
 import subprocess
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
+
 from service.domain.errors import StoreUnavailable
 from service.transport.ext_authz_convert import CREDENTIAL_HEADERS, IDENTITY_HEADERS, ext_authz_unavailable
 from service.usecases.check import CheckService
@@ -49,7 +50,7 @@ RATE_BURST = 50
 SETTINGS = dict(rate_limit_per_second=0.01, rate_limit_burst=RATE_BURST,
                 cache_refresh_seconds=0.2)  # cached facts are not used past 0.4 s without the store
 # Every identity header Tollgate sets, and one it does not (yet), as a client would forge them.
-FORGED = {name: "forged" for name in IDENTITY_HEADERS} | {"X-Tollgate-Future-Header": "forged"}
+FORGED = dict.fromkeys(IDENTITY_HEADERS, "forged") | {"X-Tollgate-Future-Header": "forged"}
 ENVOY_UNAVAILABLE_MESSAGE = "the authorization service could not be reached"
 WAIT_SECONDS = 15  # the bound on every wait for a state change
 SLOW_TIMEOUT = "1s"  # the ext_authz timeout where the test makes Tollgate slower than it

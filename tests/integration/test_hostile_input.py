@@ -31,9 +31,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tollgate.v1 import admin_pb2, admin_pb2_grpc
+from tollgate.v1 import admin_pb2, admin_pb2_grpc, authorization_pb2_grpc
 from tollgate.v1 import authorization_pb2 as apb
-from tollgate.v1 import authorization_pb2_grpc, relations_pb2 as rpb
+from tollgate.v1 import relations_pb2 as rpb
 
 from service.domain import opaque
 from service.domain.ids import new_id
@@ -214,7 +214,7 @@ def test_fuzz_batch_check(shared_world, valid_jwts):
             return
         assert 1 <= len(items) <= 100, "a batch outside 1..100 items was decided"
         assert len(outcome.response.results) == len(items)
-        for item, result in zip(items, outcome.response.results):
+        for item, result in zip(items, outcome.response.results, strict=True):
             assert_check_response(result, may_allow=may_allow(item.operation, list(item.permissions), partner),
                                   partner_id=partner)
             assert_no_secret_echo(result, authorization, api_key, (item.operation, *item.permissions))
@@ -252,8 +252,7 @@ def test_fuzz_ext_authz(shared_world, valid_jwts):
                              hostile_text(16, allow_oversized=False))
     extension_keys = st.one_of(st.sampled_from(["operation", "user_id", "organization_id", "customer_id"]),
                                hostile_text(8, allow_oversized=False))
-    extension_values = st.one_of(st.sampled_from(OPERATIONS + ["query.user_id", "header.x-user-id", "path.userId",
-                                                               "query.", "header."]), hostile_text())
+    extension_values = st.one_of(st.sampled_from([*OPERATIONS, "query.user_id", "header.x-user-id", "path.userId", "query.", "header."]), hostile_text())
 
     @fuzz_settings(200)
     @given(data=st.data())

@@ -172,7 +172,8 @@ def _bad_answers(ledger: OAuthLedger) -> dict[str, tuple[HttpRequest, HttpAnswer
     secret, gate = ledger.clients["cli_fuzz"], ledger.clients["cli_gate"]
     genuine = HttpRequest("POST", OAUTH_PATHS[0], [("Authorization", harness.basic_value("cli_fuzz", secret).encode())],
                           b"grant_type=client_credentials")
-    basic = lambda client_id, secret: [("Authorization", harness.basic_value(client_id, secret).encode())]  # noqa: E731
+    def basic(client_id, secret):
+        return [("Authorization", harness.basic_value(client_id, secret).encode())]
     forged = HttpRequest("POST", OAUTH_PATHS[0], basic("cli_fuzz", secret + "x"), b"grant_type=client_credentials")
     introspect = HttpRequest("POST", OAUTH_PATHS[2], basic("cli_gate", gate), b"token=tg_rt_unknown")
     error = {"error": "invalid_client", "error_description": "client authentication failed"}
@@ -216,7 +217,7 @@ def _bad_answers(ledger: OAuthLedger) -> dict[str, tuple[HttpRequest, HttpAnswer
 
 def control_ledger() -> OAuthLedger:
     """A ledger of made-up secrets, for holding the oracle itself to account (no server)."""
-    secret = lambda prefix: harness.opaque.generate(prefix)  # noqa: E731
+    secret = harness.opaque.generate
     clients = {"cli_fuzz": secret("tg_cs_"), "cli_gate": secret("tg_cs_")}
     return OAuthLedger(clients=clients, dead_clients={"cli_revoked": secret("tg_cs_")},
                        client_partners={"cli_fuzz": "acme", "cli_gate": "gate", "cli_revoked": "acme"},
@@ -381,7 +382,7 @@ def test_a_declared_oversized_body_is_refused_before_it_is_sent(token_world):
     """Content-Length: 100 MB and not one byte of body: the answer comes at once."""
     tw = token_world
     basic = harness.basic_value("cli_fuzz", tw.secret()).encode()
-    status, headers, body, seconds = raw_exchange(tw.world.app.http_port, (
+    status, _headers, body, seconds = raw_exchange(tw.world.app.http_port, (
         b"POST /oauth/token HTTP/1.1\r\nHost: x\r\nAuthorization: " + basic
         + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000000\r\n\r\n"))
     assert (status, json.loads(body)["error"]) == (400, "invalid_request") and seconds < 1.0, (status, body, seconds)

@@ -14,8 +14,8 @@ import pytest
 
 from tests.support.certs import CertificateAuthority
 from tests.support.key_servers import (
-    MiB,
     KeyServer,
+    MiB,
     discovery_document,
     duplicate_kid_set,
     ec_claiming_rs256_set,
@@ -144,7 +144,7 @@ def test_close_ends_every_open_connection_quickly():
     server.slow("/jwks", interval=0.5)
     server.stall("/silent")
     connections = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
-    for connection, path in zip(connections, ["/jwks", "/silent"]):  # the third sends nothing at all
+    for connection, path in zip(connections, ["/jwks", "/silent"], strict=False):  # the third sends nothing at all
         connection.sendall(f"GET {path} HTTP/1.1\r\nHost: keys\r\n\r\n".encode())
     assert server.wait_for_count("/jwks", 1) and server.wait_for_count("/silent", 1)
     assert eventually(lambda: server.live_threads() == 3)

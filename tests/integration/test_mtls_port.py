@@ -151,8 +151,8 @@ def test_admin_over_the_mtls_port_with_a_client_certificate_works(split):
 def test_the_mtls_port_refuses_at_the_handshake_without_a_certificate_of_the_client_ca(split):
     key = seed_admin_key(split.world)
     for client in (None, split.stranger):
-        expect_handshake_refused(lambda: list_partners(split.channel(split.mtls, client), key))
-        expect_handshake_refused(lambda: native_check(split.channel(split.mtls, client)))
+        expect_handshake_refused(lambda client=client: list_partners(split.channel(split.mtls, client), key))
+        expect_handshake_refused(lambda client=client: native_check(split.channel(split.mtls, client)))
 
 
 def test_ext_authz_answers_only_on_the_mtls_port(split):

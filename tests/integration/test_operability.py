@@ -13,7 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2 as pb
+from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
+from tollgate.v1 import relations_pb2 as pb
 
 from service.version import VERSION
 from tests.support.envoy import ext_authz_request, ext_authz_stub
@@ -145,7 +146,8 @@ def test_sighup_reloads_the_policy_and_refuses_a_broken_one(tmp_path):
                                   "TOLLGATE_METRICS_PORT": "0", "TOLLGATE_LOG_FORMAT": "json"})
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = authorization_pb2_grpc.AuthorizationStub(channel)
-    reason = lambda: stub.Check(authorization_pb2.CheckRequest(operation="status"), timeout=5).reason  # noqa: E731
+    def reason():
+        return stub.Check(authorization_pb2.CheckRequest(operation="status"), timeout=5).reason
     try:
         assert reason() == "unknown_operation"
         policy.write_text(policy.read_text().replace("\noperations:\n", "\noperations:\n  status:\n    public: true\n", 1))

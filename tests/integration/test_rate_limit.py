@@ -7,8 +7,8 @@ import pytest
 from google.rpc import code_pb2
 from tollgate.v1 import authorization_pb2 as apb
 
-from tests.support.keys import generate_signing_key
 from tests.support.envoy import ext_authz_request, ext_authz_stub
+from tests.support.keys import generate_signing_key
 from tests.support.world import start_world, stop_world
 
 

@@ -129,7 +129,9 @@ def test_connect_token_claim(world):
     issued = world.manage("platform", issue_connect_token=pb.IssueConnectToken(
         organization_id="o-9", issued_by="admin-7")).connect_token
     assert issued.token.startswith("tg_ct_") and issued.organization_id == "o-9" and issued.id
-    check = lambda: world.check("getOrganization", authorization=world.bearer("acme"), organization_id="o-9")
+    def check():
+        return world.check("getOrganization", authorization=world.bearer("acme"), organization_id="o-9")
+
     assert check().reason == "organization_access_denied"
 
     claimed = world.manage("acme", claim_organization_relation=pb.ClaimOrganizationRelation(

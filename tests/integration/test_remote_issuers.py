@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from google.rpc import code_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tollgate.v1 import admin_pb2 as pb
 
 from service.config import load_settings

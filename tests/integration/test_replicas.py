@@ -6,7 +6,8 @@ import time
 
 import grpc
 import pytest
-from tollgate.v1 import authorization_pb2, authorization_pb2_grpc, relations_pb2 as pb
+from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
+from tollgate.v1 import relations_pb2 as pb
 
 from tests.support.oauth import OAuthHttp, add_client
 from tests.support.processes import free_port, start_server, stop_server

@@ -34,12 +34,12 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import JSON, MetaData, String, Table, Text, create_engine, inspect, select
 from sqlalchemy.engine import make_url
-from jwt.algorithms import RSAAlgorithm
-from tollgate.v1 import admin_pb2, admin_pb2_grpc
+from tollgate.v1 import admin_pb2, admin_pb2_grpc, authorization_pb2_grpc, relations_pb2_grpc
 from tollgate.v1 import authorization_pb2 as apb
-from tollgate.v1 import authorization_pb2_grpc, relations_pb2 as rpb, relations_pb2_grpc
+from tollgate.v1 import relations_pb2 as rpb
 
 from service.domain import opaque
 from service.domain.ids import new_id
@@ -47,11 +47,10 @@ from service.domain.model import ApiKeyRecord, PartnerRecord, PartnerStatus
 from service.telemetry import JsonFormatter
 from tests.support import hostile
 from tests.support.envoy import ext_authz_request, ext_authz_stub
-from tests.support.outage import DatabaseSwitch
 from tests.support.keys import SigningKey, access_token_claims, generate_signing_key
+from tests.support.outage import DatabaseSwitch
 from tests.support.processes import free_port, start_server, stop_server
 from tests.support.world import AUDIENCE, EXAMPLE_POLICY, World, start_world, stop_world
-
 
 # --- what must never appear ---------------------------------------------------------------------
 
@@ -425,7 +424,7 @@ def test_a_session_in_process_leaks_no_secret(database_url, tmp_path, caplog, ca
     assert caplog.records, "the session was logged"
     assert any(r.name == "tollgate.decisions" for r in caplog.records)
     assert_no_leaks(transcript, transcript.seen)
-    assert_no_leaks(transcript, formatted_logs(caplog.records) + [("caplog text", caplog.text.encode())])
+    assert_no_leaks(transcript, [*formatted_logs(caplog.records), ("caplog text", caplog.text.encode())])
     assert_no_leaks(transcript, [("stdout", out.encode()), ("stderr", err.encode())])
     assert_no_leaks(transcript, [("metrics", metrics.encode())])
     stored, text_columns = database_contents(database_url)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from tollgate.v1 import authorization_pb2 as apb, authorization_pb2_grpc, relations_pb2 as pb, relations_pb2_grpc
+from tollgate.v1 import authorization_pb2 as apb
+from tollgate.v1 import authorization_pb2_grpc, relations_pb2_grpc
+from tollgate.v1 import relations_pb2 as pb
 
 from tests.support.envoy import ext_authz_request, ext_authz_stub
 from tests.support.processes import free_port, start_server, stop_server

@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass
 
 import grpc
+import pytest
 from google.rpc import code_pb2
 from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from grpc_health.v1.health_pb2_grpc import HealthStub
-import pytest
 from sqlalchemy.engine import make_url
 from tollgate.v1 import authorization_pb2 as apb
 from tollgate.v1 import relations_pb2 as pb

@@ -11,8 +11,8 @@ a secret it was sent (client secret, refresh token, token, bearer credential).
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import httpx
 import jwt

@@ -21,8 +21,8 @@ from service.tokens.signing import KeySigner
 from service.usecases.tokens import ClientAuthentication, TokenService, TokenSettings
 from tests.support.clock import MovableClock
 from tests.support.oauth import Client, OAuthHttp, add_client, claims_of
-from tests.support.world import EXAMPLE_POLICY, World
 from tests.support.races import race as racing
+from tests.support.world import EXAMPLE_POLICY, World
 
 THREADS = 12
 
@@ -101,7 +101,7 @@ def test_revocation_racing_refreshes_leaves_nothing_of_the_family(world):
     access_tokens = [issued["access_token"]] + [tokens["access_token"] for outcome, tokens in refreshes if tokens]
     for token in access_tokens:
         assert check_reason(world, token) == "token_revoked"
-    for outcome, tokens in refreshes:
+    for _outcome, tokens in refreshes:
         if tokens:
             assert refresh_over(world, "http", client, tokens["refresh_token"])[0] == "invalid_grant"
     with OAuthHttp(world) as http:

@@ -37,9 +37,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
-from tollgate.v1 import admin_pb2, admin_pb2_grpc
+from tollgate.v1 import admin_pb2, admin_pb2_grpc, authorization_pb2_grpc, tokens_pb2, tokens_pb2_grpc
 from tollgate.v1 import authorization_pb2 as apb
-from tollgate.v1 import authorization_pb2_grpc, tokens_pb2, tokens_pb2_grpc
 
 from service.domain import opaque
 from service.domain.model import OAuthClientRecord, PartnerRecord, PartnerStatus

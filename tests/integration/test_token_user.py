@@ -5,10 +5,10 @@ client-credentials tokens and API keys, with relations changing and lapsing unde
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml

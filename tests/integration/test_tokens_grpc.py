@@ -5,8 +5,8 @@ transports (tokens, spent refresh tokens and the failure limit cross from HTTP t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import grpc
 import pytest

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,7 +18,7 @@ from tests.support.clock import MovableClock
 
 ISS = "https://idp.test"
 JWKS_URI = "https://idp.test/jwks"
-T0 = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+T0 = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
 SETTINGS = RemoteKeySettings(min_refresh=timedelta(minutes=5), max_refresh=timedelta(hours=24),
                              default_refresh=timedelta(hours=1), refetch_cooldown=timedelta(seconds=30),
                              first_retry=timedelta(seconds=5), fetch_lease=timedelta(seconds=15))
@@ -91,7 +91,7 @@ def test_cache_control_is_honoured_within_the_bounds(world, max_age, expected):
 
 
 def test_nothing_is_fetched_before_the_refresh_time(world):
-    store, service, fetcher, clock, _ = world
+    _store, service, fetcher, clock, _ = world
     clock.advance(3599)
     service.refresh_due()
     assert fetcher.fetches == 1
@@ -143,7 +143,7 @@ def test_a_process_holding_the_claim_keeps_the_others_from_fetching(world):
 
 
 def test_an_unknown_kid_refetches_once_per_cool_down(world):
-    store, service, fetcher, clock, _ = world
+    store, service, fetcher, _clock, _ = world
     fetcher.keys = key_set("k1", "k2")
     issuer = stored(store)
     assert service.fresher_keys(issuer) == key_set("k1", "k2")
@@ -154,7 +154,7 @@ def test_an_unknown_kid_refetches_once_per_cool_down(world):
 
 
 def test_concurrent_unknown_kids_share_one_fetch(world):
-    store, service, fetcher, clock, _ = world
+    store, service, fetcher, _clock, _ = world
     fetcher.keys, fetcher.gate = key_set("k1", "k2"), threading.Event()
     issuer = stored(store)
     results: list = []

@@ -7,7 +7,7 @@ on BEGIN IMMEDIATE). Every wait is bounded, so a deadlock fails the test instead
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -28,7 +28,7 @@ from tests.support.outage import DatabaseSwitch
 from tests.support.races import race as racing
 
 THREADS = 20
-NOW = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+NOW = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 UNREACHABLE_URL = "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/x"
 
 

@@ -7,7 +7,7 @@ only through units of work, as the use cases do.
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -16,7 +16,6 @@ from sqlalchemy import inspect
 
 from service.domain.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
 from service.domain.model import (
-    RemoteKeys,
     ApiKeyRecord,
     ConnectTokenRecord,
     IssuerRecord,
@@ -26,6 +25,7 @@ from service.domain.model import (
     RelationFilter,
     RelationRecord,
     RelationStatus,
+    RemoteKeys,
     SubjectType,
 )
 from service.store import create_store, default_sqlite_url
@@ -33,7 +33,7 @@ from service.store.migrate import current_revision
 from service.store.models import Base
 
 # Microseconds and a date far from "now" make lossy or zone-shifting storage visible.
-T0 = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+T0 = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 PLUS_TWO = timezone(timedelta(hours=2))
 USER, ORG = SubjectType.USER, SubjectType.ORGANIZATION
 PENDING, ACTIVE, REVOKED, EXPIRED = (RelationStatus.PENDING, RelationStatus.ACTIVE, RelationStatus.REVOKED,
@@ -55,7 +55,10 @@ def relation(relation_id: str, partner_id: str = "acme", subject_type: SubjectTy
     return RelationRecord(relation_id, partner_id, subject_type, subject_id, status, T0, at(1), expires_at)
 
 
-def connect_token(token_id: str = "ct_1", expires_at: datetime = at(3600), **changes) -> ConnectTokenRecord:
+IN_AN_HOUR = at(3600)
+
+
+def connect_token(token_id: str = "ct_1", expires_at: datetime = IN_AN_HOUR, **changes) -> ConnectTokenRecord:
     values = dict(id=token_id, digest=f"digest-{token_id}", organization_id="o-1", issued_by="platform",
                   created_at=T0, expires_at=expires_at, relation_ttl_seconds=86400)
     return ConnectTokenRecord(**{**values, **changes})
@@ -208,7 +211,7 @@ def test_partner_round_trip(store):
         stored = repos.partners.get("acme")
         assert repos.partners.get("nobody") is None
     assert stored == record
-    assert stored.created_at.tzinfo == timezone.utc and stored.created_at == T0
+    assert stored.created_at.tzinfo == UTC and stored.created_at == T0
     assert isinstance(stored.grants, tuple) and isinstance(stored.status, PartnerStatus)
 
 
@@ -256,7 +259,7 @@ def test_api_key_round_trip_and_lookups(store):
         assert repos.api_keys.find_by_digest("f" * 64) is None and repos.api_keys.get("key_9") is None
         assert repos.api_keys.list_for_partner("acme") == [full, bare]
         assert repos.api_keys.list_for_partner("nobody") == []
-        assert repos.api_keys.get("key_1").expires_at.tzinfo == timezone.utc
+        assert repos.api_keys.get("key_1").expires_at.tzinfo == UTC
 
 
 def test_a_duplicate_key_digest_is_refused(store):
@@ -426,7 +429,7 @@ def test_relation_round_trip(store):
         assert repos.relations.find_open("acme", ORG, "u-1") is None
         stored = repos.relations.get("rel_1")
     assert isinstance(stored.subject_type, SubjectType) and isinstance(stored.status, RelationStatus)
-    assert stored.expires_at.tzinfo == timezone.utc
+    assert stored.expires_at.tzinfo == UTC
 
 
 def test_a_second_open_relation_is_refused_and_the_transaction_goes_on(store):
@@ -484,7 +487,7 @@ def test_events_are_stored_with_ids_oldest_first(store):
     with store.unit_of_work(read_only=True) as repos:
         assert repos.relations.events("rel_1") == [first, second]
         assert repos.relations.events("rel_9") == []
-        assert repos.relations.events("rel_1")[1].at.tzinfo == timezone.utc
+        assert repos.relations.events("rel_1")[1].at.tzinfo == UTC
 
 
 def test_is_active(store):

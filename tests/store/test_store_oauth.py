@@ -4,7 +4,7 @@ when many race (one rotation per refresh token, one active signing key)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -20,7 +20,7 @@ from service.domain.model import (
 from service.store import create_store
 from tests.support.races import race as racing
 
-T0 = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+T0 = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 PLUS_TWO = timezone(timedelta(hours=2))
 THREADS = 16
 
@@ -112,7 +112,7 @@ def test_client_round_trip_and_listing(store):
         assert repos.oauth_clients.list_for_partner(None) == [first, bare, other]
         assert repos.oauth_clients.list_for_partner("nobody") == []
         stored = repos.oauth_clients.get("cli_1")
-    assert stored.created_at.tzinfo == timezone.utc and stored.created_at == T0
+    assert stored.created_at.tzinfo == UTC and stored.created_at == T0
     assert isinstance(stored.scopes, tuple) and isinstance(stored.customer_numbers, tuple)
     assert stored.refresh_tokens is True and bare.refresh_tokens is False
 

@@ -35,7 +35,7 @@ class CertificateAuthority:
     def __init__(self, directory: Path, name: str = "Test CA") -> None:
         self._directory = directory
         self._key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self._cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
                       .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
                       .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -46,7 +46,7 @@ class CertificateAuthority:
 
     def issue(self, stem: str, *, server: bool) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (x509.CertificateBuilder().subject_name(_name(stem)).issuer_name(self._cert.subject)
                    .public_key(key.public_key()).serial_number(x509.random_serial_number())

@@ -108,7 +108,7 @@ class RecordingUpstream:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _answer
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
                 pass  # no stderr lines per request
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -37,9 +37,10 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -197,7 +198,7 @@ class KeyServer:
         self._server.server_close()
         self._server.close_connections()
 
-    def __enter__(self) -> "KeyServer":
+    def __enter__(self) -> KeyServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -205,7 +206,7 @@ class KeyServer:
 
     # -- inside ------------------------------------------------------------------------------
 
-    def _dispatch(self, handler: "_Handler") -> None:
+    def _dispatch(self, handler: _Handler) -> None:
         path = urlsplit(handler.path).path
         with self._counted:
             self._counts[path] += 1
@@ -219,7 +220,7 @@ class KeyServer:
             behaviour(handler)
         except (ConnectionError, TimeoutError, ssl.SSLError):
             handler.close_connection = True  # the client left mid-answer
-        except Exception as error:  # noqa: BLE001 — kept for the test to see, never printed by a thread
+        except Exception as error:  # noqa: BLE001 - kept for the test to see, never printed by a thread
             self.errors.append(error)
             handler.close_connection = True
 
@@ -229,15 +230,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"  # keep-alive and chunked bodies, as a real server
     timeout = _IDLE_SECONDS
-    server: "_Server"
+    server: _Server
     _chunked = False
 
-    def do_GET(self) -> None:  # noqa: N802 — http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         self.server.owner._dispatch(self)
 
-    do_HEAD = do_POST = do_GET  # noqa: N815
+    do_HEAD = do_POST = do_GET
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet: tests read counts
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: tests read counts
         pass
 
     def answer(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
@@ -336,7 +337,7 @@ class _Server(ThreadingHTTPServer):
                 _Handler(connection, client_address, self)
         except (ConnectionError, TimeoutError, ssl.SSLError, OSError):
             pass  # the client left; nothing to answer
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - kept for the test to see
             self.owner.errors.append(error)
         finally:
             if connection is not None:

@@ -20,7 +20,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from jwt.algorithms import Algorithm, ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 SUPPORTED_ALGORITHMS = ("RS256", "ES256", "EdDSA", "HS256")
 
@@ -38,7 +38,8 @@ class SigningKey:
         """The public JWK with kid, alg and use "sig"; None for HS256 (there is no public half)."""
         if self.private_key is None:
             return None
-        algorithm = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}[self.alg]
+        algorithms: dict[str, type[Algorithm]] = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}
+        algorithm = algorithms[self.alg]
         jwk = dict(algorithm.to_jwk(self.private_key.public_key(), as_dict=True))
         jwk.pop("key_ops", None)
         jwk.update(kid=self.kid, alg=self.alg, use="sig")
@@ -58,6 +59,7 @@ class SigningKey:
         header = {name: value for name, value in merged.items() if value is not None}
         header.setdefault("typ", "")  # PyJWT adds typ "JWT" unless told to drop it with ""
         key = self.secret if self.alg == "HS256" else self.private_key
+        assert key is not None, "an HS256 key has a secret, any other a private key"
         return jwt.encode(claims, key, algorithm=self.alg, headers=header)
 
 

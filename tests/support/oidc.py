@@ -30,9 +30,10 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -145,7 +146,7 @@ class OidcProvider:
 
     # -- life cycle --------------------------------------------------------------------------
 
-    def start(self, keys: Sequence[SigningKey | dict[str, Any]]) -> "OidcProvider":
+    def start(self, keys: Sequence[SigningKey | dict[str, Any]]) -> OidcProvider:
         """Starts with this key set (the first key signs) and waits until discovery answers. A port
         just freed by stop() is reused; one briefly taken by another process is retried for 5 s."""
         require_node_tooling()
@@ -180,7 +181,7 @@ class OidcProvider:
             process.wait(timeout=STOP_SECONDS)
         return process.returncode, self._close_log()
 
-    def restart(self, keys: Sequence[SigningKey | dict[str, Any]]) -> "OidcProvider":
+    def restart(self, keys: Sequence[SigningKey | dict[str, Any]]) -> OidcProvider:
         """stop() then start(keys) on the same port: a key rotation as the outside world sees it."""
         self.stop()
         return self.start(keys)
@@ -191,7 +192,7 @@ class OidcProvider:
         if self._temporary is not None:
             self._temporary.cleanup()
 
-    def __enter__(self) -> "OidcProvider":
+    def __enter__(self) -> OidcProvider:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import selectors
 import socket
 import threading
+
 from sqlalchemy.engine import make_url
 
 FORWARD, CUT, STALL = "forward", "cut", "stall"
@@ -80,7 +81,7 @@ class TcpProxy:
         for pair in pairs:
             pair.join(timeout=5)
 
-    def __enter__(self) -> "TcpProxy":
+    def __enter__(self) -> TcpProxy:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -93,7 +94,7 @@ class TcpProxy:
             self._mode = mode
             self._changed.notify_all()
 
-    def _snapshot(self) -> list["_Pair"]:
+    def _snapshot(self) -> list[_Pair]:
         with self._changed:
             return [pair for pair in self._pairs if not pair.closed]
 
@@ -108,7 +109,7 @@ class TcpProxy:
         while not self._closing.is_set():
             try:
                 client, _ = self._listener.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.accepted += 1
             with self._changed:

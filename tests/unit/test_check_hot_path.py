@@ -8,14 +8,13 @@ import re
 import threading
 
 from prometheus_client import generate_latest
+from tollgate.v1 import authorization_pb2
 
 from service.domain.decision import Decision, Reason, deny
 from service.domain.ids import new_decision_id
 from service.domain.model import CredentialKind, Principal
 from service.domain.scopes import AccessLevel, Permission
 from service.telemetry import Telemetry
-from tollgate.v1 import authorization_pb2
-
 from service.transport.convert import _build_check_response, check_response_to_proto, serialized_check_response
 from service.transport.ext_authz_convert import DECISION_HEADER, _build_response, ext_authz_response
 

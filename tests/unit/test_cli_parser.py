@@ -4,7 +4,7 @@ store is used, and usage errors that show the usage of the (sub)command at fault
 from __future__ import annotations
 
 import argparse
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -1,7 +1,7 @@
 """proto <-> domain conversions, without a server."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -27,7 +27,7 @@ from service.transport.convert import (
     relation_to_proto,
 )
 
-NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def test_check_request_to_query():
@@ -61,7 +61,7 @@ def test_relation_and_event_round_out():
     message = relation_to_proto(relation)
     assert message.status == relations_pb2.RELATION_STATUS_ACTIVE
     assert message.subject_type == relations_pb2.SUBJECT_TYPE_ORGANIZATION
-    assert message.create_time.ToDatetime(timezone.utc) == NOW and not message.HasField("expire_time")
+    assert message.create_time.ToDatetime(UTC) == NOW and not message.HasField("expire_time")
     event = event_to_proto(RelationEventRecord("rel_1", "system", NOW, None, RelationStatus.PENDING, "r", id=3))
     assert event.from_status == relations_pb2.RELATION_STATUS_UNSPECIFIED and event.id == 3
 

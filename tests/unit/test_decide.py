@@ -1,6 +1,6 @@
 """The decision core as a pure function: tables of inputs -> decision, reason, status."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -17,7 +17,7 @@ from service.domain.model import (
 )
 from service.domain.policy import parse_policy
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 POLICY = parse_policy({
     "scopes": {"user": None, "organization": None, "court-booking": {"aliases": ["bookings"]}, "order": None},

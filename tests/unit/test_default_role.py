@@ -4,7 +4,7 @@ otherwise; and AdminService.create_partner applying it, with the policy in force
 from __future__ import annotations
 
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from service.policy_file import load_policy
 from service.usecases.admin import AdminService
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 BASE = {
     "scopes": {"user": None, "court-booking": None},

@@ -15,9 +15,9 @@ import importlib
 import importlib.util
 import json
 import pkgutil
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -402,6 +402,7 @@ def test_allowed_headers_if_narrowed_keeps_every_header_tollgate_reads(ext_authz
 
 def test_envoys_own_503_gets_the_shape_of_tollgates_and_tollgates_answers_stay_untouched(hcm):
     from envoy.config.accesslog.v3 import accesslog_pb2
+
     from service.transport.ext_authz_convert import ext_authz_invalid, ext_authz_unavailable
 
     passthrough, unreachable = hcm.local_reply_config.mappers

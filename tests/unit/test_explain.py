@@ -1,7 +1,7 @@
 """Explained checks in the pure core, held side by side with decide(); and principals that never mix
 in the response templates of either adapter."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from tollgate.v1 import authorization_pb2
@@ -28,7 +28,7 @@ from service.transport.convert import (
 )
 from service.transport.ext_authz_convert import ext_authz_response
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = parse_policy({
     "scopes": {"user": None, "organization": None, "order": None, "court-booking": None},
     "token_user_claim": "sub",

@@ -1,7 +1,7 @@
 """The token service's pure rules: scopes a token may carry, refresh narrowing, the error table,
 and the roles a policy gives each kind of credential."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -20,7 +20,7 @@ from service.domain.oauth import (
 from service.domain.policy import parse_policy
 from service.domain.scopes import AccessLevel, GrantSet
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 DOCUMENT = {
     "scopes": {"user": None, "court-booking": {"aliases": ["bookings"]}, "order": None},

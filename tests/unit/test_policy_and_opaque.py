@@ -5,8 +5,8 @@ import pytest
 from service.domain import opaque
 from service.domain.credentials import PresentedKind, QueryApiKey, parse_presented
 from service.domain.errors import CredentialRejected, PolicyError
-from service.domain.relations import can_transition
 from service.domain.model import RelationStatus as S
+from service.domain.relations import can_transition
 from service.policy_file import load_policy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"

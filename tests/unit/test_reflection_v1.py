@@ -11,7 +11,8 @@ from service.transport.reflection import V1_FILE, V1_SERVICE_NAME, v1_file_descr
 
 def shape(proto: descriptor_pb2.FileDescriptorProto) -> dict:
     """Every message's fields and every method, with type names relative to the package."""
-    local = lambda name: name.removeprefix(f".{proto.package}.")  # noqa: E731
+    def local(name):
+        return name.removeprefix(f".{proto.package}.")
     messages = {m.name: [(f.name, f.number, f.type, f.label, local(f.type_name),
                           f.oneof_index if f.HasField("oneof_index") else None) for f in m.field]
                 for m in proto.message_type}

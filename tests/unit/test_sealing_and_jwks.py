@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from cryptography.fernet import Fernet
@@ -170,7 +170,7 @@ def test_load_jwks_refusals(document: object) -> None:
 
 def _issuer(document: dict, algorithms: tuple[str, ...] = ("RS256",)) -> IssuerRecord:
     return IssuerRecord("iss-1", "https://idp", "aud", algorithms, document, None, True, "customers",
-                        datetime(2030, 1, 1, tzinfo=timezone.utc))
+                        datetime(2030, 1, 1, tzinfo=UTC))
 
 
 def test_cache_reparses_only_when_the_content_changes() -> None:
@@ -209,5 +209,5 @@ def test_cache_is_bounded() -> None:
     document = jwks(generate_signing_key("ES256", "e"))
     for index in range(5):
         cache.keys_for(IssuerRecord(f"iss-{index}", f"https://idp/{index}", "aud", ("ES256",), document, None,
-                                    True, "c", datetime(2030, 1, 1, tzinfo=timezone.utc)))
+                                    True, "c", datetime(2030, 1, 1, tzinfo=UTC)))
     assert len(cache._entries) == 2

@@ -47,7 +47,7 @@ def echoes(client: socket.socket, data: bytes = b"ping") -> bool:
     client.sendall(data)
     try:
         return client.recv(100) == data
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 

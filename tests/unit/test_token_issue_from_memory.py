@@ -2,7 +2,7 @@
 of work (it runs on the event loop, which must not block), and None whenever it would need one."""
 
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import jwt
@@ -18,7 +18,7 @@ from service.tokens.signing import KeySigner
 from service.usecases.fact_cache import FactCache
 from service.usecases.tokens import ClientAuthentication, TokenService, TokenSettings
 
-NOW = datetime(2026, 12, 7, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 7, tzinfo=UTC)
 POLICY = parse_policy({"scopes": {"user": None}, "operations": {"getUser": {"permissions": ["user:read"]}}})
 SECRET = opaque.generate(opaque.CLIENT_SECRET_PREFIX)
 

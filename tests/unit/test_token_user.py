@@ -1,7 +1,7 @@
 """Tokens that act for a user: the policy's token_user_claim and operations' token_user, decided by
 the pure core (no server, no store)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,7 +11,7 @@ from service.domain.errors import InvalidRequest, PolicyError
 from service.domain.model import AuthenticatedCredential, CredentialKind, PartnerRecord, PartnerStatus, Principal
 from service.domain.policy import TokenUser, parse_policy
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 DOCUMENT = {
     "scopes": {"user": None, "court-booking": None},

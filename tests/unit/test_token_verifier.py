@@ -11,8 +11,9 @@ import hashlib
 import hmac
 import json
 import secrets
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ from service.domain.ports import Repositories
 from service.tokens import TokenVerifier, new_key_encryption_key, seal_secret
 from tests.support.keys import SigningKey, access_token_claims, generate_signing_key, jwks
 
-NOW = datetime(2030, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 AUD = "tollgate"
 KEK = new_key_encryption_key()
 
@@ -277,7 +278,7 @@ def test_jwt_ok(env: Env, key_name: str, iss: str) -> None:
     assert result.partner.id == "p-active"
     assert result.token_scopes == ("user:read", "user:write")
     assert result.customer_numbers == frozenset({"C1", "C9"})
-    assert result.expires_at == datetime.fromtimestamp(claims["exp"], tz=timezone.utc)
+    assert result.expires_at == datetime.fromtimestamp(claims["exp"], tz=UTC)
     assert (result.own_grants, result.own_roles) == ((), ())
 
 
@@ -521,7 +522,7 @@ JWT_REFUSALS: list[tuple[str, Callable[[Env], str], str]] = [
     ("bad-signature", lambda e: e.keys["rs-new"].sign(_claims())[:-6] + "AAAAAA", "invalid_token"),
     ("hs-wrong-secret", lambda e: generate_signing_key("HS256", "other").sign(_claims(HS_ISS)), "invalid_token"),
     ("hs-short-secret", _hs_with_short_secret, "invalid_token"),
-    ("payload-swapped", lambda e: _swap_payload(e), "invalid_token"),
+    ("payload-swapped", lambda e: _swap_payload(e), "invalid_token"),  # noqa: PLW0108 - defined below
 ]
 
 

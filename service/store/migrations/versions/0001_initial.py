@@ -10,15 +10,15 @@ Hand-written to run on SQLite and PostgreSQL alike; service/store/models.py desc
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0001"
-down_revision: Union[str, Sequence[str], None] = None
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 # Timestamps are timestamptz on PostgreSQL; on SQLite the store writes UTC text.
 TIMESTAMP = sa.DateTime(timezone=True)

@@ -8,15 +8,15 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: Union[str, Sequence[str], None] = "0003"
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 # Timestamps are timestamptz on PostgreSQL; on SQLite the store writes UTC text.
 TIMESTAMP = sa.DateTime(timezone=True)
@@ -46,7 +46,8 @@ def upgrade() -> None:
         sa.Column("scope", sa.JSON(), nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.Column("revoked_at", TIMESTAMP, nullable=True),
-        sa.ForeignKeyConstraint(["client_id"], ["oauth_clients.id"], name="fk_refresh_families_client_id_oauth_clients"),
+        sa.ForeignKeyConstraint(["client_id"], ["oauth_clients.id"],
+                                name="fk_refresh_families_client_id_oauth_clients"),
         sa.PrimaryKeyConstraint("id", name="pk_refresh_families"),
     )
     op.create_table(
