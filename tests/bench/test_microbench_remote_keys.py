@@ -66,7 +66,8 @@ class RemoteFacts:
                                                        now, now))
         verifier = TokenVerifier(key_encryption_key=new_key_encryption_key(), remote_keys=self.remote)
         self.cache = FactCache(store.unit_of_work, 100_000, max_age_seconds=3600)
-        self.checks = CheckService(lambda: load_policy(EXAMPLE_POLICY), store.unit_of_work, verifier, SystemClock(),
+        policy = load_policy(EXAMPLE_POLICY)
+        self.checks = CheckService(lambda: policy, store.unit_of_work, verifier, SystemClock(),
                                    self.cache)
         self.forger = generate_signing_key("RS256", "forger")
         self._serial = count()
