@@ -88,11 +88,7 @@ def _operation(check: CheckInput, context: ExplainContext) -> Step:
 
 
 def _failed_credential_limit(check: CheckInput, context: ExplainContext) -> Step:
-    wait = check.failures_retry_after
-    if not context.failure_limit and not wait:
-        return Step("failed_credential_limit", StepOutcome.SKIPPED, (("why", "the limit is off"),))
-    return Step("failed_credential_limit", StepOutcome.FAILED if wait else StepOutcome.PASSED,
-                (("enabled", "yes"), ("retry_after_seconds", str(wait))))
+    return _limit("failed_credential_limit", context.failure_limit, check.failures_retry_after)
 
 
 def _credential(check: CheckInput, context: ExplainContext) -> Step:
@@ -108,10 +104,14 @@ def _credential(check: CheckInput, context: ExplainContext) -> Step:
 
 
 def _rate_limit(check: CheckInput, context: ExplainContext) -> Step:
-    wait = check.retry_after
-    if not context.rate_limit and not wait:
-        return Step("rate_limit", StepOutcome.SKIPPED, (("why", "the limit is off"),))
-    return Step("rate_limit", StepOutcome.FAILED if wait else StepOutcome.PASSED,
+    return _limit("rate_limit", context.rate_limit, check.retry_after)
+
+
+def _limit(name: str, enabled: bool, wait: int) -> Step:
+    """A token-bucket step: skipped when the limit is off, failed when it made the caller wait."""
+    if not enabled and not wait:
+        return Step(name, StepOutcome.SKIPPED, (("why", "the limit is off"),))
+    return Step(name, StepOutcome.FAILED if wait else StepOutcome.PASSED,
                 (("enabled", "yes"), ("retry_after_seconds", str(wait))))
 
 

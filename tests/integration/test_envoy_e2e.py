@@ -30,20 +30,17 @@ from service.transport.ext_authz_convert import CREDENTIAL_HEADERS, IDENTITY_HEA
 from service.usecases.check import CheckService
 from tests.support.envoy_proxy import (
     ENVOY_YAML,
-    EnvoyProxy,
     EnvoyUnavailable,
     RecordingUpstream,
     Response,
     UpstreamRequest,
     envoy_binary,
     envoy_version,
-    start_envoy,
+    run_envoy,
 )
 from tests.support.outage import DatabaseSwitch
 from tests.support.world import World, start_world, stop_world
 
-# The guide's 250 ms is a production budget; a shared test machine may pause longer than that.
-EXT_AUTHZ_TIMEOUT = "5s"
 # Every partner may make RATE_BURST checks (and one more per 100 s); only "globex" spends them all,
 # in the 429 test, so the other tests stay far below it.
 RATE_BURST = 50
@@ -70,13 +67,6 @@ def upstream():
     server = RecordingUpstream().start()
     yield server
     server.stop()
-
-
-def run_envoy(world: World, upstream: RecordingUpstream, directory, timeout: str = EXT_AUTHZ_TIMEOUT) -> EnvoyProxy:
-    try:
-        return start_envoy(world.app.port, upstream.port, directory, ext_authz_timeout=timeout)
-    except EnvoyUnavailable as error:
-        pytest.skip(f"the Envoy binary cannot run on this platform: {error}")
 
 
 @pytest.fixture(scope="module")

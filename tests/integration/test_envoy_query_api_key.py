@@ -10,13 +10,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from service.domain.policy import parse_policy
-from tests.support.envoy_proxy import EnvoyProxy, EnvoyUnavailable, RecordingUpstream, start_envoy
+from tests.support.envoy_proxy import RecordingUpstream, run_envoy
 from tests.support.policies import example_policy_document, with_api_key_query_parameter, write_policy
-from tests.support.world import World, start_world, stop_world
+from tests.support.world import start_world, stop_world
 
 ON = with_api_key_query_parameter(example_policy_document(), "api_key", routes={"PATCH /v1/users/{userId}": ""})
-# The guide's 250 ms is a production budget; a shared test machine may pause longer than that.
-EXT_AUTHZ_TIMEOUT = "5s"
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +30,6 @@ def upstream():
     server = RecordingUpstream().start()
     yield server
     server.stop()
-
-
-def run_envoy(world: World, upstream: RecordingUpstream, directory) -> EnvoyProxy:
-    try:
-        return start_envoy(world.app.port, upstream.port, directory, ext_authz_timeout=EXT_AUTHZ_TIMEOUT)
-    except EnvoyUnavailable as error:
-        pytest.skip(f"the Envoy binary cannot run on this platform: {error}")
 
 
 @pytest.fixture(scope="module")

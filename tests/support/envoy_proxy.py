@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from .processes import free_port
@@ -241,3 +242,17 @@ def _admin(proxy: EnvoyProxy, path: str) -> str:
             return answer.read().decode().strip()
     except (urllib.error.URLError, OSError):
         return ""
+
+
+# The guide's 250 ms is a production budget; a shared test machine may pause longer than that.
+TEST_EXT_AUTHZ_TIMEOUT = "5s"
+
+
+def run_envoy(world: Any, upstream: RecordingUpstream, directory: Path,
+              timeout: str = TEST_EXT_AUTHZ_TIMEOUT) -> EnvoyProxy:
+    """The real Envoy in front of `world`'s Tollgate and `upstream`; the test is skipped, saying
+    why, only when the Envoy binary cannot run on this platform."""
+    try:
+        return start_envoy(world.app.port, upstream.port, directory, ext_authz_timeout=timeout)
+    except EnvoyUnavailable as error:
+        pytest.skip(f"the Envoy binary cannot run on this platform: {error}")
