@@ -72,7 +72,7 @@ class Settings:
     # ... and how often other replicas' changes are looked for. A replica sees another's change
     # within this; cached facts older than twice this are not used (Check reads the store).
     cache_refresh_seconds: float = 0.5
-    # Decisions of identical repeated checks kept (service/usecases/decision_memo.py), at most
+    # Decisions of identical repeated checks kept (service/check/caching/remembering.py), at most
     # this many; 0 turns it off, as does turning the fact cache off.
     decision_memo_max_entries: int = 10_000
     # Prometheus /metrics on its own HTTP port (same host as gRPC); 0 turns it off.

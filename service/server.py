@@ -26,6 +26,14 @@ from tollgate.v1 import (
     tokens_pb2_grpc,
 )
 
+from .check.caching.fact_cache import FactCache
+from .check.caching.facts import CachedFacts
+from .check.caching.remembering import RememberingChecker
+from .check.caching.siblings import SiblingWrites
+from .check.facts import StoreFacts
+from .check.limits import CheckLimits
+from .check.ports import Checker, CheckFacts
+from .check.service import CheckService
 from .config import Settings
 from .domain.errors import DomainError
 from .domain.policy import Policy
@@ -34,7 +42,6 @@ from .domain.rate_limit import RateLimiter
 from .http.app import HttpListener, oauth_app
 from .keyring import load_key_encryption_key
 from .policy_file import load_policy
-from .siblings import SiblingWrites
 from .store import Store, create_store
 from .telemetry import Telemetry
 from .tokens import TokenVerifier, load_jwks, seal_secret
@@ -51,9 +58,6 @@ from .transport.relations import RelationsServicer
 from .transport.tokens import TokensServicer
 from .usecases.admin import AdminService, SigningKeySettings
 from .usecases.callers import CallerAuthenticator
-from .usecases.check import CheckService
-from .usecases.decision_memo import DecisionMemo
-from .usecases.fact_cache import FactCache
 from .usecases.relations import RelationService, RelationSettings
 from .usecases.remote_keys import FetchObserver, RemoteKeyService, RemoteKeySettings
 from .usecases.tokens import ClientAuthentication, TokenService, TokenSettings
@@ -202,14 +206,7 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
                       sibling_writes=siblings.current if siblings else None) if settings.cache_max_entries else None
     if siblings is not None:
         store.unit_of_work.on_write(siblings.advance)
-    limiter = (RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-               if settings.rate_limit_per_second else None)
-    failed_credentials = (RateLimiter(settings.failed_credential_rate_per_second, settings.failed_credential_burst)
-                          if settings.failed_credential_rate_per_second else None)
-    memo = (DecisionMemo(cache, settings.decision_memo_max_entries)
-            if cache and settings.decision_memo_max_entries else None)
-    checks = CheckService(policy.current, store.unit_of_work, verifier, clock, cache, limiter, failed_credentials,
-                          memo=memo)
+    checker = _checker(settings, policy, store, verifier, clock, cache)
     relations = RelationService(store.unit_of_work, clock, RelationSettings(
         pending_ttl=timedelta(seconds=settings.pending_relation_ttl_seconds),
         connect_token_ttl=timedelta(seconds=settings.connect_token_ttl_seconds)))
@@ -227,7 +224,7 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
     )
     gate = functools.partial(_gated, settings)
     add_decoding_in_handler(authorization_pb2_grpc.add_AuthorizationServicer_to_server,
-                            gate("check", AuthorizationServicer(checks, settings.realm, telemetry)), server)
+                            gate("check", AuthorizationServicer(checker, settings.realm, telemetry)), server)
     add_decoding_in_handler(relations_pb2_grpc.add_RelationsServicer_to_server,
                             gate("relations", RelationsServicer(relations, callers, telemetry)), server)
     # Admin seals HMAC issuer secrets with the key-encryption key and validates JWKS (service.tokens).
@@ -239,7 +236,7 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
     add_decoding_in_handler(admin_pb2_grpc.add_AdminServicer_to_server,
                             gate("admin", AdminServicer(admin, callers, telemetry)), server)
     add_decoding_in_handler(external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
-                            gate("ext_authz", ExtAuthzServicer(checks, policy.current, settings.realm, telemetry)),
+                            gate("ext_authz", ExtAuthzServicer(checker, policy.current, settings.realm, telemetry)),
                             server)
     add_decoding_in_handler(tokens_pb2_grpc.add_TokensServicer_to_server,
                             gate("tokens", TokensServicer(tokens, telemetry)), server)
@@ -256,6 +253,25 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
               mtls_port=mtls_port, http=http)
     app.check_health()
     return app
+
+
+def _checker(settings: Settings, policy: PolicyHolder, store: Store, verifier: TokenVerifier, clock: Clock,
+             cache: FactCache | None) -> Checker:
+    """Check, and its shortcuts stacked around the ports they wrap: the fact cache in front of the
+    store's facts, the decision memo around the whole checker (it needs the fact cache: its kept
+    decisions end with the cache's generation)."""
+    limits = CheckLimits(
+        RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        if settings.rate_limit_per_second else None,
+        RateLimiter(settings.failed_credential_rate_per_second, settings.failed_credential_burst)
+        if settings.failed_credential_rate_per_second else None)
+    facts: CheckFacts = StoreFacts(store.unit_of_work, verifier)
+    if cache is not None:
+        facts = CachedFacts(facts, cache, verifier)
+    checker: Checker = CheckService(policy.current, facts, clock, limits)
+    if cache is not None and settings.decision_memo_max_entries:
+        checker = RememberingChecker(checker, cache, policy.current, clock, limits, settings.decision_memo_max_entries)
+    return checker
 
 
 def _remote_keys(settings: Settings, store: Store, clock: Clock, telemetry: Telemetry) -> RemoteKeyService:

@@ -19,8 +19,8 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
+from .check.caching.siblings import SiblingWrites
 from .config import ConfigError, Settings
-from .siblings import SiblingWrites
 from .worker_metrics import LOOPBACK, MetricsEndpoint, WorkerMetrics
 
 if TYPE_CHECKING:

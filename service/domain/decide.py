@@ -168,9 +168,6 @@ class CheckInput:
     # Seconds the client address must wait, when it presented too many failed credentials (it is
     # refused before its credential is verified, so `credential` is None); 0 when it has not.
     failures_retry_after: int = 0
-    # `grants.listed(known_scopes)` when the caller has it already (Check keeps it per credential:
-    # sorting the grants costs more than the rest of decide); None: listed here.
-    listed_grants: tuple[Permission, ...] | None = None
     # For a plan whose token_user is related: whether the user the token acts for (acting_user)
     # has an active relation with the partner. Looked up as the relations above are.
     token_user_related: bool = False
@@ -214,9 +211,8 @@ def decide(check: CheckInput) -> Decision:
     if plan.check_customer and plan.resource.customer_id not in credential.customer_numbers:
         return deny(Reason.CUSTOMER_ACCESS_DENIED, "the credential may not act for this customer number",
                     field=CUSTOMER_ID_FIELD, principal=principal)
-    listed = check.listed_grants
     return Decision(allowed=True, message="allowed", principal=principal,
-                    grants=listed if listed is not None else check.grants.listed(check.known_scopes))
+                    grants=check.grants.listed(check.known_scopes))
 
 
 def token_user_denial(plan: CheckPlan, credential: AuthenticatedCredential, related: bool) -> Decision | None:

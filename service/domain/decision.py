@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .model import Principal
 from .scopes import Permission
@@ -70,11 +70,22 @@ class Decision:
     # For rate_limit_exceeded: seconds until a retry can succeed (the Retry-After value).
     retry_after: int = 0
 
+    def __hash__(self) -> int:
+        # Computed once: a Decision keys the response templates on every Check (hashing its
+        # principal and grants anew would cost a recalled check a third of its time). The value
+        # is frozen, so its hash cannot change; kept beside the fields, not as one.
+        found: int | None = self.__dict__.get("_hash")
+        if found is None:
+            found = hash(tuple(getattr(self, name) for name in _DECISION_FIELDS))
+            object.__setattr__(self, "_hash", found)
+        return found
+
     @property
     def http_status(self) -> int:
         return 200 if self.allowed else self.reason.http_status  # type: ignore[union-attr]  # a deny has a reason
 
 
+_DECISION_FIELDS = tuple(f.name for f in fields(Decision))
 ALLOW_PUBLIC = Decision(allowed=True, message="public operation")
 
 

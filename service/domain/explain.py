@@ -117,7 +117,7 @@ def _limit(name: str, enabled: bool, wait: int) -> Step:
 
 def _permissions(check: CheckInput, context: ExplainContext) -> Step:
     plan = check.plan
-    held = check.listed_grants if check.listed_grants is not None else check.grants.listed(check.known_scopes)
+    held = check.grants.listed(check.known_scopes)
     missing = [p for p in plan.permissions if not check.grants.allows(p)]
     return Step("permissions", StepOutcome.FAILED if missing else StepOutcome.PASSED,
                 (("needed", _listed(plan.permissions)), ("held", _listed(held)), ("missing", _listed(missing))))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .bounded import BoundedMap
 from .errors import PolicyError
 from .model import CredentialKind, SubjectType
 from .routes import API_KEY_QUERY_PARAMETER, RouteTable, parse_api_key_query_parameter, parse_routes
@@ -65,7 +66,8 @@ class Policy:
     # The verified token claim naming the user a token acts for (None: tokens act for no user).
     token_user_claim: str | None = None
     # Parsed grant sets by their inputs: Check parses the same few grant lists on every call.
-    _parsed: dict = field(default_factory=dict, compare=False, repr=False)
+    _parsed: BoundedMap[tuple, GrantSet] = field(
+        default_factory=lambda: BoundedMap(MAX_PARSED_GRANT_SETS), compare=False, repr=False)
 
     @property
     def scope_names(self) -> frozenset[str]:
@@ -89,9 +91,7 @@ class Policy:
         found = self._parsed.get(key)
         if found is None:
             found = self._grants_from(*key)
-            if len(self._parsed) >= MAX_PARSED_GRANT_SETS:
-                self._parsed.clear()
-            self._parsed[key] = found
+            self._parsed.put(key, found)
         return found
 
     def _grants_from(self, grants: tuple[str, ...], roles: tuple[str, ...], strict: bool) -> GrantSet:

@@ -2,7 +2,9 @@
 
 The store implements the repositories; service/tokens implements CredentialVerifier. Repositories
 are bound to one unit of work (one transaction) and never commit: the use case that opened the
-unit of work decides.
+unit of work decides. Each repository extends its reader: the reads that credential verification,
+Check and the token grants make, which the fact cache (service/check/caching) also answers. Code
+that only reads takes `Facts`, so either source will do.
 """
 
 from __future__ import annotations
@@ -47,9 +49,59 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-class PartnerRepository(Protocol):
+class PartnerReader(Protocol):
     def get(self, partner_id: str) -> PartnerRecord | None: ...
 
+
+class ApiKeyReader(Protocol):
+    def find_by_digest(self, digest: str) -> ApiKeyRecord | None: ...
+
+
+class IssuerReader(Protocol):
+    def find_by_issuer(self, issuer: str) -> IssuerRecord | None:
+        """Looks up by the exact `iss` string."""
+        ...
+
+
+class RevokedTokenReader(Protocol):
+    def is_revoked(self, issuer_id: str, jti: str) -> bool: ...
+
+
+class RelationReader(Protocol):
+    def find_open(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
+        """The pending or active relation of this triple, if any (at most one exists)."""
+        ...
+
+    def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
+        """True when an active relation exists whose expires_at is unset or after `now`."""
+        ...
+
+
+class OAuthClientReader(Protocol):
+    def get(self, client_id: str) -> OAuthClientRecord | None: ...
+
+
+class RefreshFamilyReader(Protocol):
+    def get_family(self, family_id: str) -> RefreshFamilyRecord | None: ...
+
+
+class RevokedAccessTokenReader(Protocol):
+    """The jti of access tokens Tollgate issued and revoked before their expiry (RFC 7009)."""
+
+    def is_revoked(self, jti: str) -> bool: ...
+
+
+class SigningKeyReader(Protocol):
+    def active(self) -> SigningKeyRecord | None:
+        """The key that signs now (at most one exists)."""
+        ...
+
+    def published(self, now: datetime) -> list[SigningKeyRecord]:
+        """The active key and the retired keys still published at `now`, newest first."""
+        ...
+
+
+class PartnerRepository(PartnerReader, Protocol):
     def add(self, partner: PartnerRecord) -> None:
         """Raises Conflict(reason="partner_exists") when the id is taken."""
         ...
@@ -63,9 +115,7 @@ class PartnerRepository(Protocol):
     def list(self) -> list[PartnerRecord]: ...
 
 
-class ApiKeyRepository(Protocol):
-    def find_by_digest(self, digest: str) -> ApiKeyRecord | None: ...
-
+class ApiKeyRepository(ApiKeyReader, Protocol):
     def get(self, key_id: str) -> ApiKeyRecord | None: ...
 
     def add(self, key: ApiKeyRecord) -> None: ...
@@ -77,11 +127,7 @@ class ApiKeyRepository(Protocol):
     def list_for_partner(self, partner_id: str) -> list[ApiKeyRecord]: ...
 
 
-class IssuerRepository(Protocol):
-    def find_by_issuer(self, issuer: str) -> IssuerRecord | None:
-        """Looks up by the exact `iss` string."""
-        ...
-
+class IssuerRepository(IssuerReader, Protocol):
     def get(self, issuer_id: str) -> IssuerRecord | None: ...
 
     def add(self, issuer: IssuerRecord) -> None:
@@ -119,24 +165,14 @@ class IssuerRepository(Protocol):
         ...
 
 
-class RevokedTokenRepository(Protocol):
-    def is_revoked(self, issuer_id: str, jti: str) -> bool: ...
-
+class RevokedTokenRepository(RevokedTokenReader, Protocol):
     def revoke(self, issuer_id: str, jti: str, at: datetime, expires_at: datetime | None) -> None:
         """Idempotent."""
         ...
 
 
-class RelationRepository(Protocol):
+class RelationRepository(RelationReader, Protocol):
     def get(self, relation_id: str) -> RelationRecord | None: ...
-
-    def find_open(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
-        """The pending or active relation of this triple, if any (at most one exists)."""
-        ...
-
-    def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
-        """True when an active relation exists whose expires_at is unset or after `now`."""
-        ...
 
     def insert_open(self, relation: RelationRecord) -> bool:
         """Inserts a pending or active relation. False (nothing written) when another open
@@ -208,9 +244,7 @@ class AdminAuditRepository(Protocol):
         ...
 
 
-class OAuthClientRepository(Protocol):
-    def get(self, client_id: str) -> OAuthClientRecord | None: ...
-
+class OAuthClientRepository(OAuthClientReader, Protocol):
     def add(self, client: OAuthClientRecord) -> None: ...
 
     def list_for_partner(self, partner_id: str | None) -> list[OAuthClientRecord]:
@@ -226,10 +260,8 @@ class OAuthClientRepository(Protocol):
         ...
 
 
-class RefreshTokenRepository(Protocol):
+class RefreshTokenRepository(RefreshFamilyReader, Protocol):
     def add_family(self, family: RefreshFamilyRecord) -> None: ...
-
-    def get_family(self, family_id: str) -> RefreshFamilyRecord | None: ...
 
     def add(self, token: RefreshTokenRecord) -> None: ...
 
@@ -245,25 +277,13 @@ class RefreshTokenRepository(Protocol):
         ...
 
 
-class RevokedAccessTokenRepository(Protocol):
-    """The jti of access tokens Tollgate issued and revoked before their expiry (RFC 7009)."""
-
-    def is_revoked(self, jti: str) -> bool: ...
-
+class RevokedAccessTokenRepository(RevokedAccessTokenReader, Protocol):
     def revoke(self, jti: str, client_id: str, at: datetime, expires_at: datetime) -> None:
         """Idempotent."""
         ...
 
 
-class SigningKeyRepository(Protocol):
-    def active(self) -> SigningKeyRecord | None:
-        """The key that signs now (at most one exists)."""
-        ...
-
-    def published(self, now: datetime) -> list[SigningKeyRecord]:
-        """The active key and the retired keys still published at `now`, newest first."""
-        ...
-
+class SigningKeyRepository(SigningKeyReader, Protocol):
     def list(self) -> list[SigningKeyRecord]:
         """Every key, newest first."""
         ...
@@ -317,6 +337,63 @@ class Repositories:
     signing_keys: SigningKeyRepository = _NOT_WIRED
 
 
+class Facts(Protocol):
+    """The reads credential verification, Check and the token grants make: the repositories of a
+    read-only unit of work (Repositories), or the fact cache's readers. Read-only properties, so
+    that a Repositories, whose fields are the wider repositories, is one."""
+
+    @property
+    def partners(self) -> PartnerReader: ...
+
+    @property
+    def api_keys(self) -> ApiKeyReader: ...
+
+    @property
+    def issuers(self) -> IssuerReader: ...
+
+    @property
+    def revoked_tokens(self) -> RevokedTokenReader: ...
+
+    @property
+    def relations(self) -> RelationReader: ...
+
+    @property
+    def oauth_clients(self) -> OAuthClientReader: ...
+
+    @property
+    def refresh_tokens(self) -> RefreshFamilyReader: ...
+
+    @property
+    def revoked_access_tokens(self) -> RevokedAccessTokenReader: ...
+
+    @property
+    def signing_keys(self) -> SigningKeyReader: ...
+
+
+class NotInMemory(Exception):
+    """A memory-only reader (CachedFactSource.memory_facts) was asked for a fact it does not hold:
+    reading it would block."""
+
+
+class CachedFactSource(Protocol):
+    """The fact cache as the token grants see it (service/check/caching/fact_cache.py implements it)."""
+
+    def is_current(self) -> bool:
+        """Whether the cached facts were confirmed against the store within their bound; when not,
+        read the store instead."""
+        ...
+
+    @property
+    def facts(self) -> Facts:
+        """Cached reads; a miss reads through, in a read-only unit of work of its own."""
+        ...
+
+    @property
+    def memory_facts(self) -> Facts:
+        """Cached reads that never block: a miss raises NotInMemory (for code on an event loop)."""
+        ...
+
+
 class UnitOfWork(Protocol):
     def __call__(self, *, read_only: bool = False, changes_facts: bool = True) -> AbstractContextManager[Repositories]:
         """Opens a transaction; commits when the block ends normally, rolls back on an exception.
@@ -354,12 +431,12 @@ class TokenSigner(Protocol):
 
 
 class CredentialVerifier(Protocol):
-    def verify(self, presented: PresentedCredential, repos: Repositories, now: datetime) -> AuthenticatedCredential:
+    def verify(self, presented: PresentedCredential, facts: Facts, now: datetime) -> AuthenticatedCredential:
         """Proves a credential. Raises CredentialRejected with reason invalid_token,
         token_expired or token_revoked; never returns a partial result."""
         ...
 
-    def own_access_token(self, token: str, repos: Repositories, now: datetime) -> OwnAccessToken | None:
+    def own_access_token(self, token: str, facts: Facts, now: datetime) -> OwnAccessToken | None:
         """A token Tollgate issued, signature, iss, aud, typ and exp checked and nothing else: what
         revoking it needs. None for any other token."""
         ...

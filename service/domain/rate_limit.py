@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
+
+from .bounded import BoundedMap
 
 
 @dataclass
@@ -38,8 +39,8 @@ class RateLimiter:
     def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
-        self._rate, self._burst, self._max_keys = rate, burst, max_keys
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._rate, self._burst = rate, burst
+        self._buckets: BoundedMap[str, TokenBucket] = BoundedMap(max_keys, lru=True)
         self._lock = threading.Lock()
 
     def retry_after(self, key: str, cost: float, now: float) -> int:
@@ -48,11 +49,8 @@ class RateLimiter:
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None:
-                bucket = self._buckets[key] = TokenBucket(self._rate, self._burst, self._burst, now)
-                if len(self._buckets) > self._max_keys:
-                    self._buckets.popitem(last=False)
-            else:
-                self._buckets.move_to_end(key)
+                bucket = TokenBucket(self._rate, self._burst, self._burst, now)
+                self._buckets.put(key, bucket)
             wait = bucket.take(cost, now)
         return _whole_seconds(wait)
 

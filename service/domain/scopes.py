@@ -48,6 +48,10 @@ class GrantSet:
 
     levels: Mapping[str, AccessLevel] = field(default_factory=dict)
     every_scope: AccessLevel = AccessLevel.NONE
+    # listed()'s answers, by the known scopes they were asked for: a set is immutable, and sorting
+    # its grants costs more than the rest of a decision; one set serves every check of its credential.
+    _listings: dict[frozenset[str] | None, tuple[Permission, ...]] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
 
     def level_of(self, scope: str) -> AccessLevel:
         return max(self.levels.get(scope, AccessLevel.NONE), self.every_scope)
@@ -78,9 +82,22 @@ class GrantSet:
 
     def listed(self, known_scopes: Iterable[str]) -> tuple[Permission, ...]:
         """The grants as a sorted list; an every-scope floor is spelled out over `known_scopes`."""
+        key: frozenset[str] | None
+        if not self.every_scope:
+            key = None  # without a floor the listing does not depend on the known scopes
+        elif isinstance(known_scopes, frozenset):
+            key = known_scopes
+        else:
+            return self._listing(known_scopes)
+        found = self._listings.get(key)
+        if found is None:  # racing threads store equal tuples
+            found = self._listings[key] = self._listing(known_scopes)
+        return found
+
+    def _listing(self, known_scopes: Iterable[str]) -> tuple[Permission, ...]:
         scopes = set(self.levels) | (set(known_scopes) if self.every_scope else set())
-        found = (Permission(s, self.level_of(s)) for s in scopes)
-        return tuple(sorted(p for p in found if p.level > AccessLevel.NONE))
+        permissions = (Permission(s, self.level_of(s)) for s in scopes)
+        return tuple(sorted(p for p in permissions if p.level > AccessLevel.NONE))
 
 
 ALL_SCOPES_WRITE = GrantSet({}, AccessLevel.WRITE)

@@ -44,7 +44,7 @@ from .watchdog import ConnectionWatchdog
 UNAVAILABLE_MESSAGE = "the store is unavailable"
 
 # The health probe (ping): the store revision (the fact cache's freshness check) and every table
-# Check's facts come from (service/usecases/fact_cache.py CachedReader), each with all the columns
+# Check's facts come from (service/check/caching/fact_cache.py CachedReader), each with all the columns
 # the store maps, so a missing table or column fails the probe at once; EXISTS reads one row at most.
 _CHECK_TABLES = (PartnerRow, ApiKeyRow, IssuerRow, RevokedTokenRow, RelationRow, OAuthClientRow, RefreshFamilyRow,
                  RevokedAccessTokenRow, SigningKeyRow)

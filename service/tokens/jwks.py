@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import jwt
 
+from ..domain.bounded import BoundedMap
 from ..domain.model import IssuerRecord
 from ..domain.text import excerpt
 
@@ -213,26 +213,19 @@ V = TypeVar("V")
 
 
 class BoundedCache(Generic[K, V]):
-    """A thread-safe LRU dict of at most `capacity` entries."""
+    """A thread-safe map of at most `capacity` entries, the least recently used evicted first."""
 
     def __init__(self, capacity: int = 256) -> None:
-        self._capacity = capacity
-        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._entries: BoundedMap[K, V] = BoundedMap(capacity, lru=True)
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
         with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
+            return self._entries.get(key)
 
     def put(self, key: K, value: V) -> None:
         with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+            self._entries.put(key, value)
 
     def __len__(self) -> int:
         return len(self._entries)

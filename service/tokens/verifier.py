@@ -34,7 +34,7 @@ from ..domain.model import (
     SigningKeyRecord,
 )
 from ..domain.oauth import FAMILY_CLAIM, OwnAccessToken
-from ..domain.ports import RemoteKeySource, Repositories
+from ..domain.ports import Facts, RemoteKeySource
 from .jwks import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, BoundedCache, JwksCache
 from .sealing import fernet_for, unseal_with
 
@@ -100,47 +100,47 @@ class TokenVerifier:
         # The own issuer as an IssuerRecord, for the kids it was built from (rebuilt on rotation).
         self._own_record: tuple[tuple[str, ...], IssuerRecord] | None = None
 
-    def verify(self, presented: PresentedCredential, repos: Repositories, now: datetime) -> AuthenticatedCredential:
+    def verify(self, presented: PresentedCredential, facts: Facts, now: datetime) -> AuthenticatedCredential:
         value = presented.value
         if not isinstance(value, str) or not value or len(value) > MAX_CREDENTIAL_LENGTH:
             raise _reject("the credential is malformed")
         if presented.kind == PresentedKind.API_KEY:
-            return self._verify_api_key(value, repos, now)
+            return self._verify_api_key(value, facts, now)
         if presented.kind == PresentedKind.JWT:
-            return self._verify_jwt(value, repos, now)
+            return self._verify_jwt(value, facts, now)
         raise _reject("unsupported credential kind")
 
     # --- API keys -------------------------------------------------------------------------
 
-    def _verify_api_key(self, value: str, repos: Repositories, now: datetime) -> AuthenticatedCredential:
+    def _verify_api_key(self, value: str, facts: Facts, now: datetime) -> AuthenticatedCredential:
         # The checksum refuses typos and garbage without a store query.
         if not opaque.well_formed(value, opaque.API_KEY_PREFIX):
             raise _reject("the API key is malformed")
-        key = repos.api_keys.find_by_digest(opaque.digest(value))
+        key = facts.api_keys.find_by_digest(opaque.digest(value))
         if key is None:
             raise _reject("unknown API key")
         if key.expires_at is not None and key.expires_at <= now:
             raise _reject("the API key has expired", EXPIRED)
         if key.revoked_at is not None:
             raise _reject("the API key has been revoked", REVOKED)
-        partner = _active_partner(repos, key.partner_id)
+        partner = _active_partner(facts, key.partner_id)
         return _api_key_credential(key, partner)
 
     # --- JWT access tokens ----------------------------------------------------------------
 
-    def _verify_jwt(self, token: str, repos: Repositories, now: datetime) -> AuthenticatedCredential:
+    def _verify_jwt(self, token: str, facts: Facts, now: datetime) -> AuthenticatedCredential:
         header, unverified = _read_unverified(token)
         alg, kid, typ = _checked_header(header)
         if self._own is not None and unverified.get("iss") == self._own.issuer:
-            return self._verify_own_token(token, alg, kid, typ, repos, now)
-        issuer = _known_issuer(unverified, repos)
+            return self._verify_own_token(token, alg, kid, typ, facts, now)
+        issuer = _known_issuer(unverified, facts)
         _check_algorithm(issuer, alg)
         _check_typ(issuer, typ)
         key = self._verification_key(issuer, alg, kid)
         claims = _verified_claims(token, key, alg, issuer)
         expires_at = self._check_times(claims, now)
-        partner = _active_partner(repos, _partner_id(claims))
-        credential_id = _credential_id(claims, issuer, repos)
+        partner = _active_partner(facts, _partner_id(claims))
+        credential_id = _credential_id(claims, issuer, facts)
         return AuthenticatedCredential(
             principal=Principal(partner.id, credential_id, CredentialKind.JWT),
             partner=partner,
@@ -150,21 +150,21 @@ class TokenVerifier:
             token_claims=_string_claims(claims),
         )
 
-    def _verify_own_token(self, token: str, alg: str, kid: str | None, typ: str | None, repos: Repositories,
+    def _verify_own_token(self, token: str, alg: str, kid: str | None, typ: str | None, facts: Facts,
                           now: datetime) -> AuthenticatedCredential:
         """A token Tollgate issued: the same checks as any issuer's (alg, typ at+jwt, signature, iss,
         aud, exp), then its client, partner, jti and refresh family must all still stand."""
         own = self._own
         assert own is not None  # only tokens naming the own issuer come here
-        claims, expires_at = self._own_claims(token, alg, kid, typ, repos, now)
-        client = _active_client(repos, claims.get("client_id"))
-        partner = _active_partner(repos, client.partner_id)
+        claims, expires_at = self._own_claims(token, alg, kid, typ, facts, now)
+        client = _active_client(facts, claims.get("client_id"))
+        partner = _active_partner(facts, client.partner_id)
         jti = _own_jti(claims)
-        if repos.revoked_access_tokens.is_revoked(jti):
+        if facts.revoked_access_tokens.is_revoked(jti):
             raise _reject("the token has been revoked", REVOKED)
         family_id = claims.get(FAMILY_CLAIM)
         if family_id is not None:
-            family = repos.refresh_tokens.get_family(family_id) if isinstance(family_id, str) else None
+            family = facts.refresh_tokens.get_family(family_id) if isinstance(family_id, str) else None
             if family is None or family.revoked_at is not None:
                 raise _reject("the token's refresh token family has been revoked", REVOKED)
         return AuthenticatedCredential(
@@ -176,7 +176,7 @@ class TokenVerifier:
             token_claims=_string_claims(claims),
         )
 
-    def own_access_token(self, token: str, repos: Repositories, now: datetime) -> OwnAccessToken | None:
+    def own_access_token(self, token: str, facts: Facts, now: datetime) -> OwnAccessToken | None:
         """What revocation needs of a token Tollgate issued: its signature, iss, aud, typ and exp
         checked, and nothing else (a token of a suspended partner or a revoked client can still be
         revoked for good). None for any other token."""
@@ -187,7 +187,7 @@ class TokenVerifier:
             alg, kid, typ = _checked_header(header)
             if unverified.get("iss") != self._own.issuer:
                 return None
-            claims, expires_at = self._own_claims(token, alg, kid, typ, repos, now)
+            claims, expires_at = self._own_claims(token, alg, kid, typ, facts, now)
             client_id = claims.get("client_id")
             if not isinstance(client_id, str) or not client_id:
                 return None
@@ -195,9 +195,9 @@ class TokenVerifier:
         except CredentialRejected:
             return None
 
-    def _own_claims(self, token: str, alg: str, kid: str | None, typ: str | None, repos: Repositories,
+    def _own_claims(self, token: str, alg: str, kid: str | None, typ: str | None, facts: Facts,
                     now: datetime) -> tuple[dict[str, Any], datetime]:
-        issuer = self._own_issuer_record(repos.signing_keys.published(now))
+        issuer = self._own_issuer_record(facts.signing_keys.published(now))
         _check_algorithm(issuer, alg)
         _check_typ(issuer, typ)
         claims = _verified_claims(token, self._verification_key(issuer, alg, kid), alg, issuer)
@@ -321,11 +321,11 @@ def _checked_header(header: dict[str, Any]) -> tuple[str, str | None, str | None
     return alg, kid, typ
 
 
-def _known_issuer(unverified: dict[str, Any], repos: Repositories) -> IssuerRecord:
+def _known_issuer(unverified: dict[str, Any], facts: Facts) -> IssuerRecord:
     iss = unverified.get("iss")
     if not isinstance(iss, str) or not iss:
         raise _reject("the token names no issuer")
-    issuer = repos.issuers.find_by_issuer(iss)
+    issuer = facts.issuers.find_by_issuer(iss)
     if issuer is None:
         raise _reject("unknown issuer")
     return issuer
@@ -375,8 +375,8 @@ def _partner_id(claims: dict[str, Any]) -> str:
     return partner_id
 
 
-def _active_partner(repos: Repositories, partner_id: str) -> PartnerRecord:
-    partner = repos.partners.get(partner_id)
+def _active_partner(facts: Facts, partner_id: str) -> PartnerRecord:
+    partner = facts.partners.get(partner_id)
     if partner is None:
         raise _reject("unknown partner")
     if partner.status == PartnerStatus.SUSPENDED:
@@ -393,10 +393,10 @@ def _own_jti(claims: dict[str, Any]) -> str:
     return jti
 
 
-def _active_client(repos: Repositories, client_id: Any) -> OAuthClientRecord:
+def _active_client(facts: Facts, client_id: Any) -> OAuthClientRecord:
     if not isinstance(client_id, str) or not client_id:
         raise _reject("the token names no client")
-    client = repos.oauth_clients.get(client_id)
+    client = facts.oauth_clients.get(client_id)
     if client is None:
         raise _reject("unknown client")
     if client.revoked_at is not None:
@@ -404,13 +404,13 @@ def _active_client(repos: Repositories, client_id: Any) -> OAuthClientRecord:
     return client
 
 
-def _credential_id(claims: dict[str, Any], issuer: IssuerRecord, repos: Repositories) -> str:
+def _credential_id(claims: dict[str, Any], issuer: IssuerRecord, facts: Facts) -> str:
     jti = claims.get("jti")
     if jti is None:
         return f"{issuer.id}:"
     if not isinstance(jti, str) or not jti:
         raise _reject("the token's jti is malformed")
-    if repos.revoked_tokens.is_revoked(issuer.id, jti):
+    if facts.revoked_tokens.is_revoked(issuer.id, jti):
         raise _reject("the token has been revoked", REVOKED)
     return f"{issuer.id}:{jti}"
 

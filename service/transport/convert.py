@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf import timestamp_pb2
 from tollgate.v1 import authorization_pb2, common_pb2, relations_pb2
 
+from ..check.query import CheckItem, CheckQuery
 from ..domain.decide import Resource
 from ..domain.decision import Decision, Reason, error_body, www_authenticate
 from ..domain.errors import InvalidRequest
@@ -20,8 +21,6 @@ from ..domain.model import (
     SubjectType,
 )
 from ..domain.scopes import AccessLevel
-from ..usecases.check import CheckItem, CheckQuery
-from .templates import ResponseTemplates
 
 _DENY_REASONS = {reason: getattr(authorization_pb2, f"DENY_REASON_{reason.name}") for reason in Reason}
 _LEVELS = {
@@ -42,7 +41,8 @@ _STATUSES_BACK = {v: k for k, v in _STATUSES.items()}
 _NO_RESOURCE = Resource()
 
 
-def check_query_from_proto(request: authorization_pb2.CheckRequest) -> CheckQuery:
+def check_query_from_proto(request: authorization_pb2.CheckRequest, client_address: str) -> CheckQuery:
+    """`client_address`: where the credential comes from (the request's own, else the peer's)."""
     # Positional, and no sub-message wrapper nor Resource built when none was sent: this runs on
     # every Check, and keyword arguments and the wrappers cost several µs of it.
     if request.HasField("resource"):
@@ -53,7 +53,7 @@ def check_query_from_proto(request: authorization_pb2.CheckRequest) -> CheckQuer
     permissions = request.permissions
     return CheckQuery(request.authorization, request.api_key, request.operation,
                       list(permissions) if permissions else [], checked,
-                      revision_from_token(request.at_least_as_fresh), request.client_address)
+                      revision_from_token(request.at_least_as_fresh), client_address, None, request.explain)
 
 
 def check_items_from_proto(request: authorization_pb2.BatchCheckRequest) -> list[CheckItem]:
@@ -76,45 +76,29 @@ def revision_from_token(token: str) -> int:
     return int(token)
 
 
-_CHECK_RESPONSES = ResponseTemplates(authorization_pb2.CheckResponse)
 _STEP_OUTCOMES = {outcome: getattr(authorization_pb2, f"STEP_OUTCOME_{outcome.name}") for outcome in StepOutcome}
 
 
 def check_response_to_proto(decision: Decision, *, realm: str, decision_id: str) -> authorization_pb2.CheckResponse:
-    response = _CHECK_RESPONSES.copy(decision, realm, lambda: _build_check_response(decision, realm))
+    response = check_response_template(decision, realm)
     response.decision_id = decision_id
     return response
 
 
 def explained_check_response(decision: Decision, steps: tuple[Step, ...], *, realm: str,
                              decision_id: str) -> authorization_pb2.CheckResponse:
-    """check_response_to_proto's response with the explanation added to its copy (the template
-    itself never holds one)."""
     response = check_response_to_proto(decision, realm=realm, decision_id=decision_id)
-    for step in steps:
-        response.explanation.add(name=step.name, outcome=_STEP_OUTCOMES[step.outcome], facts=dict(step.facts))
+    add_explanation(response, steps)
     return response
 
 
-def serialized_check_response(decision: Decision, *, realm: str, decision_id: str, recalled: bool = False) -> bytes:
-    """check_response_to_proto's encoding, made without a message: the template's encoding with
-    the decision id's field after it. `recalled`: the decision came from the decision memo (see
-    ResponseTemplates.serialized)."""
-    template = _CHECK_RESPONSES.serialized(decision, realm, lambda: _build_check_response(decision, realm),
-                                           recalled=recalled)
-    if len(decision_id) == len(_DECISION_ID_SAMPLE) and decision_id.isascii():
-        return template + _DECISION_ID_FIELD_START + decision_id.encode("ascii")
-    return template + authorization_pb2.CheckResponse(decision_id=decision_id).SerializeToString()
+def add_explanation(response: authorization_pb2.CheckResponse, steps: tuple[Step, ...]) -> None:
+    for step in steps:
+        response.explanation.add(name=step.name, outcome=_STEP_OUTCOMES[step.outcome], facts=dict(step.facts))
 
 
-# The encoding of decision_id = <32 characters> up to its value (tag and length), from protobuf
-# itself: every id of new_decision_id() has that length.
-_DECISION_ID_SAMPLE = "0" * 32
-_DECISION_ID_FIELD_START = authorization_pb2.CheckResponse(decision_id=_DECISION_ID_SAMPLE).SerializeToString()[
-    :-len(_DECISION_ID_SAMPLE)]
-
-
-def _build_check_response(decision: Decision, realm: str) -> authorization_pb2.CheckResponse:
+def check_response_template(decision: Decision, realm: str) -> authorization_pb2.CheckResponse:
+    """The response to `decision`, all but its decision id (the same for every check that reaches it)."""
     response = authorization_pb2.CheckResponse(
         allowed=decision.allowed,
         http_status=decision.http_status,

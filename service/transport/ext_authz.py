@@ -9,48 +9,49 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
+import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from ..check.ports import Checker
+from ..check.query import CheckCall
 from ..domain.errors import InvalidRequest
 from ..domain.ids import new_decision_id
 from ..domain.policy import Policy
 from ..telemetry import Telemetry
-from ..usecases.check import CheckService
 from .errors import deadline_passed
 from .ext_authz_convert import (
     check_query_from_ext_authz,
     ext_authz_invalid,
-    ext_authz_response,
     ext_authz_unavailable,
     query_parameters_to_remove,
 )
 from .metadata import peer_address
+from .responses import ExtAuthzResponses
 
 log = logging.getLogger("tollgate.ext_authz")
 
 
 class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, checks: CheckService, policy: Callable[[], Policy], realm: str, telemetry: Telemetry) -> None:
-        self._checks = checks
+    def __init__(self, checker: Checker, policy: Callable[[], Policy], realm: str, telemetry: Telemetry) -> None:
+        self._checker = checker
         self._policy = policy
-        self._realm = realm
+        self._responses = ExtAuthzResponses(realm)
         self._telemetry = telemetry
 
-    def Check(self, request: external_auth_pb2.CheckRequest, context) -> external_auth_pb2.CheckResponse:
+    def Check(self, request: external_auth_pb2.CheckRequest,
+              context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
         decision_id = new_decision_id()
         if deadline_passed(context):  # Envoy has given up on this call: start no store work for it
             return ext_authz_unavailable(decision_id)
         policy = self._policy()
         try:
-            query = check_query_from_ext_authz(request, policy.routes)
-            if self._checks.limits_failed_credentials:
-                # The downstream client as Envoy saw it; the sidecar itself only when it says nothing.
-                query = replace(query, client_address=request.attributes.source.address.socket_address.address
-                                or peer_address(context))
-            decision = self._checks.check(query)
+            # The downstream client as Envoy saw it; the sidecar itself only when it says nothing.
+            query = check_query_from_ext_authz(request, policy.routes,
+                                               request.attributes.source.address.socket_address.address
+                                               or peer_address(context))
+            decision = self._checker.check(CheckCall.of(query)).decision
         except InvalidRequest as error:
             return ext_authz_invalid(error.message, error.field, decision_id)
         except Exception:  # store down or a bug: fail closed, let Envoy's failure policy apply
@@ -59,6 +60,6 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
             return ext_authz_unavailable(decision_id)
         self._telemetry.record_decision("ext_authz", query.operation, decision, decision_id,
                                         time.perf_counter() - started)
-        return ext_authz_response(decision, realm=self._realm, decision_id=decision_id, operation=query.operation,
-                                  strip_credentials=policy.strip_credential_headers,
-                                  remove_query_parameters=query_parameters_to_remove(query))
+        return self._responses.response(decision, decision_id, operation=query.operation,
+                                        strip_credentials=policy.strip_credential_headers,
+                                        remove_query_parameters=query_parameters_to_remove(query))

@@ -1,7 +1,7 @@
 """Pure conversions between Envoy's ext_authz v3 messages and the core's check and decision.
 
-The same CheckQuery goes to the same CheckService as the native API, so a request decides the
-same way through either adapter; only the envelope differs.
+The same CheckQuery goes to the same Checker as the native API, so a request decides the same way
+through either adapter; only the envelope differs.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
+from ..check.query import CheckQuery
 from ..domain.credentials import QueryApiKey
 from ..domain.decide import Resource, api_field_name
 from ..domain.decision import Decision, error_body, www_authenticate
 from ..domain.routes import RESOURCE_FIELDS, RouteTable, ValueSource, query_parameter_values
-from ..usecases.check import CheckQuery
-from .templates import ResponseTemplates
 
 # Identity headers set for the upstream on allow. Clients may send look-alikes: the ones we set
 # overwrite them, the ones we do not set are removed (Envoy applies headers_to_remove after
@@ -56,7 +55,8 @@ def request_headers(request: external_auth_pb2.CheckRequest) -> dict[str, str]:
     return headers
 
 
-def check_query_from_ext_authz(request: external_auth_pb2.CheckRequest, routes: RouteTable) -> CheckQuery:
+def check_query_from_ext_authz(request: external_auth_pb2.CheckRequest, routes: RouteTable,
+                               client_address: str = "") -> CheckQuery:
     """Operation from context_extensions or the route table; resource ids from the matched route,
     overlaid by context_extensions `user_id`/`organization_id`/`customer_id` sources
     (`query.<name>` or `header.<name>`). No match decides as unknown_operation. Where the policy
@@ -78,6 +78,7 @@ def check_query_from_ext_authz(request: external_auth_pb2.CheckRequest, routes: 
         api_key=headers.get("x-api-key", ""),
         operation=operation,
         resource=Resource(**{f: resource.get(f, "") for f in RESOURCE_FIELDS}),
+        client_address=client_address,
         query_api_key=QueryApiKey(key_parameter, key_values) if key_values else None,
     )
 
@@ -97,16 +98,19 @@ def _extension_resource(extensions: Mapping[str, str], path: str, headers: Mappi
             for field, (kind, _, name) in sources.items() if kind in ("query", "header") and name}
 
 
-_RESPONSES = ResponseTemplates(external_auth_pb2.CheckResponse)
-
-
 def ext_authz_response(decision: Decision, *, realm: str, decision_id: str, operation: str,
                        strip_credentials: bool, remove_query_parameters: tuple[str, ...] = ()
                        ) -> external_auth_pb2.CheckResponse:
-    response = _RESPONSES.copy(decision, (realm, operation, strip_credentials),
-                               lambda: _build_response(decision, realm, operation, strip_credentials))
-    # The template carries an empty decision id in each place one goes: the metadata (twice on an
-    # allow) and, on an allow, the first identity header.
+    response = ext_authz_template(decision, realm, operation, strip_credentials)
+    fill_ext_authz_response(response, decision, decision_id, remove_query_parameters)
+    return response
+
+
+def fill_ext_authz_response(response: external_auth_pb2.CheckResponse, decision: Decision, decision_id: str,
+                            remove_query_parameters: tuple[str, ...]) -> None:
+    """Sets what differs between the checks that reach one template: the decision id, in each place
+    the template holds an empty one (the metadata, twice on an allow, and on an allow the first
+    identity header), and the query parameters to remove."""
     response.dynamic_metadata.fields["decision_id"].string_value = decision_id
     if decision.allowed:
         ok = response.ok_response
@@ -114,11 +118,11 @@ def ext_authz_response(decision: Decision, *, realm: str, decision_id: str, oper
         ok.headers[0].header.value = decision_id
         if remove_query_parameters:
             ok.query_parameters_to_remove.extend(remove_query_parameters)
-    return response
 
 
-def _build_response(decision: Decision, realm: str, operation: str,
-                    strip_credentials: bool) -> external_auth_pb2.CheckResponse:
+def ext_authz_template(decision: Decision, realm: str, operation: str,
+                       strip_credentials: bool) -> external_auth_pb2.CheckResponse:
+    """The response to `decision`, all but what fill_ext_authz_response sets."""
     decision_id = ""
     metadata = _metadata(decision, decision_id, operation)
     if decision.allowed:

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..domain import opaque
+from ..domain.bounded import BoundedMap
 from ..domain.credentials import PresentedCredential, PresentedKind
 from ..domain.decide import effective_grants
 from ..domain.errors import CredentialRejected
@@ -54,11 +55,19 @@ from ..domain.oauth import (
     requested_scopes,
 )
 from ..domain.policy import Policy
-from ..domain.ports import Clock, CredentialVerifier, Repositories, TokenSigner, UnitOfWork
+from ..domain.ports import (
+    CachedFactSource,
+    Clock,
+    CredentialVerifier,
+    Facts,
+    NotInMemory,
+    Repositories,
+    TokenSigner,
+    UnitOfWork,
+)
 from ..domain.rate_limit import RateLimiter
 from ..domain.scopes import GrantSet
 from .callers import ADMIN_PERMISSION, INTROSPECT_PERMISSION
-from .fact_cache import FactCache, NotInMemory
 
 # Clients whose ceilings are kept (see TokenService._ceiling).
 MAX_CEILINGS = 4096
@@ -93,7 +102,7 @@ class ClientAuthentication:
         self._per_address = failures_per_address
         self._monotonic = monotonic
 
-    def authenticate(self, facts: Repositories, credentials: ClientCredentials | None,
+    def authenticate(self, facts: Facts, credentials: ClientCredentials | None,
                      client_address: str) -> tuple[OAuthClientRecord, PartnerRecord]:
         if credentials is None or not credentials.client_id:
             raise OAuthError(OAuthErrorCode.INVALID_CLIENT, "client authentication is required")
@@ -119,7 +128,7 @@ class ClientAuthentication:
 class TokenService:
     def __init__(self, policy: Callable[[], Policy], unit_of_work: UnitOfWork, clock: Clock, signer: TokenSigner,
                  verifier: CredentialVerifier, settings: TokenSettings, clients: ClientAuthentication,
-                 cache: FactCache | None = None) -> None:
+                 cache: CachedFactSource | None = None) -> None:
         self._policy = policy
         self._unit_of_work = unit_of_work
         self._clock = clock
@@ -128,8 +137,9 @@ class TokenService:
         self._settings = settings
         self._clients = clients
         self._cache = cache
-        self._ceilings: dict[tuple[int, int, int], tuple[Policy, OAuthClientRecord, PartnerRecord, GrantSet,
-                                                          tuple[str, ...]]] = {}
+        # Clients' ceilings under the policy in force (see _ceiling); swapped whole with the policy.
+        self._ceilings: tuple[Policy | None, BoundedMap[tuple, tuple[GrantSet, tuple[str, ...]]]] = (
+            None, BoundedMap(MAX_CEILINGS))
 
     @property
     def settings(self) -> TokenSettings:
@@ -177,7 +187,7 @@ class TokenService:
                 refresh = self._new_refresh_token(repos, family_id, client.id, now)
         return self._issued(client, scope, key, now, family_id, refresh)
 
-    def _client_credentials_grant(self, request: TokenRequest, client_address: str, facts: Repositories, *,
+    def _client_credentials_grant(self, request: TokenRequest, client_address: str, facts: Facts, *,
                                   may_block: bool) -> tuple[OAuthClientRecord, tuple[str, ...], SigningKeyRecord]:
         """The authenticated client, the scopes its token gets, and the key that signs it."""
         requested = requested_scopes(request.scope)
@@ -263,22 +273,23 @@ class TokenService:
 
     def _ceiling(self, policy: Policy, client: OAuthClientRecord,
                  partner: PartnerRecord) -> tuple[GrantSet, tuple[str, ...]]:
-        # Pure in (policy, client, partner), and on a fact-cache hit those are the very objects of
-        # the client's previous grant: computed once per triple, found by identity. Each entry holds
-        # the triple itself, so its ids cannot be reused while it is there; bounded.
-        key = (id(policy), id(client), id(partner))
-        found = self._ceilings.get(key)
-        if found is not None and found[0] is policy and found[1] is client and found[2] is partner:
-            return found[3], found[4]
-        credential = AuthenticatedCredential(
-            principal=Principal(partner.id, client.id, CredentialKind.OAUTH_CLIENT), partner=partner,
-            own_grants=client.scopes)
-        ceiling = effective_grants(policy, credential)
-        scopes = ceiling_scopes(policy, ceiling)
-        if len(self._ceilings) >= MAX_CEILINGS:
-            self._ceilings.clear()
-        self._ceilings[key] = (policy, client, partner, ceiling, scopes)
-        return ceiling, scopes
+        # Pure in the policy and the grant inputs of the client and its partner, and every grant of
+        # a client asks it again: computed once per policy and inputs (value keys, so an entry can
+        # only ever answer for equal inputs).
+        policy_of, kept = self._ceilings
+        if policy_of is not policy:
+            kept = BoundedMap(MAX_CEILINGS)
+            self._ceilings = (policy, kept)
+        key = (client.scopes, partner.grants, partner.roles)
+        found = kept.get(key)
+        if found is None:
+            credential = AuthenticatedCredential(
+                principal=Principal(partner.id, client.id, CredentialKind.OAUTH_CLIENT), partner=partner,
+                own_grants=client.scopes)
+            ceiling = effective_grants(policy, credential)
+            found = (ceiling, ceiling_scopes(policy, ceiling))
+            kept.put(key, found)
+        return found
 
     # -- revocation (RFC 7009) -------------------------------------------------------------------
 
@@ -400,7 +411,7 @@ class TokenService:
         assert active is not None, "another worker's key was inserted and then retired at once"
         return active
 
-    def _facts(self) -> AbstractContextManager[Repositories]:
+    def _facts(self) -> AbstractContextManager[Facts]:
         """What the requests read (clients, partners, keys): the fact cache while it is current,
         else a read-only unit of work."""
         cache = self._cache

@@ -5,7 +5,7 @@ Not part of `make test` (see conftest.py): run them with
     TOLLGATE_BENCH=1 .venv/bin/python -m pytest tests/bench
 
 The store is a small migrated SQLite file seeded through the repositories. "hit": the fact cache
-(`FactCache.reader`) already holds every record the step reads; "miss": the cache is cleared before
+(`FactCache.facts`) already holds every record the step reads; "miss": the cache is cleared before
 each round, so the step reads the store (one read-only unit of work per record). The whole
 `CheckService.check` on a cache hit is what the handler spends deciding, the gRPC stack aside
 (target: at most 30 µs).
@@ -19,6 +19,13 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
+from service.check.caching.fact_cache import FactCache
+from service.check.caching.facts import CachedFacts
+from service.check.caching.remembering import RememberingChecker
+from service.check.facts import StoreFacts
+from service.check.limits import CheckLimits
+from service.check.query import CheckCall, CheckQuery
+from service.check.service import CheckService
 from service.domain import opaque
 from service.domain.credentials import PresentedCredential, PresentedKind
 from service.domain.decide import CheckInput, Resource, decide, effective_grants, plan_check
@@ -35,9 +42,6 @@ from service.domain.ports import SystemClock
 from service.policy_file import load_policy
 from service.store import create_store
 from service.tokens import TokenVerifier
-from service.usecases.check import CheckQuery, CheckService
-from service.usecases.decision_memo import DecisionMemo
-from service.usecases.fact_cache import FactCache
 from tests.support.keys import access_token_claims, generate_signing_key, jwks
 from tests.support.world import EXAMPLE_POLICY
 
@@ -78,10 +82,11 @@ class Facts:
         self.tokens = {alg: self.signers[alg].sign(access_token_claims(
             ISSUERS[alg], AUDIENCE, PARTNER, scope="user:read organization:read", lifetime=3600, now=now))
             for alg in ISSUERS}
-        self.checks = CheckService(lambda: self.policy, store.unit_of_work, self.verifier, SystemClock(), self.cache)
-        # As the server builds it: with the decision memo (identical repeated checks recalled).
-        self.remembering = CheckService(lambda: self.policy, store.unit_of_work, self.verifier, SystemClock(),
-                                        self.cache, memo=DecisionMemo(self.cache))
+        self.checks = CheckService(lambda: self.policy, CachedFacts(StoreFacts(store.unit_of_work, self.verifier),
+                                                                    self.cache, self.verifier), SystemClock())
+        # As the server stacks it: with the decision memo (identical repeated checks recalled).
+        self.remembering = RememberingChecker(self.checks, self.cache, lambda: self.policy, SystemClock(),
+                                              CheckLimits())
 
     def presented(self, kind: str) -> PresentedCredential:
         if kind == "api_key":
@@ -112,14 +117,14 @@ def _miss(benchmark, facts: Facts, action):
 @pytest.mark.parametrize("kind", ["api_key", "RS256", "ES256"])
 def test_verify_credential_hit(benchmark, facts, kind):
     presented = facts.presented(kind)
-    credential = _hit(benchmark, facts, lambda: facts.verifier.verify(presented, facts.cache.reader, facts.now))
+    credential = _hit(benchmark, facts, lambda: facts.verifier.verify(presented, facts.cache.facts, facts.now))
     assert credential.principal.partner_id == PARTNER
 
 
 @pytest.mark.parametrize("kind", ["api_key", "RS256", "ES256"])
 def test_verify_credential_miss(benchmark, facts, kind):
     presented = facts.presented(kind)
-    credential = _miss(benchmark, facts, lambda: facts.verifier.verify(presented, facts.cache.reader, facts.now))
+    credential = _miss(benchmark, facts, lambda: facts.verifier.verify(presented, facts.cache.facts, facts.now))
     assert credential.principal.partner_id == PARTNER
 
 
@@ -130,16 +135,16 @@ def test_cached_credential_hit(benchmark, facts, kind):
     presented = facts.presented(kind)
 
     def verify():
-        return facts.verifier.verify(presented, facts.cache.reader, facts.now)
+        return facts.verifier.verify(presented, facts.cache.facts, facts.now)
 
-    credential = _hit(benchmark, facts, lambda: facts.cache.credential(presented.value, facts.now, verify))
+    credential = _hit(benchmark, facts, lambda: facts.cache.credential(presented, facts.now, verify))
     assert credential.principal.partner_id == PARTNER
 
 
 # -- the pure decision -------------------------------------------------------------------------
 
 def test_decide(benchmark, facts):
-    credential = facts.verifier.verify(facts.presented("RS256"), facts.cache.reader, facts.now)
+    credential = facts.verifier.verify(facts.presented("RS256"), facts.cache.facts, facts.now)
     plan = plan_check(facts.policy, "getUser", [], Resource(user_id=USER))
     check_input = CheckInput(plan, credential, effective_grants(facts.policy, credential),
                              frozenset({SubjectType.USER}), facts.policy.scope_names)
@@ -155,7 +160,7 @@ def test_plan_check(benchmark, facts):
 
 def test_effective_grants(benchmark, facts):
     """... and the credential's effective grants (its partner's, narrowed by the token's scope)."""
-    credential = facts.verifier.verify(facts.presented("RS256"), facts.cache.reader, facts.now)
+    credential = facts.verifier.verify(facts.presented("RS256"), facts.cache.facts, facts.now)
     grants = benchmark(effective_grants, facts.policy, credential)
     assert grants
 
@@ -163,13 +168,13 @@ def test_effective_grants(benchmark, facts):
 # -- relation lookup ---------------------------------------------------------------------------
 
 def test_relation_lookup_hit(benchmark, facts):
-    active = _hit(benchmark, facts, lambda: facts.cache.reader.is_active(PARTNER, SubjectType.USER, USER, facts.now))
+    active = _hit(benchmark, facts, lambda: facts.cache.facts.relations.is_active(PARTNER, SubjectType.USER, USER, facts.now))
     assert active
 
 
 def test_relation_lookup_miss(benchmark, facts):
     active = _miss(benchmark, facts,
-                   lambda: facts.cache.reader.is_active(PARTNER, SubjectType.USER, USER, facts.now))
+                   lambda: facts.cache.facts.relations.is_active(PARTNER, SubjectType.USER, USER, facts.now))
     assert active
 
 
@@ -188,26 +193,28 @@ QUERIES = {
 @pytest.mark.parametrize("name", list(QUERIES))
 def test_check_hit(benchmark, facts, name):
     """CheckService.check with every fact cached: the handler's decision cost (target ≤ 30 µs)."""
-    query = QUERIES[name](facts)
-    decision = _hit(benchmark, facts, lambda: facts.checks.check(query))
-    assert decision.allowed
+    call = CheckCall.of(QUERIES[name](facts))
+    checked = _hit(benchmark, facts, lambda: facts.checks.check(call))
+    assert checked.decision.allowed
 
 
 @pytest.mark.parametrize("name", list(QUERIES))
 def test_check_recalled(benchmark, facts, name):
-    """CheckService.recall of the decision an identical check made (the decision memo's hit)."""
+    """RememberingChecker.check of a request an identical one was decided for (the decision memo's
+    hit: the request's bytes hashed and looked up, the query never decoded)."""
     query = QUERIES[name](facts)
-    facts.remembering.check(query, name.encode())
-    decision = benchmark(lambda: facts.remembering.recall(name.encode()))
-    assert decision is not None and decision.allowed
+    call = CheckCall(lambda: query, name.encode())
+    facts.remembering.check(call)
+    checked = benchmark(lambda: facts.remembering.check(call))
+    assert checked.recalled and checked.decision.allowed
 
 
 @pytest.mark.parametrize("name", list(QUERIES))
 def test_check_miss(benchmark, facts, name):
     """CheckService.check with an empty cache: verification and every fact read from the store."""
-    query = QUERIES[name](facts)
-    decision = _miss(benchmark, facts, lambda: facts.checks.check(query))
-    assert decision.allowed
+    call = CheckCall.of(QUERIES[name](facts))
+    checked = _miss(benchmark, facts, lambda: facts.checks.check(call))
+    assert checked.decision.allowed
 
 
 
@@ -221,6 +228,9 @@ class _Context:
 
     def invocation_metadata(self):
         return ()
+
+    def peer(self):
+        return "ipv4:127.0.0.1:50000"
 
 
 def _servicer_requests(f: Facts) -> dict:

@@ -22,6 +22,11 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
+from service.check.caching.fact_cache import FactCache
+from service.check.caching.facts import CachedFacts
+from service.check.facts import StoreFacts
+from service.check.query import CheckCall, CheckQuery
+from service.check.service import CheckService
 from service.domain.decide import Resource
 from service.domain.model import (
     IssuerRecord,
@@ -36,8 +41,6 @@ from service.policy_file import load_policy
 from service.store import create_store
 from service.tokens import TokenVerifier, new_key_encryption_key
 from service.tokens.fetch import HttpKeySetFetcher
-from service.usecases.check import CheckQuery, CheckService
-from service.usecases.fact_cache import FactCache
 from service.usecases.remote_keys import RemoteKeyService
 from tests.support.key_servers import KeyServer, good_set
 from tests.support.keys import access_token_claims, generate_signing_key
@@ -67,12 +70,15 @@ class RemoteFacts:
         verifier = TokenVerifier(key_encryption_key=new_key_encryption_key(), remote_keys=self.remote)
         self.cache = FactCache(store.unit_of_work, 100_000, max_age_seconds=3600)
         policy = load_policy(EXAMPLE_POLICY)
-        self.checks = CheckService(lambda: policy, store.unit_of_work, verifier, SystemClock(),
-                                   self.cache)
+        self.checks = CheckService(lambda: policy, CachedFacts(StoreFacts(store.unit_of_work, verifier), self.cache,
+                                                               verifier), SystemClock())
         self.forger = generate_signing_key("RS256", "forger")
         self._serial = count()
         # The flood's first token takes the one refetch; the rest of the cool-down asks nobody.
-        assert not self.checks.check(self.forged()).allowed and keys.count("/jwks") == 2
+        assert not self.check(self.forged()).allowed and keys.count("/jwks") == 2
+
+    def check(self, query: CheckQuery):
+        return self.checks.check(CheckCall.of(query)).decision
 
     def valid(self) -> CheckQuery:
         claims = access_token_claims(self.iss, AUDIENCE, "acme", scope="user:read", lifetime=3600,
@@ -103,7 +109,7 @@ def _each_round_new(benchmark, facts: RemoteFacts, make):
         queries.append(make())
         return (queries[-1],), {}
 
-    return benchmark.pedantic(facts.checks.check, setup=setup, rounds=ROUNDS, warmup_rounds=5)
+    return benchmark.pedantic(facts.check, setup=setup, rounds=ROUNDS, warmup_rounds=5)
 
 
 def test_check_remote_issuer_token_miss(benchmark, facts):

@@ -21,6 +21,11 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
+from service.check.caching.fact_cache import FactCache
+from service.check.caching.facts import CachedFacts
+from service.check.facts import StoreFacts
+from service.check.query import CheckCall, CheckQuery
+from service.check.service import CheckService
 from service.domain import opaque
 from service.domain.credentials import PresentedCredential, PresentedKind
 from service.domain.decide import Resource
@@ -42,8 +47,6 @@ from service.store import create_store
 from service.tokens import TokenVerifier, new_key_encryption_key
 from service.tokens.signing import KeySigner
 from service.tokens.verifier import OwnIssuer
-from service.usecases.check import CheckQuery, CheckService
-from service.usecases.fact_cache import FactCache
 from service.usecases.tokens import ClientAuthentication, TokenService, TokenSettings
 from tests.support.keys import access_token_claims, generate_signing_key, jwks
 from tests.support.world import EXAMPLE_POLICY
@@ -102,7 +105,8 @@ class TokenFacts:
             "external-ES256": external.sign(access_token_claims(EXTERNAL_ISSUER, AUDIENCE, PARTNER, scope=SCOPE,
                                                                 lifetime=3600, now=now)),
         }
-        self.checks = CheckService(lambda: self.policy, store.unit_of_work, self.verifier, SystemClock(), self.cache)
+        self.checks = CheckService(lambda: self.policy, CachedFacts(StoreFacts(store.unit_of_work, self.verifier),
+                                                                    self.cache, self.verifier), SystemClock())
 
     def presented(self, issuer: str) -> PresentedCredential:
         return PresentedCredential(PresentedKind.JWT, self.jwts[issuer])
@@ -153,14 +157,14 @@ def test_verify_token_hit(benchmark, facts, issuer):
     """TokenVerifier.verify on the cached reader: parse, ES256 verification, then the issuer's
     facts (Tollgate: published keys, client, partner, revoked jti; external: issuer, partner, jti)."""
     presented = facts.presented(issuer)
-    credential = _hit(benchmark, facts, lambda: facts.verifier.verify(presented, facts.cache.reader, facts.now))
+    credential = _hit(benchmark, facts, lambda: facts.verifier.verify(presented, facts.cache.facts, facts.now))
     assert credential.principal.partner_id == PARTNER and credential.principal.kind is _expected_kind(issuer)
 
 
 @pytest.mark.parametrize("issuer", ISSUERS)
 def test_verify_token_miss(benchmark, facts, issuer):
     presented = facts.presented(issuer)
-    credential = _miss(benchmark, facts, lambda: facts.verifier.verify(presented, facts.cache.reader, facts.now))
+    credential = _miss(benchmark, facts, lambda: facts.verifier.verify(presented, facts.cache.facts, facts.now))
     assert credential.principal.partner_id == PARTNER and credential.principal.kind is _expected_kind(issuer)
 
 
@@ -168,13 +172,13 @@ def test_verify_token_miss(benchmark, facts, issuer):
 def test_check_token_hit(benchmark, facts, issuer):
     """CheckService.check, getUser with the user relation, every fact cached (the verified
     credential by its token's digest included): what Check spends deciding with either token."""
-    query = facts.query(issuer)
-    decision = _hit(benchmark, facts, lambda: facts.checks.check(query))
-    assert decision.allowed
+    call = CheckCall.of(facts.query(issuer))
+    checked = _hit(benchmark, facts, lambda: facts.checks.check(call))
+    assert checked.decision.allowed
 
 
 @pytest.mark.parametrize("issuer", ISSUERS)
 def test_check_token_miss(benchmark, facts, issuer):
-    query = facts.query(issuer)
-    decision = _miss(benchmark, facts, lambda: facts.checks.check(query))
-    assert decision.allowed
+    call = CheckCall.of(facts.query(issuer))
+    checked = _miss(benchmark, facts, lambda: facts.checks.check(call))
+    assert checked.decision.allowed

@@ -1,4 +1,4 @@
-"""Decisions of repeated identical checks (service/usecases/decision_memo.py) are given again only
+"""Decisions of repeated identical checks (service/check/caching/remembering.py) are given again only
 while every fact behind them stands: on SQLite and PostgreSQL, through the real store, fact cache
 and token verification; then through a real server, with the memo on and off."""
 
@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import generate_latest
 
+from service.check.caching.fact_cache import FactCache
+from service.check.caching.facts import CachedFacts
+from service.check.caching.remembering import RememberingChecker
+from service.check.facts import StoreFacts
+from service.check.limits import CheckLimits
+from service.check.query import CheckCall, CheckQuery
+from service.check.service import CheckService
 from service.domain import opaque
 from service.domain.decide import Resource
 from service.domain.model import (
@@ -27,9 +34,6 @@ from service.domain.rate_limit import RateLimiter
 from service.policy_file import load_policy
 from service.store import create_store
 from service.tokens import TokenVerifier
-from service.usecases.check import CheckQuery, CheckService
-from service.usecases.decision_memo import DecisionMemo
-from service.usecases.fact_cache import FactCache
 from tests.support.clock import MovableClock
 from tests.support.keys import access_token_claims, generate_signing_key, jwks
 from tests.support.world import EXAMPLE_POLICY, start_world, stop_world
@@ -38,19 +42,49 @@ ISSUER = "https://memo.test"
 AUDIENCE = "https://api.memo.test"
 
 
+class Asked:
+    """The decision memo as these tests ask it. check(query, key) is a request named `key` (its
+    bytes, as native Check names it); recall(key) sends that request again and gives the decision
+    only when the memo answered it (None: it was decided anew)."""
+
+    def __init__(self, checker: RememberingChecker) -> None:
+        self.checker = checker
+        self._queries: dict[bytes, CheckQuery] = {}
+
+    def check(self, query: CheckQuery, key: bytes | None = None):
+        if key is not None:
+            self._queries[key] = query
+        return self.checker.check(CheckCall(lambda: query, key)).decision
+
+    def recall(self, key: bytes, client_address: str | None = None):
+        query = self._queries.get(key, CheckQuery())
+        if client_address is not None:
+            query = replace(query, client_address=client_address)
+        checked = self.checker.check(CheckCall(lambda: query, key))
+        return checked.decision if checked.recalled else None
+
+
+def stack(policy, store, cache: FactCache, clock, limits: CheckLimits, *, max_entries: int = 10_000,
+          inner=lambda checker: checker) -> RememberingChecker:
+    """As the server stacks Check: store facts, the fact cache, the core, the memo around it."""
+    verifier = TokenVerifier(key_encryption_key=None)
+    core = CheckService(policy, CachedFacts(StoreFacts(store.unit_of_work, verifier), cache, verifier), clock, limits)
+    return RememberingChecker(inner(core), cache, policy, clock, limits, max_entries)
+
+
 @dataclass
 class Setup:
     store: object
     clock: MovableClock
     cache: FactCache
-    memo: DecisionMemo
     api_key: str
     signer: object
     policy: object
 
-    def service(self, **extra) -> CheckService:
-        return CheckService(lambda: self.policy, self.store.unit_of_work, TokenVerifier(key_encryption_key=None),
-                            self.clock, self.cache, memo=self.memo, **extra)
+    def service(self, limiter: RateLimiter | None = None, failed_credentials: RateLimiter | None = None,
+                **options) -> Asked:
+        return Asked(stack(lambda: self.policy, self.store, self.cache, self.clock,
+                           CheckLimits(limiter, failed_credentials), **options))
 
     def token(self, lifetime: int = 600) -> str:
         return self.signer.sign(access_token_claims(ISSUER, AUDIENCE, "acme", scope="user:read",
@@ -77,14 +111,14 @@ def setup(database_url):
                                                    now, now, expires_at=now + timedelta(seconds=100)))
     cache = FactCache(store.unit_of_work, 10_000, max_age_seconds=3600)
     cache.refresh()
-    yield Setup(store, clock, cache, DecisionMemo(cache), api_key, signer, load_policy(EXAMPLE_POLICY))
+    yield Setup(store, clock, cache, api_key, signer, load_policy(EXAMPLE_POLICY))
     store.dispose()
 
 
 BOOKING = dict(operation="createCourtBooking")
 
 
-def ask(checks: CheckService, key: bytes, **query) -> tuple[object, object]:
+def ask(checks: Asked, key: bytes, **query) -> tuple[object, object]:
     """(what recall() gives, what check() decides) for one request."""
     return checks.recall(key), checks.check(CheckQuery(**query), key)
 
@@ -123,8 +157,7 @@ def test_another_replicas_write_ends_it_at_the_next_refresh(setup, database_url)
 def test_nothing_is_recalled_once_the_cache_is_past_its_bound(setup):
     cache = FactCache(setup.store.unit_of_work, 100, max_age_seconds=0.05)
     cache.refresh()
-    checks = CheckService(lambda: setup.policy, setup.store.unit_of_work, TokenVerifier(key_encryption_key=None),
-                          setup.clock, cache, memo=DecisionMemo(cache))
+    checks = Asked(stack(lambda: setup.policy, setup.store, cache, setup.clock, CheckLimits()))
     assert checks.check(CheckQuery(api_key=setup.api_key, **BOOKING), b"k").allowed
     assert checks.recall(b"k") is not None
     time.sleep(0.1)  # past max_age with no refresh: the store may be down
@@ -194,23 +227,40 @@ def test_a_blocked_client_address_is_not_answered_from_memory(setup):
     assert checks.recall(b"k", "10.0.0.2") is not None, "other addresses are not blocked"
 
 
+class ChangedWhileDeciding:
+    """A checker around the core across whose decision a change is committed (the cache cleared,
+    as a write of this process does), once."""
+
+    def __init__(self, core, cache: FactCache) -> None:
+        self._core = core
+        self._cache = cache
+        self.changes = 1
+
+    def check(self, call):
+        checked = self._core.check(call)
+        if self.changes:
+            self.changes -= 1
+            self._cache.clear()
+        return checked
+
+    def check_batch(self, batch):
+        return self._core.check_batch(batch)
+
+
 def test_a_decision_read_across_a_change_is_never_given(setup):
-    """remember() stamps the generation read before the facts; a change committed in between
-    (here: before remember) moves the cache on, so the stamp is already old."""
-    checks = setup.service()
-    decision = checks.check(CheckQuery(api_key=setup.api_key, **BOOKING))
-    stale = setup.cache.generation
-    setup.cache.clear()
-    setup.memo.remember(b"k", decision, "acme", setup.policy, stale, None)
+    """The memo stamps the generation read before the facts; a change committed in between moves
+    the cache on, so the stamp is already old when the decision is kept."""
+    checks = setup.service(inner=lambda core: ChangedWhileDeciding(core, setup.cache))
+    assert checks.check(CheckQuery(api_key=setup.api_key, **BOOKING), b"k").allowed
     assert checks.recall(b"k") is None
+    assert checks.recall(b"k") is not None, "decided again after the change, it is kept"
 
 
 def test_the_memo_is_bounded(setup):
-    memo = DecisionMemo(setup.cache, max_entries=3)
-    decision = setup.service().check(CheckQuery(api_key=setup.api_key, **BOOKING))
+    checks = setup.service(max_entries=3)
     for i in range(10):
-        memo.remember(bytes([i]), decision, "acme", setup.policy, setup.cache.generation, None)
-    assert sum(memo.recall(bytes([i]), setup.policy, setup.clock.now) is not None for i in range(10)) <= 3
+        assert checks.check(CheckQuery(api_key=setup.api_key, **BOOKING), bytes([i])).allowed
+    assert sum(checks.recall(bytes([i])) is not None for i in range(10)) <= 3
 
 
 @pytest.mark.parametrize("memo_entries", [10_000, 0])

@@ -25,9 +25,9 @@ from collections.abc import Callable
 
 import pytest
 
+from service.check.service import CheckService
 from service.domain.errors import StoreUnavailable
 from service.transport.ext_authz_convert import CREDENTIAL_HEADERS, IDENTITY_HEADERS, ext_authz_unavailable
-from service.usecases.check import CheckService
 from tests.support.envoy_proxy import (
     ENVOY_YAML,
     EnvoyUnavailable,

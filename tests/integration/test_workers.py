@@ -126,7 +126,7 @@ def test_several_workers_refuse_port_zero(tmp_path, ports):
 def test_a_write_on_one_worker_is_read_by_the_other_at_once(tmp_path):
     """The kernel spreads connections over the workers, so a client's revoke and its next check
     may land on different workers. With the cache refresh at 30 s only the counter the workers
-    share (service/siblings.py) can make the other worker see the change: every check must."""
+    share (service/check/caching/siblings.py) can make the other worker see the change: every check must."""
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")},
            "TOLLGATE_DATA_DIR": str(tmp_path), "TOLLGATE_POLICY_PATH": str(EXAMPLE_POLICY),

@@ -1,8 +1,9 @@
 """The shortcuts of a cached Check keep every answer the same: decision ids, prebuilt responses,
-kept metric children, effective grants kept per credential."""
+kept metric children."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -15,8 +16,9 @@ from service.domain.ids import new_decision_id
 from service.domain.model import CredentialKind, Principal
 from service.domain.scopes import AccessLevel, Permission
 from service.telemetry import Telemetry
-from service.transport.convert import _build_check_response, check_response_to_proto, serialized_check_response
-from service.transport.ext_authz_convert import DECISION_HEADER, _build_response, ext_authz_response
+from service.transport.convert import check_response_template
+from service.transport.ext_authz_convert import DECISION_HEADER, ext_authz_template
+from service.transport.responses import CheckResponses, ExtAuthzResponses
 
 ALLOW = Decision(allowed=True, message="allowed", principal=Principal("p", "key_1", CredentialKind.API_KEY),
                  grants=(Permission("court-booking", AccessLevel.WRITE), Permission("user", AccessLevel.READ)))
@@ -43,42 +45,43 @@ def test_a_forked_child_draws_its_own_decision_id_prefix():
 
 
 def test_a_native_response_is_the_built_one_with_its_own_decision_id():
+    responses = CheckResponses("r")
     for decision in (ALLOW, DENY):
-        first = check_response_to_proto(decision, realm="r", decision_id="a" * 32)
+        first = responses.message(decision, "a" * 32)
         first.message = "changed by the caller"  # a copy: the next response is not touched
-        second = check_response_to_proto(decision, realm="r", decision_id="b" * 32)
-        expected = _build_check_response(decision, "r")
+        second = responses.message(decision, "b" * 32)
+        expected = check_response_template(decision, "r")
         expected.decision_id = "b" * 32
         assert second == expected
-    assert check_response_to_proto(DENY, realm="other", decision_id="c").www_authenticate.startswith(
-        'Bearer realm="other"')
+    assert CheckResponses("other").message(DENY, "c").www_authenticate.startswith('Bearer realm="other"')
 
 
 def test_a_serialized_response_decodes_as_the_built_one_with_its_own_decision_id():
-    """Recalled decisions find their template by identity; any realm and any decision id (32
-    characters, as new_decision_id makes them, or another length) still give the built response."""
-    for recalled in (False, True, True):
-        for decision in (ALLOW, DENY):
+    """The first response to a decision builds its template, the next ones copy it; any realm and
+    any decision id (32 characters, as new_decision_id makes them, or another length) still give
+    the built response, also for an equal decision that is another object."""
+    for repeat in range(3):
+        for decision in (ALLOW, DENY, dataclasses.replace(ALLOW)):
             for realm in ("r", "other", "r"):
+                responses = CheckResponses(realm)
                 for decision_id in (new_decision_id(), "d", "é" * 32):
-                    encoded = serialized_check_response(decision, realm=realm, decision_id=decision_id,
-                                                        recalled=recalled)
-                    expected = _build_check_response(decision, realm)
+                    encoded = responses.serialized(decision, decision_id)
+                    expected = check_response_template(decision, realm)
                     expected.decision_id = decision_id
-                    assert authorization_pb2.CheckResponse.FromString(encoded) == expected
+                    assert authorization_pb2.CheckResponse.FromString(encoded) == expected, repeat
 
 
 def test_an_ext_authz_response_carries_its_decision_id_everywhere():
+    responses = ExtAuthzResponses("r")
     for decision in (ALLOW, DENY):
         for decision_id in ("a" * 32, "b" * 32):
-            response = ext_authz_response(decision, realm="r", decision_id=decision_id, operation="getUser",
-                                          strip_credentials=True)
+            response = responses.response(decision, decision_id, operation="getUser", strip_credentials=True)
             assert response.dynamic_metadata["decision_id"] == decision_id
             if decision.allowed:
                 headers = {h.header.key: h.header.value for h in response.ok_response.headers}
                 assert headers[DECISION_HEADER] == decision_id
                 assert response.ok_response.dynamic_metadata["decision_id"] == decision_id
-            built = _build_response(decision, "r", "getUser", True)
+            built = ext_authz_template(decision, "r", "getUser", True)
             for message in (built.dynamic_metadata, *([built.ok_response.dynamic_metadata] if decision.allowed else [])):
                 message.fields["decision_id"].string_value = decision_id
             if decision.allowed:

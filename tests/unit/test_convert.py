@@ -33,7 +33,7 @@ NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 def test_check_request_to_query():
     query = check_query_from_proto(authorization_pb2.CheckRequest(
         authorization="Bearer x", api_key="k", operation="getUser", permissions=["user:read"],
-        resource=authorization_pb2.Resource(user_id="u", organization_id="o", customer_id="c")))
+        resource=authorization_pb2.Resource(user_id="u", organization_id="o", customer_id="c")), "")
     assert (query.authorization, query.api_key, query.operation, query.permissions) == (
         "Bearer x", "k", "getUser", ["user:read"])
     assert (query.resource.user_id, query.resource.organization_id, query.resource.customer_id) == ("u", "o", "c")

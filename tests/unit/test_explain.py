@@ -21,12 +21,7 @@ from service.domain.model import (
     SubjectType,
 )
 from service.domain.policy import parse_policy
-from service.transport.convert import (
-    check_response_to_proto,
-    explained_check_response,
-    serialized_check_response,
-)
-from service.transport.ext_authz_convert import ext_authz_response
+from service.transport.responses import CheckResponses, ExtAuthzResponses
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = parse_policy({
@@ -174,22 +169,24 @@ def partner_denial(partner_id: str) -> Decision:
 
 
 def test_native_templates_never_answer_one_partner_with_anothers_principal():
+    responses = CheckResponses("r")
     for _ in range(3):  # the second and third time from the templates
         for partner_id in ("acme", "globex"):
             decision = partner_denial(partner_id)
-            built = check_response_to_proto(decision, realm="r", decision_id="d" * 32)
+            built = responses.message(decision, "d" * 32)
             assert (built.principal.partner_id, built.principal.credential_id) == (partner_id, f"key_{partner_id}")
             assert not built.grants and built.reason == "user_access_denied"
-            for recalled in (False, True):
-                encoded = serialized_check_response(decision, realm="r", decision_id="e" * 32, recalled=recalled)
+            for _repeat in range(2):
+                encoded = responses.serialized(decision, "e" * 32)
                 assert authorization_pb2.CheckResponse.FromString(encoded).principal.partner_id == partner_id
 
 
 def test_ext_authz_templates_never_answer_one_partner_with_anothers_principal():
+    responses = ExtAuthzResponses("r")
     for _ in range(3):
         for partner_id in ("acme", "globex"):
-            response = ext_authz_response(partner_denial(partner_id), realm="r", decision_id="d" * 32,
-                                          operation="getUser", strip_credentials=True)
+            response = responses.response(partner_denial(partner_id), "d" * 32, operation="getUser",
+                                          strip_credentials=True)
             metadata = response.dynamic_metadata.fields
             assert metadata["partner_id"].string_value == partner_id
             assert metadata["credential_id"].string_value == f"key_{partner_id}"
@@ -199,10 +196,11 @@ def test_ext_authz_templates_never_answer_one_partner_with_anothers_principal():
 
 def test_an_explanation_is_added_to_a_copy_never_to_the_template():
     decision, steps = explain(CASES["no user relation"])
-    explained = explained_check_response(decision, steps, realm="r", decision_id="d" * 32)
+    responses = CheckResponses("r")
+    explained = responses.message(decision, "d" * 32, steps)
     assert [step.name for step in explained.explanation] == ORDER
     assert explained.explanation[5].outcome == authorization_pb2.STEP_OUTCOME_FAILED
     assert dict(explained.explanation[2].facts)["partner_id"] == "p1"
-    assert not check_response_to_proto(decision, realm="r", decision_id="d" * 32).explanation
-    encoded = serialized_check_response(decision, realm="r", decision_id="d" * 32)
+    assert not responses.message(decision, "d" * 32).explanation
+    encoded = responses.serialized(decision, "d" * 32)
     assert not authorization_pb2.CheckResponse.FromString(encoded).explanation

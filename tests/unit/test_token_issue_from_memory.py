@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import jwt
 import pytest
 
+from service.check.caching.fact_cache import FactCache
 from service.domain import opaque
 from service.domain.model import OAuthClientRecord, PartnerRecord, PartnerStatus
 from service.domain.oauth import ClientCredentials, OAuthError, OAuthErrorCode, TokenRequest
@@ -15,7 +16,6 @@ from service.domain.policy import parse_policy
 from service.domain.rate_limit import RateLimiter
 from service.tokens import new_key_encryption_key
 from service.tokens.signing import KeySigner
-from service.usecases.fact_cache import FactCache
 from service.usecases.tokens import ClientAuthentication, TokenService, TokenSettings
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)

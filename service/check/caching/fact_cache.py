@@ -9,21 +9,25 @@ counter that each advances after its writes: a worker that sees it move refreshe
 check, so a client whose next call lands on another worker still reads its own write.
 Time-dependent facts (key and relation expiry, token exp) are cached as the records themselves and
 re-judged against the clock on every check; the only yes/no answers kept are the decision memo's
-(decision_memo.py), which end at the first of those expiries and with every change of generation.
+(remembering.py), which end at the first of those expiries and with every change of generation.
+
+The cache answers the reads of the repositories that verification, Check and the token grants make
+(domain.ports.Facts), one typed reader per repository; CachedFacts (facts.py) puts it in front of
+Check's facts, and the token grants read it as a CachedFactSource.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from ..domain.model import (
+from ...domain.bounded import BoundedMap
+from ...domain.credentials import PresentedCredential
+from ...domain.model import (
     ApiKeyRecord,
     AuthenticatedCredential,
     IssuerRecord,
@@ -35,7 +39,7 @@ from ..domain.model import (
     SigningKeyRecord,
     SubjectType,
 )
-from ..domain.ports import Repositories, UnitOfWork
+from ...domain.ports import NotInMemory, Repositories, UnitOfWork
 
 Value = TypeVar("Value")
 _MISSING = object()
@@ -45,13 +49,12 @@ class FactCache:
     def __init__(self, unit_of_work: UnitOfWork, max_entries: int = 100_000, max_age_seconds: float = 1.0,
                  sibling_writes: Callable[[], int] | None = None) -> None:
         self._unit_of_work = unit_of_work
-        self._max_entries = max_entries
         self._max_age = max_age_seconds
         # When the revision was last confirmed against the store (monotonic); None: never, or the
         # last attempt failed. Past max_age the cache is not used: Check reads through, and so
         # fails closed while the store is down instead of answering from old facts.
         self._confirmed_at: float | None = None
-        self._entries: OrderedDict[tuple, object] = OrderedDict()
+        self._entries: BoundedMap[tuple, object] = BoundedMap(max_entries, lru=True)
         self._lock = threading.Lock()
         # Bumped on every clear; a load that started under an older generation is not stored.
         self._generation = 0
@@ -59,14 +62,19 @@ class FactCache:
         # The sibling workers' write counter (None: no siblings), and its value at the last refresh.
         self._sibling_writes = sibling_writes
         self._sibling_writes_seen = sibling_writes() if sibling_writes else 0
-        self.reader = CachedReader(self)
-        self.memory_reader = CachedReader(self, memory_only=True)
-        # The readers stand in for the repositories of a read-only unit of work: they answer every
-        # read that credential verification, Check and the token grants make (a write would fail).
-        # Read-side ports per repository would make this structural; until then, this one cast.
-        self.facts = cast(Repositories, self.reader)
-        self.memory_facts = cast(Repositories, self.memory_reader)
+        self._reader = CachedReader(self)
+        self._memory_reader = CachedReader(self, memory_only=True)
         unit_of_work.on_write(self.clear)
+
+    @property
+    def facts(self) -> CachedReader:
+        """Cached reads; a miss reads through, in a read-only unit of work of its own."""
+        return self._reader
+
+    @property
+    def memory_facts(self) -> CachedReader:
+        """Cached reads that never block: a miss raises NotInMemory (for code on an event loop)."""
+        return self._memory_reader
 
     @property
     def revision(self) -> int:
@@ -112,30 +120,39 @@ class FactCache:
         with self._lock:
             found = self._entries.get(key, _MISSING)
             if found is not _MISSING:
-                self._entries.move_to_end(key)
-                return found  # type: ignore[return-value]  # what load() returned for this key
+                return cast(Value, found)  # what load() returned for this key
             generation = self._generation
         value = load()
         with self._lock:
             if generation == self._generation:  # nothing changed while loading
-                self._entries[key] = value
-                if len(self._entries) > self._max_entries:
-                    self._entries.popitem(last=False)
+                self._entries.put(key, value)
         return value
 
-    def credential(self, token: str, now: datetime,
+    def read_through(self, key: tuple, read: Callable[[Repositories], Value]) -> Value:
+        """The cached value of `key`, else `read` in a read-only unit of work of its own."""
+        def load() -> Value:
+            with self._unit_of_work(read_only=True) as repos:
+                return read(repos)
+        return self.get(key, load)
+
+    def read_from_memory(self, key: tuple, read: Callable[[Repositories], Value]) -> Value:
+        """The cached value of `key`; NotInMemory when there is none (reading it would block)."""
+        def load() -> Value:
+            raise NotInMemory()
+        return self.get(key, load)
+
+    def credential(self, presented: PresentedCredential, now: datetime,
                    verify: Callable[[], AuthenticatedCredential]) -> AuthenticatedCredential:
-        """A verified credential by the digest of its token; re-verified once it may have expired
-        (verification then answers token_expired, with the leeway). Rejections are not cached."""
-        key = ("credential", hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest())
+        """A verified credential by how it was presented and the digest of its token (one string
+        is a JWT in Authorization and a malformed API key in X-API-Key); verified again once it may
+        have expired (verification then answers token_expired, with the leeway). Rejections are
+        not cached."""
+        key = ("credential", presented.kind,
+               hashlib.sha256(presented.value.encode("utf-8", "surrogatepass")).digest())
         credential = self.get(key, verify)
         if credential.expires_at is not None and now >= credential.expires_at:
             return verify()
         return credential
-
-
-class NotInMemory(Exception):
-    """A fact a memory-only reader was asked for is not in the cache (reading it would block)."""
 
 
 class CachedReader:
@@ -144,42 +161,22 @@ class CachedReader:
     (for code on an event loop, which must not block) raises NotInMemory instead."""
 
     def __init__(self, cache: FactCache, *, memory_only: bool = False) -> None:
-        read = _read_from_memory if memory_only else _read_through
-        self.api_keys = _CachedApiKeys(cache, read)
-        self.partners = _CachedPartners(cache, read)
-        self.issuers = _CachedIssuers(cache, read)
-        self.revoked_tokens = _CachedRevokedTokens(cache, read)
-        self.relations = _CachedRelations(cache, read)
-        self.oauth_clients = _CachedOAuthClients(cache, read)
-        self.refresh_tokens = _CachedRefreshFamilies(cache, read)
-        self.revoked_access_tokens = _CachedRevokedAccessTokens(cache, read)
-        self.signing_keys = _CachedSigningKeys(cache, read)
-
-    def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
-        return self.relations.is_active(partner_id, subject_type, subject_id, now)
-
-    def relation_expiry(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> datetime | None:
-        return self.relations.relation_expiry(partner_id, subject_type, subject_id)
-
-
-def _read_through(cache: FactCache, key: tuple, read: Callable[[Repositories], Value]) -> Value:
-    def load() -> Value:
-        with cache._unit_of_work(read_only=True) as repos:
-            return read(repos)
-    return cache.get(key, load)
-
-
-def _read_from_memory(cache: FactCache, key: tuple, read: Callable[[Repositories], Value]) -> Value:
-    def load() -> Value:
-        raise NotInMemory()
-    return cache.get(key, load)
+        read = cache.read_from_memory if memory_only else cache.read_through
+        self.api_keys = _CachedApiKeys(read)
+        self.partners = _CachedPartners(read)
+        self.issuers = _CachedIssuers(read)
+        self.revoked_tokens = _CachedRevokedTokens(read)
+        self.relations = _CachedRelations(read)
+        self.oauth_clients = _CachedOAuthClients(read)
+        self.refresh_tokens = _CachedRefreshFamilies(read)
+        self.revoked_access_tokens = _CachedRevokedAccessTokens(read)
+        self.signing_keys = _CachedSigningKeys(read)
 
 
 class _Cached:
-    def __init__(self, cache: FactCache, read: Callable[[FactCache, tuple, Callable[[Repositories], Any]], Any]
-                 ) -> None:
-        # _read(key, read): bound once, so a cached read on Check's hot path costs no extra frame.
-        self._read = functools.partial(read, cache)
+    def __init__(self, read: Callable[[tuple, Callable[[Repositories], Any]], Any]) -> None:
+        # _read(key, read): the cache's bound method, so a cached read costs no extra frame.
+        self._read = read
 
 
 class _CachedApiKeys(_Cached):

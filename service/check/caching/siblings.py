@@ -3,7 +3,7 @@
 Each worker has its own fact cache, and the kernel spreads connections over the workers, so a
 client's next call may land on a worker other than the one that just took its write. Each worker
 advances this counter in shared memory after every write that changes facts; a worker that sees
-it move refreshes its cache before the next check (service/usecases/fact_cache.py). Across
+it move refreshes its cache before the next check (service/check/caching/fact_cache.py). Across
 machines, the store revision and at_least_as_fresh do this job.
 """
 

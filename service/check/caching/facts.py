@@ -1,0 +1,62 @@
+"""CachedFacts: Check's facts from the fact cache while it is fresh enough, else from the facts it
+wraps (the store)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from datetime import datetime
+from types import TracebackType
+
+from ...domain.credentials import PresentedCredential
+from ...domain.model import AuthenticatedCredential, RelationRecord, SubjectType
+from ...domain.ports import CredentialVerifier
+from ..ports import CheckFacts, FactReading
+from .fact_cache import FactCache
+
+
+class CachedFacts:
+    """A CheckFacts decorator. The cache is used only while it was confirmed against the store
+    within its bound, and only for checks that do not ask for a newer revision than it holds;
+    otherwise it is refreshed first (which fails with StoreUnavailable while the store is down), and
+    a check that wants a revision the store has not reached yet reads the wrapped facts."""
+
+    def __init__(self, inner: CheckFacts, cache: FactCache, verifier: CredentialVerifier) -> None:
+        self._inner = inner
+        self._cache = cache
+        self._reading = _CachedReading(cache, verifier)
+
+    def reading(self, at_least_as_fresh: int) -> AbstractContextManager[FactReading]:
+        cache = self._cache
+        if (cache.is_current() and at_least_as_fresh <= cache.revision) or at_least_as_fresh <= cache.refresh():
+            return self._reading
+        return self._inner.reading(at_least_as_fresh)
+
+
+class _CachedReading:
+    """The cache's facts; its own context manager (nothing to open or close), so that a cached
+    check makes no object for it. Verified credentials are kept by the digest of their token and
+    verified again once they may have expired (FactCache.credential); rejections are not kept."""
+
+    def __init__(self, cache: FactCache, verifier: CredentialVerifier) -> None:
+        self._cache = cache
+        self._verifier = verifier
+        self._facts = cache.facts
+        self._relations = cache.facts.relations
+
+    def __enter__(self) -> _CachedReading:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        return None
+
+    def credential(self, presented: PresentedCredential, now: datetime) -> AuthenticatedCredential:
+        def verify() -> AuthenticatedCredential:
+            return self._verifier.verify(presented, self._facts, now)
+        return self._cache.credential(presented, now, verify)
+
+    def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
+        return self._relations.is_active(partner_id, subject_type, subject_id, now)
+
+    def find_open(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
+        return self._relations.find_open(partner_id, subject_type, subject_id)

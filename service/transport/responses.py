@@ -1,0 +1,103 @@
+"""Responses built once per decision and copied: what makes a cached Check cheap in the transport.
+
+Two checks that reach the same Decision (the same credential on the same operation, say) answer
+with the same message except for the decision id. Building a response field by field (principal,
+grants, identity headers, metadata structs) costs more CPU than deciding; copying a prebuilt one and
+setting its decision id costs a few µs, and appending the decision id to the template's encoding
+(concatenated encodings of a message decode as one message) costs less still.
+
+Each servicer owns its templates (its realm is fixed, so a native template is keyed by the Decision
+alone). Keys are values, so a template can never answer for another decision; a Decision hashes
+once (domain/decision.py), so a decision given again (the decision memo's) finds its template at the
+cost of one dict lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from envoy.service.auth.v3 import external_auth_pb2
+from google.protobuf.message import Message
+from tollgate.v1 import authorization_pb2
+
+from ..domain.bounded import BoundedMap
+from ..domain.decision import Decision
+from ..domain.explain import Step
+from .convert import add_explanation, check_response_template
+from .ext_authz_convert import ext_authz_template, fill_ext_authz_response
+
+Response = TypeVar("Response", bound=Message)
+
+# Denies can carry request text (an unknown operation), so the tables are bounded (emptied when
+# full: the steady state refills them within a few calls).
+MAX_TEMPLATES = 4096
+
+
+class _Templates(Generic[Response]):
+    """Each template kept with its encoding."""
+
+    def __init__(self) -> None:
+        self._kept: BoundedMap[Hashable, tuple[Response, bytes]] = BoundedMap(MAX_TEMPLATES)
+
+    def get(self, key: Hashable, build: Callable[[], Response]) -> tuple[Response, bytes]:
+        template = self._kept.get(key)
+        if template is None:  # racing handler threads store equal templates
+            message = build()
+            template = (message, message.SerializeToString())
+            self._kept.put(key, template)
+        return template
+
+
+class CheckResponses:
+    """tollgate.v1 CheckResponses of one realm."""
+
+    def __init__(self, realm: str) -> None:
+        self._realm = realm
+        self._templates: _Templates[authorization_pb2.CheckResponse] = _Templates()
+
+    def serialized(self, decision: Decision, decision_id: str) -> bytes:
+        """The response's encoding, made without a message: the template's, with the decision id's
+        field after it."""
+        template = self._template(decision)[1]
+        if len(decision_id) == len(_DECISION_ID_SAMPLE) and decision_id.isascii():
+            return template + _DECISION_ID_FIELD_START + decision_id.encode("ascii")
+        return template + authorization_pb2.CheckResponse(decision_id=decision_id).SerializeToString()
+
+    def message(self, decision: Decision, decision_id: str,
+                steps: tuple[Step, ...] | None = None) -> authorization_pb2.CheckResponse:
+        """A message of its own (a copy of the template), with the explanation when there are steps."""
+        response = authorization_pb2.CheckResponse()
+        response.CopyFrom(self._template(decision)[0])
+        response.decision_id = decision_id
+        if steps is not None:
+            add_explanation(response, steps)
+        return response
+
+    def _template(self, decision: Decision) -> tuple[authorization_pb2.CheckResponse, bytes]:
+        return self._templates.get(decision, lambda: check_response_template(decision, self._realm))
+
+
+# The encoding of decision_id = <32 characters> up to its value (tag and length), from protobuf
+# itself: every id of new_decision_id() has that length.
+_DECISION_ID_SAMPLE = "0" * 32
+_DECISION_ID_FIELD_START = authorization_pb2.CheckResponse(decision_id=_DECISION_ID_SAMPLE).SerializeToString()[
+    :-len(_DECISION_ID_SAMPLE)]
+
+
+class ExtAuthzResponses:
+    """Envoy ext_authz CheckResponses of one realm."""
+
+    def __init__(self, realm: str) -> None:
+        self._realm = realm
+        self._templates: _Templates[external_auth_pb2.CheckResponse] = _Templates()
+
+    def response(self, decision: Decision, decision_id: str, *, operation: str, strip_credentials: bool,
+                 remove_query_parameters: tuple[str, ...] = ()) -> external_auth_pb2.CheckResponse:
+        template = self._templates.get(
+            (decision, operation, strip_credentials),
+            lambda: ext_authz_template(decision, self._realm, operation, strip_credentials))[0]
+        response = external_auth_pb2.CheckResponse()
+        response.CopyFrom(template)
+        fill_ext_authz_response(response, decision, decision_id, remove_query_parameters)
+        return response
