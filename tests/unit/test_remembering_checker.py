@@ -3,15 +3,12 @@ FactCache over a fake unit of work: what is kept, for how long, and what every c
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from service.check.caching import fact_cache as fact_cache_module
 from service.check.caching.fact_cache import FactCache
 from service.check.caching.remembering import RememberingChecker
 from service.check.limits import CheckLimits
@@ -74,42 +71,6 @@ class FakeChecker:
         return [self.answer for _ in batch.items]
 
 
-class FakeUnitOfWork:
-    """A UnitOfWork with a settable store revision and in-memory relations."""
-
-    def __init__(self) -> None:
-        self.store_revision = 1
-        self.listeners: list = []
-        self.relation_records: dict[tuple, RelationRecord] = {}
-        self.repos = SimpleNamespace(relations=SimpleNamespace(
-            find_open=lambda partner_id, subject_type, subject_id:
-                self.relation_records.get((partner_id, subject_type, subject_id))))
-
-    @contextmanager
-    def __call__(self, *, read_only: bool = False, changes_facts: bool = True):
-        yield self.repos
-
-    def revision(self) -> int:
-        return self.store_revision
-
-    def on_write(self, listener) -> None:
-        self.listeners.append(listener)
-
-    def ping(self) -> None:
-        return None
-
-
-class Monotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def never_decoded() -> CheckQuery:
     raise AssertionError("the query was decoded")
 
@@ -124,26 +85,6 @@ class Decodes:
     def __call__(self) -> CheckQuery:
         self.calls += 1
         return self.query
-
-
-@pytest.fixture
-def monotonic(monkeypatch) -> Monotonic:
-    """The fact cache's monotonic clock (and the limits'), moved by the test."""
-    clock = Monotonic()
-    monkeypatch.setattr(fact_cache_module, "time", clock)
-    return clock
-
-
-@pytest.fixture
-def unit_of_work() -> FakeUnitOfWork:
-    return FakeUnitOfWork()
-
-
-@pytest.fixture
-def cache(unit_of_work, monotonic) -> FactCache:
-    cache = FactCache(unit_of_work, max_entries=100, max_age_seconds=10)
-    cache.refresh()
-    return cache
 
 
 @pytest.fixture
@@ -283,7 +224,7 @@ def test_the_credentials_expiry_ends_the_kept_decision(cache, clock):
 
 
 def test_a_relations_expiry_ends_the_kept_decision_before_the_credentials(cache, clock, unit_of_work):
-    unit_of_work.relation_records[("acme", SubjectType.USER, "u-1")] = RelationRecord(
+    unit_of_work.relations.records[("acme", SubjectType.USER, "u-1")] = RelationRecord(
         "rel_1", "acme", SubjectType.USER, "u-1", RelationStatus.ACTIVE, NOW, NOW,
         expires_at=NOW + timedelta(seconds=30))
     memo = Memo(cache, clock, allowed(cred=credential(expires_at=NOW + timedelta(seconds=60))))
