@@ -207,6 +207,8 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
     if siblings is not None:
         store.unit_of_work.on_write(siblings.advance)
     checker = _checker(settings, policy, store, verifier, clock, cache)
+    # The servicers say where credentials come from only for the failed-credential limit.
+    client_addresses = bool(settings.failed_credential_rate_per_second)
     relations = RelationService(store.unit_of_work, clock, RelationSettings(
         pending_ttl=timedelta(seconds=settings.pending_relation_ttl_seconds),
         connect_token_ttl=timedelta(seconds=settings.connect_token_ttl_seconds)))
@@ -224,7 +226,8 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
     )
     gate = functools.partial(_gated, settings)
     add_decoding_in_handler(authorization_pb2_grpc.add_AuthorizationServicer_to_server,
-                            gate("check", AuthorizationServicer(checker, settings.realm, telemetry)), server)
+                            gate("check", AuthorizationServicer(checker, settings.realm, telemetry,
+                                                              client_addresses=client_addresses)), server)
     add_decoding_in_handler(relations_pb2_grpc.add_RelationsServicer_to_server,
                             gate("relations", RelationsServicer(relations, callers, telemetry)), server)
     # Admin seals HMAC issuer secrets with the key-encryption key and validates JWKS (service.tokens).
@@ -236,7 +239,8 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
     add_decoding_in_handler(admin_pb2_grpc.add_AdminServicer_to_server,
                             gate("admin", AdminServicer(admin, callers, telemetry)), server)
     add_decoding_in_handler(external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
-                            gate("ext_authz", ExtAuthzServicer(checker, policy.current, settings.realm, telemetry)),
+                            gate("ext_authz", ExtAuthzServicer(checker, policy.current, settings.realm, telemetry,
+                                                               client_addresses=client_addresses)),
                             server)
     add_decoding_in_handler(tokens_pb2_grpc.add_TokensServicer_to_server,
                             gate("tokens", TokensServicer(tokens, telemetry)), server)

@@ -20,6 +20,8 @@ class CheckLimits:
         # would spend our CPU (a signature check each).
         self._failures = failed_credentials
         self._monotonic = monotonic
+        # Whether either limit is on: with neither, a check asks them nothing.
+        self.on = partner_rate is not None or failed_credentials is not None
         self.explained = ExplainContext(failure_limit=failed_credentials is not None,
                                         rate_limit=partner_rate is not None)
 

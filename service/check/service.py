@@ -54,7 +54,7 @@ class CheckService:
         if all(not plan.known or plan.public for plan in plans):
             return [judge(CheckInput(plan, None)) for plan in plans]
         limits = self._limits
-        wait = limits.failures_wait(client_address)
+        wait = limits.failures_wait(client_address) if limits.on else 0
         if wait:
             return [judge(CheckInput(plan, None, failures_retry_after=wait)) for plan in plans]
         try:
@@ -72,7 +72,7 @@ class CheckService:
                 limits.count_failure(client_address)
                 return [judge(CheckInput(plan, rejected)) for plan in plans]
             partner_id = credential.principal.partner_id
-            retry_after = limits.take(partner_id, len(plans))
+            retry_after = limits.take(partner_id, len(plans)) if limits.on else 0
             if retry_after:
                 return [judge(CheckInput(plan, credential, retry_after=retry_after)) for plan in plans]
             policy = memo.policy

@@ -13,14 +13,24 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 
 Key = TypeVar("Key", bound=Hashable)
 Value = TypeVar("Value")
 
 
+_KeyIn = TypeVar("_KeyIn", contravariant=True)
+
+
+class _Get(Protocol[_KeyIn, Value]):
+    def __call__(self, key: _KeyIn, default: Value | None = None, /) -> Value | None: ...
+
+
 class BoundedMap(Generic[Key, Value]):
-    __slots__ = ("_entries", "_ordered", "max_entries")
+    __slots__ = ("_entries", "_ordered", "get", "max_entries")
+    # The value kept for a key, else the default (None); with lru, a found entry becomes the most
+    # recent. Without lru it is the dict's own get, so a hit costs one C call and no Python frame.
+    get: _Get[Key, Value]
 
     def __init__(self, max_entries: int, *, lru: bool = False) -> None:
         if max_entries < 1:
@@ -30,12 +40,14 @@ class BoundedMap(Generic[Key, Value]):
         # plain dict, whose get is the cheapest lookup there is.
         self._ordered: OrderedDict[Key, Value] | None = OrderedDict() if lru else None
         self._entries: dict[Key, Value] = self._ordered if self._ordered is not None else {}
+        if self._ordered is not None:
+            self.get = self._most_recent
+        else:
+            self.get = cast("_Get[Key, Value]", self._entries.get)  # dict.get's overloads include this one
 
-    def get(self, key: Key, default: Value | None = None) -> Value | None:
-        """The value kept for `key`, else `default`; with lru, a found entry becomes the most recent."""
+    def _most_recent(self, key: Key, default: Value | None = None) -> Value | None:
         ordered = self._ordered
-        if ordered is None:
-            return self._entries.get(key, default)
+        assert ordered is not None
         if key not in ordered:
             return default
         ordered.move_to_end(key)

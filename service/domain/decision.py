@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from .model import Principal
 from .scopes import Permission
@@ -75,8 +75,9 @@ class Decision:
         # principal and grants anew would cost a recalled check a third of its time). The value
         # is frozen, so its hash cannot change; kept beside the fields, not as one.
         found: int | None = self.__dict__.get("_hash")
-        if found is None:
-            found = hash(tuple(getattr(self, name) for name in _DECISION_FIELDS))
+        if found is None:  # every field, as the generated __eq__ compares them
+            found = hash((self.allowed, self.reason, self.message, self.field, self.principal, self.grants,
+                          self.missing_scope, self.retry_after))
             object.__setattr__(self, "_hash", found)
         return found
 
@@ -85,7 +86,6 @@ class Decision:
         return 200 if self.allowed else self.reason.http_status  # type: ignore[union-attr]  # a deny has a reason
 
 
-_DECISION_FIELDS = tuple(f.name for f in fields(Decision))
 ALLOW_PUBLIC = Decision(allowed=True, message="public operation")
 
 

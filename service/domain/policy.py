@@ -7,6 +7,7 @@ service/policy_file.py. Every error names the key path that is wrong.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -69,8 +70,9 @@ class Policy:
     _parsed: BoundedMap[tuple, GrantSet] = field(
         default_factory=lambda: BoundedMap(MAX_PARSED_GRANT_SETS), compare=False, repr=False)
 
-    @property
+    @functools.cached_property
     def scope_names(self) -> frozenset[str]:
+        # Once per policy (every allow lists its grants over these): one set, its hash kept.
         return frozenset(self.scopes.values())
 
     def parse_permission(self, text: str) -> Permission:

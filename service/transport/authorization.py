@@ -21,10 +21,13 @@ CHECK_METHOD = "/tollgate.v1.Authorization/Check"
 
 
 class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
-    def __init__(self, checker: Checker, realm: str, telemetry: Telemetry) -> None:
+    def __init__(self, checker: Checker, realm: str, telemetry: Telemetry, *, client_addresses: bool = True) -> None:
+        """`client_addresses`: whether to say where each credential comes from when the request
+        does not (the gRPC peer), for the failed-credential limit; off saves asking the peer."""
         self._checker = checker
         self._responses = CheckResponses(realm)
         self._telemetry = telemetry
+        self._client_addresses = client_addresses
 
     @translate_errors
     @takes_bytes
@@ -32,7 +35,7 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
         """Bytes in and bytes out (see decoding.takes_bytes): the checker decodes the request only
         if it needs to (a decision kept for identical bytes does not)."""
         started = time.perf_counter()
-        call = CheckCall(lambda: _check_query(raw, context), raw)
+        call = CheckCall(lambda: self._check_query(raw, context), raw)
         decision, steps, _, recalled = self._checker.check(call)
         decision_id = new_decision_id()
         self._telemetry.record_decision("native", "" if decision.allowed else call.query().operation, decision,
@@ -48,7 +51,7 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
         items = check_items_from_proto(request)
         checked = self._checker.check_batch(BatchQuery(
             request.authorization, request.api_key, items, revision_from_token(request.at_least_as_fresh),
-            request.client_address or peer_address(context), request.explain))
+            self._client_address(request, context), request.explain))
         seconds = (time.perf_counter() - started) / len(checked)
         results = []
         for item, (decision, steps, _, _) in zip(items, checked, strict=True):
@@ -57,9 +60,13 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
             results.append(self._responses.message(decision, decision_id, steps))
         return authorization_pb2.BatchCheckResponse(results=results)
 
+    def _check_query(self, raw: bytes, context: grpc.ServicerContext) -> CheckQuery:
+        request = decode_request(authorization_pb2.CheckRequest.FromString, raw, CHECK_METHOD)
+        return check_query_from_proto(request, self._client_address(request, context))
 
-def _check_query(raw: bytes, context: grpc.ServicerContext) -> CheckQuery:
-    """The request's query. Where the credential comes from (for the failed-credential limit): the
-    request's own client_address, else the gRPC peer."""
-    request = decode_request(authorization_pb2.CheckRequest.FromString, raw, CHECK_METHOD)
-    return check_query_from_proto(request, request.client_address or peer_address(context))
+    def _client_address(self, request: authorization_pb2.CheckRequest | authorization_pb2.BatchCheckRequest,
+                        context: grpc.ServicerContext) -> str:
+        """Where the credential comes from: the request's own client_address, else the gRPC peer."""
+        if request.client_address or not self._client_addresses:
+            return request.client_address
+        return peer_address(context)

@@ -33,8 +33,12 @@ log = logging.getLogger("tollgate.ext_authz")
 
 
 class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, checker: Checker, policy: Callable[[], Policy], realm: str, telemetry: Telemetry) -> None:
+    def __init__(self, checker: Checker, policy: Callable[[], Policy], realm: str, telemetry: Telemetry, *,
+                 client_addresses: bool = True) -> None:
+        """`client_addresses`: whether to say where each credential comes from, for the
+        failed-credential limit; off saves reading it from the request."""
         self._checker = checker
+        self._client_addresses = client_addresses
         self._policy = policy
         self._responses = ExtAuthzResponses(realm)
         self._telemetry = telemetry
@@ -47,10 +51,7 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
             return ext_authz_unavailable(decision_id)
         policy = self._policy()
         try:
-            # The downstream client as Envoy saw it; the sidecar itself only when it says nothing.
-            query = check_query_from_ext_authz(request, policy.routes,
-                                               request.attributes.source.address.socket_address.address
-                                               or peer_address(context))
+            query = check_query_from_ext_authz(request, policy.routes, self._client_address(request, context))
             decision = self._checker.check(CheckCall.of(query)).decision
         except InvalidRequest as error:
             return ext_authz_invalid(error.message, error.field, decision_id)
@@ -63,3 +64,9 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         return self._responses.response(decision, decision_id, operation=query.operation,
                                         strip_credentials=policy.strip_credential_headers,
                                         remove_query_parameters=query_parameters_to_remove(query))
+
+    def _client_address(self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext) -> str:
+        """The downstream client as Envoy saw it; the sidecar itself only when it says nothing."""
+        if not self._client_addresses:
+            return ""
+        return request.attributes.source.address.socket_address.address or peer_address(context)

@@ -40,10 +40,11 @@ class _Templates(Generic[Response]):
     def __init__(self) -> None:
         self._kept: BoundedMap[Hashable, tuple[Response, bytes]] = BoundedMap(MAX_TEMPLATES)
 
-    def get(self, key: Hashable, build: Callable[[], Response]) -> tuple[Response, bytes]:
+    def get(self, key: Hashable, build: Callable[..., Response], *arguments: object) -> tuple[Response, bytes]:
+        """The template kept for `key`, else `build(*arguments)`'s, then kept."""
         template = self._kept.get(key)
         if template is None:  # racing handler threads store equal templates
-            message = build()
+            message = build(*arguments)
             template = (message, message.SerializeToString())
             self._kept.put(key, template)
         return template
@@ -75,7 +76,7 @@ class CheckResponses:
         return response
 
     def _template(self, decision: Decision) -> tuple[authorization_pb2.CheckResponse, bytes]:
-        return self._templates.get(decision, lambda: check_response_template(decision, self._realm))
+        return self._templates.get(decision, check_response_template, decision, self._realm)
 
 
 # The encoding of decision_id = <32 characters> up to its value (tag and length), from protobuf
@@ -94,9 +95,8 @@ class ExtAuthzResponses:
 
     def response(self, decision: Decision, decision_id: str, *, operation: str, strip_credentials: bool,
                  remove_query_parameters: tuple[str, ...] = ()) -> external_auth_pb2.CheckResponse:
-        template = self._templates.get(
-            (decision, operation, strip_credentials),
-            lambda: ext_authz_template(decision, self._realm, operation, strip_credentials))[0]
+        template = self._templates.get((decision, operation, strip_credentials), ext_authz_template, decision,
+                                       self._realm, operation, strip_credentials)[0]
         response = external_auth_pb2.CheckResponse()
         response.CopyFrom(template)
         fill_ext_authz_response(response, decision, decision_id, remove_query_parameters)

@@ -107,3 +107,13 @@ def test_a_map_of_one_entry_keeps_the_latest(lru):
     bounded.put("a", 1)
     bounded.put("b", 2)
     assert (bounded.get("a"), bounded.get("b"), len(bounded)) == (None, 2, 1)
+
+
+def test_lru_put_of_a_kept_key_makes_it_the_most_recent():
+    bounded: BoundedMap[str, int] = BoundedMap(2, lru=True)
+    bounded.put("a", 1)
+    bounded.put("b", 2)
+    bounded.put("a", 10)  # now "b" is the least recently used
+    bounded.put("c", 3)
+    assert bounded.get("b") is None
+    assert (bounded.get("a"), bounded.get("c")) == (10, 3)

@@ -132,3 +132,17 @@ def test_metrics_lose_no_count_across_threads_and_scrapes():
     assert f'tollgate_checks_total{{adapter="native",decision="allow",reason=""}} {float(half)}' in text
     assert f'tollgate_checks_total{{adapter="native",decision="deny",reason="insufficient_scope"}} {float(half)}' in text
     assert f'tollgate_check_duration_seconds_bucket{{adapter="native",le="0.0005"}} {float(2 * half)}' in text
+
+
+def test_a_decision_hashes_every_field_once():
+    """Templates are keyed by Decision: two decisions that differ in any one field are different
+    keys, and a decision's hash, computed once, stays what it was."""
+    other_values = {"allowed": False, "reason": Reason.INVALID_TOKEN, "message": "m", "field": "userId",
+                    "principal": Principal("q", "key_2", CredentialKind.JWT), "grants": (),
+                    "missing_scope": "user:write", "retry_after": 7}
+    assert set(other_values) == {field.name for field in dataclasses.fields(Decision)}
+    base = hash(ALLOW)
+    for name, value in other_values.items():
+        changed = dataclasses.replace(ALLOW, **{name: value})
+        assert changed != ALLOW and hash(changed) != base, name
+    assert hash(ALLOW) == base and hash(dataclasses.replace(ALLOW)) == base

@@ -69,8 +69,10 @@ class RememberingChecker:
             return self._inner.check(call)
         key = hashlib.sha256(request_bytes).digest()
         kept = self._kept.get(key)
-        if kept is not None and self._stands(kept) and self._limits.admit_recalled(call, kept.partner_id):
-            return kept.checked
+        if kept is not None and self._stands(kept):
+            limits = self._limits
+            if not limits.on or limits.admit_recalled(call, kept.partner_id):
+                return kept.checked
         generation = self._cache.generation  # before any fact is read (see _remember)
         checked = self._inner.check(call)
         basis = checked.basis
