@@ -31,7 +31,9 @@ class CheckService:
 
     def check(self, call: CheckCall) -> Checked:
         query = call.query()
-        memo = self._memo_of(self._policy())
+        memo = self._memo
+        if memo.policy is not self._policy():
+            memo = self._memo_of(self._policy())
         plan = memo.plan(query.operation, query.permissions, query.resource)
         return self._judge_all(memo, [plan], query.authorization, query.api_key, query.query_api_key,
                                query.at_least_as_fresh, query.client_address, query.explain)[0]
@@ -50,7 +52,8 @@ class CheckService:
     def _judge_all(self, memo: PolicyMemo, plans: list[CheckPlan], authorization: str, api_key: str,
                    query_api_key: QueryApiKey | None, at_least_as_fresh: int, client_address: str,
                    explained: bool) -> list[Checked]:
-        judge = _Explainer(self._limits.explained) if explained else _decided
+        judge: _Explainer | Callable[[CheckInput], Checked] = (_Explainer(self._limits.explained) if explained
+                                                               else _decided)
         if all(not plan.known or plan.public for plan in plans):
             return [judge(CheckInput(plan, None)) for plan in plans]
         limits = self._limits
@@ -77,8 +80,8 @@ class CheckService:
                 return [judge(CheckInput(plan, credential, retry_after=retry_after)) for plan in plans]
             policy = memo.policy
             grants = memo.grants(credential)
-            if isinstance(judge, _Explainer):  # it reports the relations looked at, as this check read them
-                judge = judge.reading(facts)
+            # An explainer reports the relations looked at, as this check read them.
+            explainer = judge.reading(facts) if isinstance(judge, _Explainer) else None
             checked = []
             for plan in plans:
                 active = frozenset(subject_type for subject_type in plan.relations
@@ -87,7 +90,8 @@ class CheckService:
                 related = plan.token_user is TokenUser.RELATED and _token_user_related(plan, credential, facts, now)
                 check = CheckInput(plan, credential, grants, active, policy.scope_names,
                                    token_user_related=related)
-                checked.append(judge(check, Basis(policy, plan, credential)))
+                checked.append(explainer(check) if explainer is not None
+                               else Checked(decide(check), None, Basis(policy, plan, credential)))
             return checked
 
 
@@ -111,9 +115,9 @@ def _token_user_related(plan: CheckPlan, credential: AuthenticatedCredential, fa
     return user is not None and facts.is_active(credential.principal.partner_id, SubjectType.USER, user, now)
 
 
-def _decided(check: CheckInput, basis: Basis | None = None) -> Checked:
-    """The judge of a plain check: decide(), with what the decision rests on when there is a basis."""
-    return Checked(decide(check), None, basis)
+def _decided(check: CheckInput) -> Checked:
+    """The judge of a plain check that ends before its facts are read: decide(), with no basis."""
+    return Checked(decide(check))
 
 
 class _Explainer:
@@ -129,7 +133,7 @@ class _Explainer:
     def reading(self, facts: FactReading) -> _Explainer:
         return _Explainer(self._context, facts)
 
-    def __call__(self, check: CheckInput, basis: Basis | None = None) -> Checked:
+    def __call__(self, check: CheckInput) -> Checked:
         credential = check.credential
         context = self._context
         if self._facts is not None and isinstance(credential, AuthenticatedCredential):

@@ -48,9 +48,10 @@ class BoundedMap(Generic[Key, Value]):
     def _most_recent(self, key: Key, default: Value | None = None) -> Value | None:
         ordered = self._ordered
         assert ordered is not None
-        if key not in ordered:
+        try:
+            ordered.move_to_end(key)
+        except KeyError:
             return default
-        ordered.move_to_end(key)
         return ordered[key]
 
     def put(self, key: Key, value: Value) -> None:

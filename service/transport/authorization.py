@@ -62,7 +62,8 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServicer):
 
     def _check_query(self, raw: bytes, context: grpc.ServicerContext) -> CheckQuery:
         request = decode_request(authorization_pb2.CheckRequest.FromString, raw, CHECK_METHOD)
-        return check_query_from_proto(request, self._client_address(request, context))
+        return check_query_from_proto(request, self._client_address(request, context) if self._client_addresses
+                                      else request.client_address)
 
     def _client_address(self, request: authorization_pb2.CheckRequest | authorization_pb2.BatchCheckRequest,
                         context: grpc.ServicerContext) -> str:
