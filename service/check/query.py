@@ -66,9 +66,9 @@ class CheckCall:
         self.request_bytes = request_bytes
 
     @classmethod
-    def of(cls, query: CheckQuery) -> CheckCall:
-        """A call whose query is already decoded (and that no bytes name)."""
-        call = cls(_never_decoded)
+    def of(cls, query: CheckQuery, request_bytes: bytes | None = None) -> CheckCall:
+        """A call whose query is already decoded; `request_bytes`, when given, name it whole."""
+        call = cls(_never_decoded, request_bytes)
         call._query = query
         return call
 

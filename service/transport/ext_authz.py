@@ -22,6 +22,7 @@ from ..telemetry import Telemetry
 from .errors import deadline_passed
 from .ext_authz_convert import (
     check_query_from_ext_authz,
+    decisive_bytes,
     ext_authz_invalid,
     ext_authz_unavailable,
     query_parameters_to_remove,
@@ -52,7 +53,8 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         policy = self._policy()
         try:
             query = check_query_from_ext_authz(request, policy.routes, self._client_address(request, context))
-            decision = self._checker.check(CheckCall.of(query)).decision
+            # Named by its query's decisive parts, so a repeated request can be answered by the memo.
+            decision, _, _, recalled = self._checker.check(CheckCall.of(query, decisive_bytes(query)))
         except InvalidRequest as error:
             return ext_authz_invalid(error.message, error.field, decision_id)
         except Exception:  # store down or a bug: fail closed, let Envoy's failure policy apply
@@ -60,7 +62,7 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
             self._telemetry.record_store_error("ext_authz")
             return ext_authz_unavailable(decision_id)
         self._telemetry.record_decision("ext_authz", query.operation, decision, decision_id,
-                                        time.perf_counter() - started)
+                                        time.perf_counter() - started, recalled)
         return self._responses.response(decision, decision_id, operation=query.operation,
                                         strip_credentials=policy.strip_credential_headers,
                                         remove_query_parameters=query_parameters_to_remove(query))

@@ -83,6 +83,22 @@ def check_query_from_ext_authz(request: external_auth_pb2.CheckRequest, routes: 
     )
 
 
+def decisive_bytes(query: CheckQuery) -> bytes:
+    """What an ext_authz request is named by for the decision memo: every part of its query, the
+    one thing its decision depends on besides the facts and the policy (which the memo watches).
+    Envoy's own request bytes never repeat (a request id, times, per-request headers); these do
+    whenever a client repeats a request. Each string's length comes first, so no two queries
+    share an encoding whatever their text."""
+    resource, key = query.resource, query.query_api_key
+    strings = [query.authorization, query.api_key, query.operation, resource.user_id, resource.organization_id,
+               resource.customer_id, query.client_address, *query.permissions]
+    if key is not None:
+        strings += [key.parameter, *key.values]
+    lengths = ",".join([str(len(string)) for string in strings])
+    return (f"{query.at_least_as_fresh}/{query.explain:d}/{len(query.permissions)}/{lengths}/{''.join(strings)}"
+            .encode("utf-8", "surrogatepass"))
+
+
 def query_parameters_to_remove(query: CheckQuery) -> tuple[str, ...]:
     """The API key query parameter whenever the request sent it, used or not (a header credential
     won), so that on an allow Envoy strips it and the upstream never sees the key."""

@@ -35,6 +35,7 @@ from service.policy_file import load_policy
 from service.store import create_store
 from service.tokens import TokenVerifier
 from tests.support.clock import MovableClock
+from tests.support.envoy import ext_authz_request, ext_authz_stub
 from tests.support.keys import access_token_claims, generate_signing_key, jwks
 from tests.support.world import EXAMPLE_POLICY, start_world, stop_world
 
@@ -296,5 +297,34 @@ def test_recalled_denials_are_logged_with_their_operation(database_url, tmp_path
         records = [r.fields for r in caplog.records if r.name == "tollgate.decisions"]
         assert [(r["operation"], r["reason"]) for r in records] == [("getUser", "user_access_denied")] * 3
         assert [r["decision_id"] for r in records] == [a.decision_id for a in answers]
+    finally:
+        stop_world(world)
+
+
+def test_repeated_ext_authz_requests_are_recalled_by_their_decisive_parts(database_url, tmp_path):
+    """Envoy's requests differ in their request id and per-request headers; the same credential,
+    method and path are still the same question, answered from the memo until a fact changes."""
+    world = start_world(database_url, tmp_path)
+    try:
+        stub = ext_authz_stub(world.channel)
+        key = world.bearer("acme")
+
+        def ask(request_id: str):
+            request = ext_authz_request("GET", "/v1/users/u-active", {"authorization": key, "x-request-id": request_id})
+            request.attributes.request.http.id = request_id
+            return stub.Check(request)
+
+        answers = [ask(f"req-{i}") for i in range(5)]
+        assert all(a.HasField("ok_response") for a in answers)
+        assert len({a.dynamic_metadata["decision_id"] for a in answers}) == 5
+        metrics = generate_latest(world.app.telemetry.registry).decode()
+        assert 'tollgate_checks_recalled_total{adapter="ext_authz"} 4.0' in metrics
+        other_user = stub.Check(ext_authz_request("GET", "/v1/users/u-nobody", {"authorization": key}))
+        assert other_user.denied_response.status.code == 403, "another resource is another question"
+        with world.seed() as repos:
+            repos.partners.set_status("acme", PartnerStatus.SUSPENDED)
+        revoked = ask("req-after")
+        assert revoked.denied_response.status.code == 401
+        assert revoked.dynamic_metadata["reason"] == "token_revoked"
     finally:
         stop_world(world)

@@ -3,13 +3,16 @@ raw path, judging it as a credential, and the ext_authz conversion. No server, n
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 from envoy.service.auth.v3 import external_auth_pb2
 
+from service.check.query import CheckQuery
 from service.domain.credentials import PresentedKind, QueryApiKey, parse_presented
+from service.domain.decide import Resource
 from service.domain.decision import Decision, Reason, deny
 from service.domain.errors import CredentialRejected, PolicyError
 from service.domain.model import CredentialKind, Principal
@@ -18,6 +21,7 @@ from service.domain.routes import query_parameter_values
 from service.policy_file import load_policy
 from service.transport.ext_authz_convert import (
     check_query_from_ext_authz,
+    decisive_bytes,
     ext_authz_response,
     query_parameters_to_remove,
 )
@@ -220,3 +224,25 @@ def test_the_envoy_example_access_log_prints_the_path_without_its_query_string()
     text = str(yaml.safe_load((PROJECT_ROOT / "docs" / "envoy.yaml").read_text()))
     assert "%PATH(NQ:ORIG_OR_PATH)%" in text
     assert "REQ(:PATH)" not in text and "X-ENVOY-ORIGINAL-PATH" not in text and "%PATH%" not in text
+
+
+# -- what names an ext_authz request in the decision memo ------------------------------------------
+
+def test_the_decisive_bytes_of_two_queries_differ_whenever_the_queries_do():
+    base = CheckQuery(authorization="Bearer ab", api_key="", operation="getA", resource=Resource(user_id="u-1"))
+    variants = [
+        replace(base, authorization="Bearer a", api_key="b"),  # a character moved between fields
+        replace(base, operation="getAu", resource=Resource(user_id="-1")),
+        replace(base, permissions=["user:read"]),
+        replace(base, permissions=["user:read", ""]),
+        replace(base, resource=Resource(organization_id="u-1")),
+        replace(base, client_address="10.0.0.1"),
+        replace(base, at_least_as_fresh=3),
+        replace(base, explain=True),
+        replace(base, query_api_key=QueryApiKey("api_key", ("k",))),
+        replace(base, query_api_key=QueryApiKey("api_keyk", ())),
+        replace(base, query_api_key=QueryApiKey("api_key", ("k", "k"))),
+    ]
+    encodings = [decisive_bytes(query) for query in (base, *variants)]
+    assert len(set(encodings)) == len(encodings)
+    assert decisive_bytes(replace(base)) == decisive_bytes(base), "equal queries are one question"

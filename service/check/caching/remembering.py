@@ -18,8 +18,9 @@ Only decisions about a verified credential that no limit refused are kept (Check
 explained ones. A rejected credential is verified (and, with the failed-credential limit, charged)
 every time; both limits apply to every call, kept decision or not.
 
-A request is named by its own bytes (CheckCall.request_bytes: a transport that has them hands them
-over), so an identical request is answered without being decoded. Keys are SHA-256 digests of those
+A request is named by the bytes its transport hands over (CheckCall.request_bytes): native Check's
+own request bytes, so an identical request is answered without being decoded; ext_authz's query's
+decisive parts, since Envoy's requests never repeat byte for byte. Keys are SHA-256 digests of those
 bytes, never the bytes themselves: they hold the credential.
 """
 
