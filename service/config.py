@@ -72,6 +72,13 @@ class Settings:
     # ... and how often other replicas' changes are looked for. A replica sees another's change
     # within this; cached facts older than twice this are not used (Check reads the store).
     cache_refresh_seconds: float = 0.5
+    # PostgreSQL, with the fact cache: each server process also LISTENs for the revision the
+    # writers NOTIFY on commit, so other replicas' changes are usually seen within milliseconds;
+    # the refresh above stays the bound (service/store/notifications.py). Off: polling alone.
+    revision_push: bool = True
+    # Where to LISTEN, when not at database_url: a transaction-pooling pgbouncer cannot hold a
+    # LISTEN, so point this at PostgreSQL itself (or a session-pooling pool). Empty: database_url.
+    revision_listen_url: str = field(default="", repr=False)
     # Decisions of identical repeated checks kept (service/check/caching/remembering.py), at most
     # this many; 0 turns it off, as does turning the fact cache off.
     decision_memo_max_entries: int = 10_000
@@ -147,6 +154,10 @@ class Settings:
 
         return self.database_url or default_sqlite_url(self.data_dir)
 
+    @property
+    def effective_revision_listen_url(self) -> str:
+        return self.revision_listen_url or self.effective_database_url
+
 
 
 def _url_host(host: str) -> str:
@@ -193,7 +204,7 @@ def _flag(name: str, raw: str) -> bool:
         return True
     if value in ("false", "0", "no", "off"):
         return False
-    raise ConfigError(f"{_ENV_PREFIX}{name.upper()} must be true or false, got {raw!r}")
+    raise ConfigError(f"{_ENV_PREFIX}{name.upper()} must be true or false (on or off), got {raw!r}")
 
 
 def _validated(settings: Settings) -> Settings:
@@ -229,6 +240,8 @@ def _validated(settings: Settings) -> Settings:
         raise ConfigError("max_workers and db_pool_size must be at least 1")
     if settings.database_url and not settings.database_url.startswith(("sqlite", "postgresql")):
         raise ConfigError("database_url must be a sqlite:// or postgresql+psycopg:// URL")
+    if settings.revision_listen_url and not settings.revision_listen_url.startswith("postgresql"):
+        raise ConfigError("revision_listen_url must be a postgresql:// or postgresql+psycopg:// URL")
     return settings
 
 

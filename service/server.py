@@ -43,6 +43,7 @@ from .http.app import HttpListener, oauth_app
 from .keyring import load_key_encryption_key
 from .policy_file import load_policy
 from .store import Store, create_store
+from .store.notifications import RevisionListener, revision_listener
 from .telemetry import Telemetry
 from .tokens import TokenVerifier, load_jwks, seal_secret
 from .tokens.fetch import HttpKeySetFetcher
@@ -107,6 +108,8 @@ class App:
     mtls_port: int | None = None
     # The OAuth endpoints' listener, None when TOLLGATE_HTTP_PORT is 0.
     http: HttpListener | None = None
+    # PostgreSQL with the fact cache: hears of other replicas' changes as they commit.
+    revision_listener: RevisionListener | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -128,7 +131,12 @@ class App:
                     self.remote_keys.refresh_due)
         if self.cache is not None:
             self.cache.refresh()
+            # The poll stays when changes are pushed too: it bounds staleness while the push is down.
             self._every(self.settings.cache_refresh_seconds, "cache-refresh", self.cache.refresh)
+        if self.revision_listener is not None:
+            # Connected and caught up (or known to be down: the poll covers) when start() returns,
+            # so every change committed from then on is pushed.
+            self.revision_listener.start(wait_seconds=self.settings.db_connect_timeout_seconds + 1)
 
     def check_health(self) -> bool:
         """SERVING while the store answers the reads Check makes, NOT_SERVING while it does not
@@ -170,6 +178,8 @@ class App:
         if self.http is not None:
             self.http.stop()
         self.server.stop(grace).wait()
+        if self.revision_listener is not None:  # after the calls in flight: it kept their facts fresh
+            self.revision_listener.stop()
         self.telemetry.stop()
         self.store.dispose()
 
@@ -254,7 +264,7 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
         reuse_port=settings.worker_count > 1, grace_seconds=settings.shutdown_grace_seconds)
         ) if settings.http_port else None
     app = App(settings, server, port, store, policy, relations, health_servicer, telemetry, cache, remote_keys,
-              mtls_port=mtls_port, http=http)
+              mtls_port=mtls_port, http=http, revision_listener=_revision_listener(settings, store, cache, telemetry))
     app.check_health()
     return app
 
@@ -276,6 +286,19 @@ def _checker(settings: Settings, policy: PolicyHolder, store: Store, verifier: T
     if cache is not None and settings.decision_memo_max_entries:
         checker = RememberingChecker(checker, cache, policy.current, clock, limits, settings.decision_memo_max_entries)
     return checker
+
+
+def _revision_listener(settings: Settings, store: Store, cache: FactCache | None,
+                       telemetry: Telemetry) -> RevisionListener | None:
+    """The push of other replicas' changes: PostgreSQL only (SQLite has no other server to hear
+    from), and only for a fact cache to refresh."""
+    if store.backend != "postgresql" or cache is None or not settings.revision_push:
+        return None
+    listener = revision_listener(settings.effective_revision_listen_url, cache.refresh,
+                                 connect_timeout=settings.db_connect_timeout_seconds, own=store.unit_of_work.wrote,
+                                 on_notification=telemetry.record_revision_notification)
+    telemetry.watch_revision_listener(lambda: listener.up)
+    return listener
 
 
 def _remote_keys(settings: Settings, store: Store, clock: Clock, telemetry: Telemetry) -> RemoteKeyService:

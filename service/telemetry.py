@@ -107,6 +107,16 @@ class _KeyAges(Collector):
         yield gauge
 
 
+class _ListenerUp(Collector):
+    def __init__(self, up: Callable[[], bool]) -> None:
+        self._up = up
+
+    def collect(self):
+        yield GaugeMetricFamily("tollgate_revision_listener_up", "1 while the revision listener's connection is up "
+                                "(other replicas' changes pushed), 0 while it is down (seen by polling).",
+                                value=1.0 if self._up() else 0.0)
+
+
 class _Tallies:
     """One thread's counts: decisions by (adapter, allowed, reason); per adapter, those recalled
     from the decision memo, and the sum of the durations followed by the count of each bucket (the
@@ -132,6 +142,9 @@ class Telemetry:
         self._key_fetches = Counter("tollgate_jwks_fetches", "Fetches of remote issuers' discovery documents and "
                                     "key sets, by issuer and outcome (ok, timeout, http_error, invalid_keys…).",
                                     ["issuer", "outcome"], registry=self.registry)
+        self._revision_notifications = Counter(
+            "tollgate_revision_notifications", "Store revision notifications received (PostgreSQL LISTEN): changes "
+            "committed anywhere, pushed to this process.", registry=self.registry)
         build_info(self.registry)
         self._http: WSGIServer | None = None
 
@@ -165,6 +178,14 @@ class Telemetry:
 
     def record_key_fetch(self, issuer: str, outcome: str) -> None:
         self._key_fetches.labels(issuer, outcome).inc()
+
+    def record_revision_notification(self) -> None:
+        self._revision_notifications.inc()
+
+    def watch_revision_listener(self, up: Callable[[], bool]) -> None:
+        """`tollgate_revision_listener_up`: 1 while this process LISTENs for store revisions, 0 while
+        its connection is down (changes are then seen by polling). Only where there is a listener."""
+        self.registry.register(_ListenerUp(up))
 
     def watch_key_ages(self, ages: Callable[[], Mapping[str, float | None]]) -> None:
         """`tollgate_jwks_age_seconds`: how old each remote issuer's keys are (-1: never fetched)."""

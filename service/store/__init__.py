@@ -61,7 +61,8 @@ def create_store(url: str, *, pool_size: int = 5, pool_timeout: float = 5.0, con
         watchdog = ConnectionWatchdog(max(2.0, statement_timeout + 1.0))
     engine = create_sql_engine(url, pool_size=pool_size, pool_timeout=pool_timeout, connect_timeout=connect_timeout,
                                statement_timeout=statement_timeout, watchdog=watchdog)
-    return Store(engine=engine, unit_of_work=SqlUnitOfWork(create_session_factory(engine), watchdog), watchdog=watchdog)
+    unit_of_work = SqlUnitOfWork(create_session_factory(engine), watchdog, notify=engine.dialect.name == "postgresql")
+    return Store(engine=engine, unit_of_work=unit_of_work, watchdog=watchdog)
 
 
 def default_sqlite_url(data_dir: Path) -> str:

@@ -7,8 +7,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
+from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain.errors import Conflict, InvalidRequest, StoreUnavailable
@@ -26,6 +26,7 @@ from .models import (
     SigningKeyRow,
     StoreRevisionRow,
 )
+from .notifications import REVISION_CHANNEL, OwnRevisions
 from .repositories import (
     SqlAdminAuditRepository,
     SqlApiKeyRepository,
@@ -52,12 +53,23 @@ _CHECK_READS_PROBE = select(
     select(StoreRevisionRow.revision).where(StoreRevisionRow.id == 1).scalar_subquery(),
     *(select(*row.__table__.columns).limit(1).exists() for row in _CHECK_TABLES))
 
+_ADVANCE = update(StoreRevisionRow).where(StoreRevisionRow.id == 1).values(revision=StoreRevisionRow.revision + 1)
+# PostgreSQL: the same UPDATE, and a NOTIFY of the new revision in the same statement (one round
+# trip), which answers the new revision. NOTIFY is transactional: it is delivered to the listening
+# replicas when, and only if, the transaction commits (service/store/notifications.py).
+_ADVANCED = _ADVANCE.returning(StoreRevisionRow.revision).cte("advanced")
+_ADVANCE_AND_NOTIFY = select(_ADVANCED.c.revision, func.pg_notify(REVISION_CHANNEL, cast(_ADVANCED.c.revision, Text)))
+
 
 class SqlUnitOfWork:
-    """Implements service.domain.ports.UnitOfWork on a SQLAlchemy sessionmaker."""
+    """Implements service.domain.ports.UnitOfWork on a SQLAlchemy sessionmaker. With `notify`
+    (PostgreSQL), advancing the revision also notifies the replicas, and the revisions this
+    process wrote are remembered (wrote()) so that its own listener can pass over their echo."""
 
-    def __init__(self, session_factory: sessionmaker[Session], watchdog: ConnectionWatchdog | None = None) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], watchdog: ConnectionWatchdog | None = None, *,
+                 notify: bool = False) -> None:
         self._session_factory = session_factory
+        self._own_revisions = OwnRevisions() if notify else None
         # Connections checked out inside a unit of work are cut if they hang (PostgreSQL).
         self._watched: Callable[[], AbstractContextManager[None]] = watchdog.watching if watchdog else nullcontext
         self._write_listeners: list[Callable[[], None]] = []
@@ -68,17 +80,39 @@ class SqlUnitOfWork:
         """Commits when the block ends normally, rolls back on any exception. A writing unit of
         work that changes facts advances the store revision in the same transaction, then tells
         the listeners."""
-        with translated_errors(), self._watched(), self._session_factory.begin() as session:
-            # Connect now, so an outage surfaces on entry; a writer takes SQLite's write lock here.
-            session.connection(execution_options={WRITE_INTENT: not read_only})
-            yield repositories(session)
-            if not read_only and changes_facts:
-                # Last statement before COMMIT: the row lock is held only for the commit itself.
-                session.execute(update(StoreRevisionRow).where(StoreRevisionRow.id == 1)
-                                .values(revision=StoreRevisionRow.revision + 1))
-        if not read_only and changes_facts:
+        advances = not read_only and changes_facts
+        written: int | None = None
+        try:
+            with translated_errors(), self._watched(), self._session_factory.begin() as session:
+                # Connect now, so an outage surfaces on entry; a writer takes SQLite's write lock here.
+                session.connection(execution_options={WRITE_INTENT: not read_only})
+                yield repositories(session)
+                if advances:
+                    # Last statement before COMMIT: the row lock is held only for the commit itself.
+                    written = self._advance(session)
+        except BaseException:
+            if written is not None and self._own_revisions is not None:
+                self._own_revisions.discard(written)  # not committed: another writer may take the number
+            raise
+        if advances:
             for listener in tuple(self._write_listeners):
                 listener()
+
+    def _advance(self, session: Session) -> int | None:
+        """Advances the revision; on PostgreSQL also notifies, and returns the new revision,
+        remembered as this process's own before COMMIT (its notification can reach this process's
+        listener before the committing thread runs again)."""
+        if self._own_revisions is None:
+            session.execute(_ADVANCE)
+            return None
+        written = session.execute(_ADVANCE_AND_NOTIFY).scalar()
+        if written is not None:
+            self._own_revisions.add(written)
+        return written
+
+    def wrote(self, revision: int) -> bool:
+        """Whether this process's own writes advanced the store to `revision` (recently)."""
+        return self._own_revisions is not None and revision in self._own_revisions
 
     def revision(self) -> int:
         with translated_errors(), self._watched(), self._session_factory() as session:

@@ -82,18 +82,38 @@ class World:
 
 
 def start_world(database_url: str, data_dir: Path, **settings) -> World:
-    settings.setdefault("metrics_port", 0)
-    settings.setdefault("http_port", free_port())
-    settings.setdefault("policy_path", EXAMPLE_POLICY)
     clock = MovableClock()
     kek = new_key_encryption_key()
-    config = load_settings(environ={}, host="127.0.0.1", port=0, database_url=database_url, data_dir=data_dir,
-                           key_encryption_key=kek, **settings)
-    app = build_app(config, clock=clock)
-    app.start()
+    app = _started_app(database_url, data_dir, clock, kek, settings)
     world = World(app, clock, grpc.insecure_channel(f"127.0.0.1:{app.port}"))
     _seed(world, kek)
     return world
+
+
+def start_replica(world: World, data_dir: Path, **settings) -> World:
+    """Another server on `world`'s database, as a second replica would be: same key-encryption key
+    and issuer URL, its own caches, clock and port; the seeded facts (and their names) are world's."""
+    settings.setdefault("issuer_url", world.app.settings.token_issuer)
+    clock = MovableClock(world.clock.now())
+    app = _started_app(world.app.settings.database_url, data_dir, clock, world.app.settings.key_encryption_key,
+                       settings)
+    return World(app, clock, grpc.insecure_channel(f"127.0.0.1:{app.port}"), keys=world.keys, key_ids=world.key_ids,
+                 signers=world.signers, issuers=world.issuers)
+
+
+def _started_app(database_url: str, data_dir: Path, clock: MovableClock, kek: str, settings: dict) -> App:
+    settings.setdefault("metrics_port", 0)
+    settings.setdefault("http_port", free_port())
+    settings.setdefault("policy_path", EXAMPLE_POLICY)
+    config = load_settings(environ={}, host="127.0.0.1", port=0, database_url=database_url, data_dir=data_dir,
+                           key_encryption_key=kek, **settings)
+    app = build_app(config, clock=clock)
+    try:
+        app.start()
+    except BaseException:
+        app.stop(grace=0)  # a half-started server must not leave its threads to later tests
+        raise
+    return app
 
 
 def stop_world(world: World) -> None:
