@@ -63,7 +63,7 @@ from service.tokens import new_key_encryption_key
 from tests.support.keys import access_token_claims
 
 from . import h2load as h2
-from . import oauth, wrk
+from . import oauth, propagation, wrk
 from . import seed as seeding
 from .load import Expectation, LoadGenerator, Measurement, Request, Scenario
 from .tools import ToolMissing
@@ -353,11 +353,12 @@ def stop(server: Server) -> None:
 @contextmanager
 def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: bool = True,
              metrics: bool = False, memo: bool = True, kek: str | None = None,
-             service_dir: Path | None = None) -> Iterator[Server]:
+             service_dir: Path | None = None, settings: dict[str, str] | None = None) -> Iterator[Server]:
     """The real server; `metrics`: with /metrics on consecutive free ports (one per worker);
     `memo`: False turns the decision memo off (every check decided from the fact cache); `kek`:
     the key-encryption key (servers on one store share it: it seals the store's signing key;
-    default: a fresh one); `service_dir`: a source tree whose `service` to run instead of this one.
+    default: a fresh one); `service_dir`: a source tree whose `service` to run instead of this one;
+    `settings`: further TOLLGATE_* variables.
     Every server gets its own free HTTP port for the OAuth endpoints (its workers share it)."""
     port = free_port()
     http_port = free_port()
@@ -386,6 +387,7 @@ def tollgate(name: str, url: str, log_dir: Path, *, workers: int = 1, cache: boo
         env["TOLLGATE_CACHE_MAX_ENTRIES"] = "0"
     if not memo:
         env["TOLLGATE_DECISION_MEMO_MAX_ENTRIES"] = "0"
+    env.update(settings or {})
     command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--metrics-port", str(metrics_port)]
     process, log_path = _spawn(name, command, env, log_dir, service_dir)
@@ -677,9 +679,21 @@ class Bench:
                 self.rss_over_time(result, url, scenarios)
             if "grpcio" in o.parts and not o.small:
                 self.relations_rows(result, url, scenarios["b"])
+            if "propagation" in o.parts and backend == "postgres":
+                self.propagation_rows(result, url, seeded)
         if "grpcio" in o.parts and o.small:
             result.notes.append("`--small`: the store has 1k relations, so the 1k-vs-1M comparison is n/a.")
         return result
+
+    def propagation_rows(self, result: StoreResult, url: str, seeded: seeding.Seeded) -> None:
+        """A change committed by another process reaching the server, with the push and without it
+        (the poll): bench/propagation.py, noted under the store's tables."""
+        keys = list({partner: (partner, key) for partner, key in seeded.api_keys}.values())
+        for push, trials in ((True, propagation.TRIALS), (False, propagation.POLL_TRIALS)):
+            chosen = keys[propagation.TRIALS:][:trials] if not push else keys[:trials]
+            latencies = propagation.measure(len(chosen), push, url, chosen, self.log_dir, self.say, self.kek)
+            result.notes.append(f"propagation, push {'on' if push else 'off'} (suspend a partner in the store, until "
+                                f"the server denies its key): {propagation.summary(latencies)}")
 
     RELATIONS_ROUNDS = 3
 
@@ -1465,10 +1479,11 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--distinct", type=int, help=f"distinct requests per scenario (default {DISTINCT:,}; "
                         "--quick: 500)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="markdown results file")
-    parser.add_argument("--parts", default="grpcio,h2load,tokens",
+    parser.add_argument("--parts", default="grpcio,h2load,tokens,propagation",
                         help="comma-separated: grpcio (the Python load generator's rows), h2load (saturation rows "
                         "driven by h2load), tokens (the token endpoint's grants, driven by wrk), rss (RSS over "
-                        "time, with --rss-minutes); default grpcio,h2load,tokens")
+                        "time, with --rss-minutes), propagation (a change committed elsewhere reaching the server, "
+                        "PostgreSQL only: bench/propagation.py); default grpcio,h2load,tokens,propagation")
     parser.add_argument("--h2load-connections", type=int, default=16,
                         help="h2load connections in all, split between the bodies (default 16)")
     parser.add_argument("--h2load-streams", type=int, default=2,
@@ -1507,7 +1522,7 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     if not 1 <= args.clients <= 16 or not 1 <= args.inflight <= 256:
         parser.error("--clients must be 1..16 and --inflight 1..256")
     parts = tuple(part.strip() for part in args.parts.split(",") if part.strip())
-    if unknown := set(parts) - {"grpcio", "h2load", "tokens", "rss"}:
+    if unknown := set(parts) - {"grpcio", "h2load", "tokens", "rss", "propagation"}:
         parser.error(f"unknown --parts {', '.join(sorted(unknown))}")
     if args.rss_minutes and "rss" not in parts:
         parts += ("rss",)

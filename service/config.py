@@ -82,6 +82,10 @@ class Settings:
     # Decisions of identical repeated checks kept (service/check/caching/remembering.py), at most
     # this many; 0 turns it off, as does turning the fact cache off.
     decision_memo_max_entries: int = 10_000
+    # How often the objects that have lived until then (the caches' facts, above all) are moved
+    # out of the garbage collector's reach (gc.freeze); 0 turns it off. A full collection over a
+    # full fact cache stops every thread for tens of milliseconds, which is the checks' p99.
+    gc_freeze_seconds: float = 60.0
     # Prometheus /metrics on its own HTTP port (same host as gRPC); 0 turns it off.
     metrics_port: int = 9464
     # The OAuth 2 endpoints (token, revocation, introspection, metadata, JWKS) over HTTP, on this
@@ -218,7 +222,7 @@ def _validated(settings: Settings) -> Settings:
     if settings.log_format not in ("json", "text"):
         raise ConfigError(f"log_format must be json or text, got {settings.log_format!r}")
     for name in ("jwt_leeway_seconds", "pending_relation_ttl_seconds", "connect_token_ttl_seconds",
-                 "cache_max_entries", "decision_memo_max_entries"):
+                 "cache_max_entries", "decision_memo_max_entries", "gc_freeze_seconds"):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name} must not be negative")
     if settings.workers < 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import signal
 import threading
@@ -133,6 +134,9 @@ class App:
             self.cache.refresh()
             # The poll stays when changes are pushed too: it bounds staleness while the push is down.
             self._every(self.settings.cache_refresh_seconds, "cache-refresh", self.cache.refresh)
+        if self.settings.gc_freeze_seconds:
+            gc.freeze()  # what start-up made (modules, the policy) is never garbage
+            self._every(self.settings.gc_freeze_seconds, "gc-freeze", gc.freeze)
         if self.revision_listener is not None:
             # Connected and caught up (or known to be down: the poll covers) when start() returns,
             # so every change committed from then on is pushed.
@@ -182,6 +186,8 @@ class App:
             self.revision_listener.stop()
         self.telemetry.stop()
         self.store.dispose()
+        if self.settings.gc_freeze_seconds:
+            gc.unfreeze()  # whatever this app held and let go is collected again
 
 
 def prepare_store(settings: Settings) -> None:
