@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import pytest
 
+from service.check.caching.remembering import RememberingChecker
 from service.check.service import CheckService
 from service.domain.errors import StoreUnavailable
 from service.transport.ext_authz_convert import CREDENTIAL_HEADERS, IDENTITY_HEADERS, ext_authz_unavailable
@@ -263,7 +264,10 @@ def test_tollgates_own_503_goes_out_as_tollgate_wrote_it(world, upstream, envoy,
     def store_down(self, query):
         raise StoreUnavailable("the store is unavailable")
 
-    monkeypatch.setattr(CheckService, "check", store_down)
+    # The whole checker fails, its decision memo included (a real outage ends what the memo may
+    # answer once the fact cache is past its bound).
+    for checker in (CheckService, RememberingChecker):
+        monkeypatch.setattr(checker, "check", store_down)
     before = len(upstream.requests)
     for path in ("/v1/users/u-active", "/legacy/profile?id=u-active", "/v1/customers/C-1/orders"):
         assert_tollgates_own_503(envoy.request("GET", path, {"x-api-key": world.keys["acme"]}))
@@ -320,7 +324,8 @@ def test_fail_closed_when_tollgate_is_too_slow_or_stopped(database_url, tmp_path
                 released.wait(WAIT_SECONDS)  # past the filter's timeout
                 raise StoreUnavailable("the store is unavailable")
 
-            monkeypatch.setattr(CheckService, "check", too_slow)
+            for checker in (CheckService, RememberingChecker):  # the memo too: every call is slow
+                monkeypatch.setattr(checker, "check", too_slow)
             try:
                 assert_envoys_own_503(envoy.request("GET", "/v1/users/u-active", headers))
             finally:
