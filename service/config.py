@@ -83,9 +83,10 @@ class Settings:
     # this many; 0 turns it off, as does turning the fact cache off.
     decision_memo_max_entries: int = 10_000
     # How often the objects that have lived until then (the caches' facts, above all) are moved
-    # out of the garbage collector's reach (gc.freeze); 0 turns it off. A full collection over a
-    # full fact cache stops every thread for tens of milliseconds, which is the checks' p99.
-    gc_freeze_seconds: float = 60.0
+    # out of the garbage collector's reach (gc.freeze); 0, the default, never. A full collection
+    # over a full fact cache stops every thread for tens of milliseconds; but with a small cache,
+    # freezing cost 5-10 % of saturated throughput (docs/performance.md), so it is opt-in.
+    gc_freeze_seconds: float = 0.0
     # Prometheus /metrics on its own HTTP port (same host as gRPC); 0 turns it off.
     metrics_port: int = 9464
     # The OAuth 2 endpoints (token, revocation, introspection, metadata, JWKS) over HTTP, on this
