@@ -31,9 +31,7 @@ class CheckService:
 
     def check(self, call: CheckCall) -> Checked:
         query = call.query()
-        memo = self._memo
-        if memo.policy is not self._policy():
-            memo = self._memo_of(self._policy())
+        memo = self._memo_of(self._policy())
         plan = memo.plan(query.operation, query.permissions, query.resource)
         return self._judge_all(memo, [plan], query.authorization, query.api_key, query.query_api_key,
                                query.at_least_as_fresh, query.client_address, query.explain)[0]
