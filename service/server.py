@@ -219,7 +219,8 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
         remote_keys=remote_keys))
     cache = FactCache(store.unit_of_work, settings.cache_max_entries,
                       max_age_seconds=2 * settings.cache_refresh_seconds,
-                      sibling_writes=siblings.current if siblings else None) if settings.cache_max_entries else None
+                      sibling_writes=siblings.current if siblings else None,
+                      fact_reads=store.fact_reads) if settings.cache_max_entries else None
     if siblings is not None:
         store.unit_of_work.on_write(siblings.advance)
     checker = _checker(settings, policy, store, verifier, clock, cache)
@@ -285,7 +286,7 @@ def _checker(settings: Settings, policy: PolicyHolder, store: Store, verifier: T
         if settings.rate_limit_per_second else None,
         RateLimiter(settings.failed_credential_rate_per_second, settings.failed_credential_burst)
         if settings.failed_credential_rate_per_second else None)
-    facts: CheckFacts = StoreFacts(store.unit_of_work, verifier)
+    facts: CheckFacts = StoreFacts(store.fact_reads, verifier)
     if cache is not None:
         facts = CachedFacts(facts, cache, verifier)
     checker: Checker = CheckService(policy.current, facts, clock, limits)

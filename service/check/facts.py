@@ -1,4 +1,4 @@
-"""StoreFacts: the facts of each check read from the store, in one read-only unit of work."""
+"""StoreFacts: the facts of each check read from the store, in one read-only transaction."""
 
 from __future__ import annotations
 
@@ -7,27 +7,27 @@ from types import TracebackType
 
 from ..domain.credentials import PresentedCredential
 from ..domain.model import AuthenticatedCredential, RelationRecord, SubjectType
-from ..domain.ports import CredentialVerifier, Repositories, UnitOfWork
+from ..domain.ports import CredentialVerifier, FactReads, Facts
 
 
 class StoreFacts:
     """A CheckFacts that always reads the store: as fresh as any revision asked for."""
 
-    def __init__(self, unit_of_work: UnitOfWork, verifier: CredentialVerifier) -> None:
-        self._unit_of_work = unit_of_work
+    def __init__(self, fact_reads: FactReads, verifier: CredentialVerifier) -> None:
+        self._fact_reads = fact_reads
         self._verifier = verifier
 
     def reading(self, at_least_as_fresh: int) -> _StoreReading:
-        return _StoreReading(self._unit_of_work, self._verifier)
+        return _StoreReading(self._fact_reads, self._verifier)
 
 
 class _StoreReading:
-    """A FactReading over one read-only unit of work, open while the reading is."""
+    """A FactReading over one read-only transaction, open while the reading is."""
 
-    def __init__(self, unit_of_work: UnitOfWork, verifier: CredentialVerifier) -> None:
-        self._transaction = unit_of_work(read_only=True)
+    def __init__(self, fact_reads: FactReads, verifier: CredentialVerifier) -> None:
+        self._transaction = fact_reads()
         self._verifier = verifier
-        self._repos: Repositories | None = None
+        self._repos: Facts | None = None
 
     def __enter__(self) -> _StoreReading:
         self._repos = self._transaction.__enter__()
@@ -38,7 +38,7 @@ class _StoreReading:
         self._repos = None
         return self._transaction.__exit__(kind, error, traceback)
 
-    def _open(self) -> Repositories:
+    def _open(self) -> Facts:
         if self._repos is None:
             raise RuntimeError("a store reading is used outside its `with` block")
         return self._repos

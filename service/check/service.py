@@ -80,6 +80,7 @@ class CheckService:
             grants = memo.grants(credential)
             # An explainer reports the relations looked at, as this check read them.
             explainer = judge.reading(facts) if isinstance(judge, _Explainer) else None
+            # Each Basis made as a tuple of its type: NamedTuple's own constructor is a Python frame.
             checked = []
             for plan in plans:
                 active = frozenset(subject_type for subject_type in plan.relations
@@ -89,7 +90,7 @@ class CheckService:
                 check = CheckInput(plan, credential, grants, active, policy.scope_names,
                                    token_user_related=related)
                 checked.append(explainer(check) if explainer is not None
-                               else Checked(decide(check), None, Basis(policy, plan, credential)))
+                               else Checked(decide(check), None, tuple.__new__(Basis, (policy, plan, credential))))
             return checked
 
 

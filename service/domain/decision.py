@@ -75,9 +75,15 @@ class Decision:
         # principal and grants anew would cost a recalled check a third of its time). The value
         # is frozen, so its hash cannot change; kept beside the fields, not as one.
         found: int | None = self.__dict__.get("_hash")
-        if found is None:  # every field, as the generated __eq__ compares them
-            found = hash((self.allowed, self.reason, self.message, self.field, self.principal, self.grants,
-                          self.missing_scope, self.retry_after))
+        if found is None:
+            # Of strings and numbers only, each hashed in C: hashing the principal and the grants
+            # themselves would run their generated __hash__ (a Python frame each, on every decided
+            # check). Equal decisions have equal parts, so they still hash alike.
+            principal = self.principal
+            found = hash((self.allowed, self.reason, self.message, self.field,
+                          None if principal is None else principal.partner_id,
+                          None if principal is None else principal.credential_id,
+                          len(self.grants), self.missing_scope, self.retry_after))
             object.__setattr__(self, "_hash", found)
         return found
 

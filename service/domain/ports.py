@@ -100,6 +100,10 @@ class SigningKeyReader(Protocol):
         """The active key and the retired keys still published at `now`, newest first."""
         ...
 
+    def list(self) -> builtins.list[SigningKeyRecord]:
+        """Every key, newest first (what the fact cache keeps, to judge against the clock)."""
+        ...
+
 
 class PartnerRepository(PartnerReader, Protocol):
     def add(self, partner: PartnerRecord) -> None:
@@ -284,10 +288,6 @@ class RevokedAccessTokenRepository(RevokedAccessTokenReader, Protocol):
 
 
 class SigningKeyRepository(SigningKeyReader, Protocol):
-    def list(self) -> list[SigningKeyRecord]:
-        """Every key, newest first."""
-        ...
-
     def add_active(self, key: SigningKeyRecord) -> bool:
         """Inserts `key` as the active key; False (nothing written) when another key is active,
         e.g. one inserted concurrently by another worker: the database's unique index decides."""
@@ -368,6 +368,13 @@ class Facts(Protocol):
 
     @property
     def signing_keys(self) -> SigningKeyReader: ...
+
+
+class FactReads(Protocol):
+    def __call__(self) -> AbstractContextManager[Facts]:
+        """One consistent reading of the facts (one read-only transaction): `with reads() as
+        facts: ...`. Raises StoreUnavailable when the store cannot be reached."""
+        ...
 
 
 class NotInMemory(Exception):

@@ -3,11 +3,13 @@
     store = create_store(url)       # no connection yet
     store.migrate()                 # creates or upgrades the schema (Alembic, idempotent)
     with store.unit_of_work() as repos: ...
+    with store.fact_reads() as facts: ...   # the reads Check makes, without the ORM
     store.dispose()
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from .engine import create_session_factory, create_sql_engine
+from .fact_reads import SqlFactReads
 from .migrate import upgrade
 from .unit_of_work import SqlUnitOfWork, translated_errors
 from .watchdog import ConnectionWatchdog
@@ -28,6 +31,8 @@ SQLITE_FILE_NAME = "tollgate.db"
 class Store:
     engine: Engine
     unit_of_work: SqlUnitOfWork
+    # The facts Check and verification read, in Core (fact_reads.py): lighter than a unit of work.
+    fact_reads: SqlFactReads
     # PostgreSQL only: cuts connections that hang (a network that stops answering).
     watchdog: ConnectionWatchdog | None = None
 
@@ -62,7 +67,8 @@ def create_store(url: str, *, pool_size: int = 5, pool_timeout: float = 5.0, con
     engine = create_sql_engine(url, pool_size=pool_size, pool_timeout=pool_timeout, connect_timeout=connect_timeout,
                                statement_timeout=statement_timeout, watchdog=watchdog)
     unit_of_work = SqlUnitOfWork(create_session_factory(engine), watchdog, notify=engine.dialect.name == "postgresql")
-    return Store(engine=engine, unit_of_work=unit_of_work, watchdog=watchdog)
+    fact_reads = SqlFactReads(engine, watchdog.watching if watchdog else nullcontext)
+    return Store(engine=engine, unit_of_work=unit_of_work, fact_reads=fact_reads, watchdog=watchdog)
 
 
 def default_sqlite_url(data_dir: Path) -> str:

@@ -55,6 +55,16 @@ from .models import (
     RevokedTokenRow,
     SigningKeyRow,
 )
+from .records import (
+    api_key_record,
+    issuer_record,
+    oauth_client_record,
+    partner_record,
+    refresh_family_record,
+    relation_record,
+    signing_key_record,
+    storable,
+)
 
 OPEN_STATUSES = (RelationStatus.PENDING.value, RelationStatus.ACTIVE.value)
 
@@ -80,10 +90,10 @@ class _Repository:
 
 class SqlPartnerRepository(_Repository):
     def get(self, partner_id: str) -> PartnerRecord | None:
-        if not _storable(partner_id):
+        if not storable(partner_id):
             return None
         row = self._session.get(PartnerRow, partner_id)
-        return _partner(row) if row is not None else None
+        return partner_record(row) if row is not None else None
 
     def add(self, partner: PartnerRecord) -> None:
         statement = insert(PartnerRow).values(
@@ -100,12 +110,8 @@ class SqlPartnerRepository(_Repository):
                            grants=list(grants), roles=list(roles))
 
     def list(self) -> list[PartnerRecord]:
-        return [_partner(row) for row in self._session.scalars(select(PartnerRow).order_by(PartnerRow.id))]
+        return [partner_record(row) for row in self._session.scalars(select(PartnerRow).order_by(PartnerRow.id))]
 
-
-def _partner(row: PartnerRow) -> PartnerRecord:
-    return PartnerRecord(id=row.id, name=row.name, status=PartnerStatus(row.status), grants=tuple(row.grants),
-                         roles=tuple(row.roles), created_at=row.created_at)
 
 
 # -- API keys ------------------------------------------------------------------------------------
@@ -113,16 +119,16 @@ def _partner(row: PartnerRow) -> PartnerRecord:
 
 class SqlApiKeyRepository(_Repository):
     def find_by_digest(self, digest: str) -> ApiKeyRecord | None:
-        if not _storable(digest):
+        if not storable(digest):
             return None
         row = self._session.scalars(select(ApiKeyRow).where(ApiKeyRow.digest == digest)).one_or_none()
-        return _api_key(row) if row is not None else None
+        return api_key_record(row) if row is not None else None
 
     def get(self, key_id: str) -> ApiKeyRecord | None:
-        if not _storable(key_id):
+        if not storable(key_id):
             return None
         row = self._session.get(ApiKeyRow, key_id)
-        return _api_key(row) if row is not None else None
+        return api_key_record(row) if row is not None else None
 
     def add(self, key: ApiKeyRecord) -> None:
         self._session.execute(insert(ApiKeyRow).values(
@@ -137,14 +143,8 @@ class SqlApiKeyRepository(_Repository):
     def list_for_partner(self, partner_id: str) -> list[ApiKeyRecord]:
         rows = self._session.scalars(select(ApiKeyRow).where(ApiKeyRow.partner_id == partner_id)
                                      .order_by(ApiKeyRow.created_at, ApiKeyRow.id))
-        return [_api_key(row) for row in rows]
+        return [api_key_record(row) for row in rows]
 
-
-def _api_key(row: ApiKeyRow) -> ApiKeyRecord:
-    return ApiKeyRecord(
-        id=row.id, partner_id=row.partner_id, digest=row.digest, name=row.name, grants=tuple(row.grants),
-        roles=tuple(row.roles), customer_numbers=tuple(row.customer_numbers), created_at=row.created_at,
-        expires_at=row.expires_at, revoked_at=row.revoked_at)
 
 
 # -- JWT issuers and revoked tokens --------------------------------------------------------------
@@ -152,16 +152,16 @@ def _api_key(row: ApiKeyRow) -> ApiKeyRecord:
 
 class SqlIssuerRepository(_Repository):
     def find_by_issuer(self, issuer: str) -> IssuerRecord | None:
-        if not _storable(issuer):  # `iss` comes from a token not yet verified
+        if not storable(issuer):  # `iss` comes from a token not yet verified
             return None
         row = self._session.scalars(select(IssuerRow).where(IssuerRow.issuer == issuer)).one_or_none()
-        return _issuer(row) if row is not None else None
+        return issuer_record(row) if row is not None else None
 
     def get(self, issuer_id: str) -> IssuerRecord | None:
-        if not _storable(issuer_id):
+        if not storable(issuer_id):
             return None
         row = self._session.get(IssuerRow, issuer_id)
-        return _issuer(row) if row is not None else None
+        return issuer_record(row) if row is not None else None
 
     def add(self, issuer: IssuerRecord) -> None:
         statement = insert(IssuerRow).values(
@@ -177,11 +177,11 @@ class SqlIssuerRepository(_Repository):
         return _update_one(self._session, IssuerRow, IssuerRow.id == issuer_id, jwks=jwks)
 
     def list(self) -> list[IssuerRecord]:
-        return [_issuer(row) for row in self._session.scalars(select(IssuerRow).order_by(IssuerRow.issuer))]
+        return [issuer_record(row) for row in self._session.scalars(select(IssuerRow).order_by(IssuerRow.issuer))]
 
     def list_remote(self) -> builtins.list[IssuerRecord]:
         query = select(IssuerRow).where(IssuerRow.jwks_uri.is_not(None)).order_by(IssuerRow.issuer)
-        return [_issuer(row) for row in self._session.scalars(query)]
+        return [issuer_record(row) for row in self._session.scalars(query)]
 
     def claim_fetch(self, issuer_id: str, now: datetime, until: datetime) -> bool:
         free = or_(IssuerRow.fetch_claimed_until.is_(None), IssuerRow.fetch_claimed_until <= now)
@@ -213,16 +213,6 @@ def _remote_columns(remote: RemoteKeys | None) -> dict[str, Any]:
             "fetch_failures": remote.failures}
 
 
-def _issuer(row: IssuerRow) -> IssuerRecord:
-    remote = None if row.jwks_uri is None else RemoteKeys(
-        jwks_uri=row.jwks_uri, discovery_url=row.discovery_url, fetched_at=row.keys_fetched_at,
-        refresh_at=row.keys_refresh_at, error=row.fetch_error, error_at=row.fetch_error_at,
-        failures=row.fetch_failures)
-    return IssuerRecord(
-        id=row.id, issuer=row.issuer, audience=row.audience, algorithms=tuple(row.algorithms), jwks=row.jwks,
-        hmac_secret_sealed=row.hmac_secret_sealed, require_at_jwt_typ=row.require_at_jwt_typ,
-        customer_claim=row.customer_claim, created_at=row.created_at, remote=remote)
-
 
 def _insert_ignoring_duplicates(session: Session, model: type, index_elements: list[str], **values: Any) -> None:
     """INSERT … ON CONFLICT DO NOTHING: idempotent without a read first."""
@@ -232,7 +222,7 @@ def _insert_ignoring_duplicates(session: Session, model: type, index_elements: l
 
 class SqlRevokedTokenRepository(_Repository):
     def is_revoked(self, issuer_id: str, jti: str) -> bool:
-        if not _storable(issuer_id, jti):
+        if not storable(issuer_id, jti):
             return False
         # Primary-key lookup, without loading the row.
         query = select(exists().where(RevokedTokenRow.issuer_id == issuer_id, RevokedTokenRow.jti == jti))
@@ -249,22 +239,22 @@ class SqlRevokedTokenRepository(_Repository):
 
 class SqlRelationRepository(_Repository):
     def get(self, relation_id: str) -> RelationRecord | None:
-        if not _storable(relation_id):
+        if not storable(relation_id):
             return None
         row = self._session.scalars(select(RelationRow).where(RelationRow.id == relation_id)).one_or_none()
-        return _relation(row) if row is not None else None
+        return relation_record(row) if row is not None else None
 
     def find_open(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
-        if not _storable(partner_id, subject_id):
+        if not storable(partner_id, subject_id):
             return None
         query = select(RelationRow).where(*_triple(partner_id, subject_type, subject_id),
                                           RelationRow.status.in_(OPEN_STATUSES))
         row = self._session.scalars(query).one_or_none()
-        return _relation(row) if row is not None else None
+        return relation_record(row) if row is not None else None
 
     def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
         # Check asks this on every relation-bound request: one EXISTS over ix_relations_triple.
-        if not _storable(partner_id, subject_id):
+        if not storable(partner_id, subject_id):
             return False
         query = select(exists().where(
             *_triple(partner_id, subject_type, subject_id), RelationRow.status == RelationStatus.ACTIVE.value,
@@ -313,13 +303,13 @@ class SqlRelationRepository(_Repository):
         rows = self._session.scalars(query).all()
         page = rows[:page_size]
         next_token = _encode_page_token(page[-1].seq) if len(rows) > page_size else ""
-        return [_relation(row) for row in page], next_token
+        return [relation_record(row) for row in page], next_token
 
     def due_for_expiry(self, now: datetime, limit: int) -> builtins.list[RelationRecord]:
         query = (select(RelationRow)
                  .where(RelationRow.status.in_(OPEN_STATUSES), RelationRow.expires_at <= now)
                  .order_by(RelationRow.expires_at, RelationRow.seq).limit(limit))
-        return [_relation(row) for row in self._session.scalars(query)]
+        return [relation_record(row) for row in self._session.scalars(query)]
 
 
 def _triple(partner_id: str, subject_type: SubjectType, subject_id: str) -> tuple[ColumnElement[bool], ...]:
@@ -339,12 +329,6 @@ def _filtered(relation_filter: RelationFilter) -> list[ColumnElement[bool]]:
         conditions.append(RelationRow.status == relation_filter.status.value)
     return conditions
 
-
-def _relation(row: RelationRow) -> RelationRecord:
-    return RelationRecord(
-        id=row.id, partner_id=row.partner_id, subject_type=SubjectType(row.subject_type), subject_id=row.subject_id,
-        status=RelationStatus(row.status), created_at=row.created_at, updated_at=row.updated_at,
-        expires_at=row.expires_at)
 
 
 def _event(row: RelationEventRow) -> RelationEventRecord:
@@ -398,7 +382,7 @@ class SqlConnectTokenRepository(_Repository):
             used_by_partner_id=token.used_by_partner_id))
 
     def find_by_digest(self, digest: str) -> ConnectTokenRecord | None:
-        if not _storable(digest):
+        if not storable(digest):
             return None
         row = self._session.scalars(select(ConnectTokenRow).where(ConnectTokenRow.digest == digest)).one_or_none()
         return _connect_token(row) if row is not None else None
@@ -420,18 +404,6 @@ def _connect_token(row: ConnectTokenRow) -> ConnectTokenRecord:
 
 # -- shared --------------------------------------------------------------------------------------
 
-
-def _storable(*values: str) -> bool:
-    """False for a string no row can hold (a NUL, which PostgreSQL refuses, or a lone surrogate,
-    which is not UTF-8). Lookups of such keys find nothing instead of failing in the driver."""
-    for value in values:
-        if "\x00" in value:
-            return False
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return False
-    return True
 
 
 def _update_one(session: Session, model: type, where: ColumnElement[bool], **values: Any) -> bool:
@@ -456,7 +428,7 @@ class SqlAdminAuditRepository(_Repository):
              page_size: int, page_token: str) -> tuple[list[AdminAuditRecord], str]:
         if page_size < 1:
             raise InvalidRequest("page_size must be positive", field="page_size")
-        if not _storable(actor or "", action or ""):
+        if not storable(actor or "", action or ""):
             return [], ""
         conditions = [AdminAuditRow.id > _decode_audit_page_token(page_token)]
         if actor is not None:
@@ -512,10 +484,10 @@ def _decode_audit_page_token(token: str) -> int:
 
 class SqlOAuthClientRepository(_Repository):
     def get(self, client_id: str) -> OAuthClientRecord | None:
-        if not _storable(client_id):  # a client id comes from an unauthenticated request
+        if not storable(client_id):  # a client id comes from an unauthenticated request
             return None
         row = self._session.get(OAuthClientRow, client_id)
-        return _oauth_client(row) if row is not None else None
+        return oauth_client_record(row) if row is not None else None
 
     def add(self, client: OAuthClientRecord) -> None:
         self._session.execute(insert(OAuthClientRow).values(
@@ -528,7 +500,7 @@ class SqlOAuthClientRepository(_Repository):
         query = select(OAuthClientRow).order_by(OAuthClientRow.created_at, OAuthClientRow.id)
         if partner_id is not None:
             query = query.where(OAuthClientRow.partner_id == partner_id)
-        return [_oauth_client(row) for row in self._session.scalars(query)]
+        return [oauth_client_record(row) for row in self._session.scalars(query)]
 
     def set_secret(self, client_id: str, secret_digest: str, at: datetime) -> bool:
         return _update_one(self._session, OAuthClientRow,
@@ -540,12 +512,6 @@ class SqlOAuthClientRepository(_Repository):
                            (OAuthClientRow.id == client_id) & OAuthClientRow.revoked_at.is_(None), revoked_at=at)
 
 
-def _oauth_client(row: OAuthClientRow) -> OAuthClientRecord:
-    return OAuthClientRecord(
-        id=row.id, partner_id=row.partner_id, name=row.name, secret_digest=row.secret_digest,
-        scopes=tuple(row.scopes), customer_numbers=tuple(row.customer_numbers), refresh_tokens=row.refresh_tokens,
-        created_at=row.created_at, secret_rotated_at=row.secret_rotated_at, revoked_at=row.revoked_at)
-
 
 class SqlRefreshTokenRepository(_Repository):
     def add_family(self, family: RefreshFamilyRecord) -> None:
@@ -554,13 +520,10 @@ class SqlRefreshTokenRepository(_Repository):
             revoked_at=family.revoked_at))
 
     def get_family(self, family_id: str) -> RefreshFamilyRecord | None:
-        if not _storable(family_id):
+        if not storable(family_id):
             return None
         row = self._session.get(RefreshFamilyRow, family_id)
-        if row is None:
-            return None
-        return RefreshFamilyRecord(id=row.id, client_id=row.client_id, scope=tuple(row.scope),
-                                   created_at=row.created_at, revoked_at=row.revoked_at)
+        return refresh_family_record(row) if row is not None else None
 
     def add(self, token: RefreshTokenRecord) -> None:
         self._session.execute(insert(RefreshTokenRow).values(
@@ -568,7 +531,7 @@ class SqlRefreshTokenRepository(_Repository):
             created_at=token.created_at, expires_at=token.expires_at, used_at=token.used_at))
 
     def find_by_digest(self, digest: str) -> RefreshTokenRecord | None:
-        if not _storable(digest):
+        if not storable(digest):
             return None
         row = self._session.scalars(select(RefreshTokenRow).where(RefreshTokenRow.digest == digest)).one_or_none()
         if row is None:
@@ -588,7 +551,7 @@ class SqlRefreshTokenRepository(_Repository):
 
 class SqlRevokedAccessTokenRepository(_Repository):
     def is_revoked(self, jti: str) -> bool:
-        if not _storable(jti):
+        if not storable(jti):
             return False
         return bool(self._session.scalar(select(exists().where(RevokedAccessTokenRow.jti == jti))))
 
@@ -600,17 +563,17 @@ class SqlRevokedAccessTokenRepository(_Repository):
 class SqlSigningKeyRepository(_Repository):
     def active(self) -> SigningKeyRecord | None:
         row = self._session.scalars(select(SigningKeyRow).where(SigningKeyRow.active.is_(True))).one_or_none()
-        return _signing_key(row) if row is not None else None
+        return signing_key_record(row) if row is not None else None
 
     def published(self, now: datetime) -> list[SigningKeyRecord]:
         query = (select(SigningKeyRow)
                  .where(or_(SigningKeyRow.publish_until.is_(None), SigningKeyRow.publish_until > now))
                  .order_by(SigningKeyRow.created_at.desc(), SigningKeyRow.kid))
-        return [_signing_key(row) for row in self._session.scalars(query)]
+        return [signing_key_record(row) for row in self._session.scalars(query)]
 
     def list(self) -> list[SigningKeyRecord]:
         query = select(SigningKeyRow).order_by(SigningKeyRow.created_at.desc(), SigningKeyRow.kid)
-        return [_signing_key(row) for row in self._session.scalars(query)]
+        return [signing_key_record(row) for row in self._session.scalars(query)]
 
     def add_active(self, key: SigningKeyRecord) -> bool:
         # uq_signing_keys_active decides: False when another key is active.
@@ -621,9 +584,3 @@ class SqlSigningKeyRepository(_Repository):
     def retire(self, kid: str, at: datetime, publish_until: datetime) -> bool:
         return _update_one(self._session, SigningKeyRow, (SigningKeyRow.kid == kid) & SigningKeyRow.active.is_(True),
                            active=None, retired_at=at, publish_until=publish_until)
-
-
-def _signing_key(row: SigningKeyRow) -> SigningKeyRecord:
-    return SigningKeyRecord(kid=row.kid, algorithm=row.algorithm, private_key_sealed=row.private_key_sealed,
-                            public_jwk=dict(row.public_jwk), created_at=row.created_at, retired_at=row.retired_at,
-                            publish_until=row.publish_until)

@@ -82,7 +82,7 @@ class Facts:
         self.tokens = {alg: self.signers[alg].sign(access_token_claims(
             ISSUERS[alg], AUDIENCE, PARTNER, scope="user:read organization:read", lifetime=3600, now=now))
             for alg in ISSUERS}
-        self.checks = CheckService(lambda: self.policy, CachedFacts(StoreFacts(store.unit_of_work, self.verifier),
+        self.checks = CheckService(lambda: self.policy, CachedFacts(StoreFacts(store.fact_reads, self.verifier),
                                                                     self.cache, self.verifier), SystemClock())
         # As the server stacks it: with the decision memo (identical repeated checks recalled).
         self.remembering = RememberingChecker(self.checks, self.cache, lambda: self.policy, SystemClock(),

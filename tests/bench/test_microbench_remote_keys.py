@@ -70,7 +70,7 @@ class RemoteFacts:
         verifier = TokenVerifier(key_encryption_key=new_key_encryption_key(), remote_keys=self.remote)
         self.cache = FactCache(store.unit_of_work, 100_000, max_age_seconds=3600)
         policy = load_policy(EXAMPLE_POLICY)
-        self.checks = CheckService(lambda: policy, CachedFacts(StoreFacts(store.unit_of_work, verifier), self.cache,
+        self.checks = CheckService(lambda: policy, CachedFacts(StoreFacts(store.fact_reads, verifier), self.cache,
                                                                verifier), SystemClock())
         self.forger = generate_signing_key("RS256", "forger")
         self._serial = count()

@@ -105,7 +105,7 @@ class TokenFacts:
             "external-ES256": external.sign(access_token_claims(EXTERNAL_ISSUER, AUDIENCE, PARTNER, scope=SCOPE,
                                                                 lifetime=3600, now=now)),
         }
-        self.checks = CheckService(lambda: self.policy, CachedFacts(StoreFacts(store.unit_of_work, self.verifier),
+        self.checks = CheckService(lambda: self.policy, CachedFacts(StoreFacts(store.fact_reads, self.verifier),
                                                                     self.cache, self.verifier), SystemClock())
 
     def presented(self, issuer: str) -> PresentedCredential:

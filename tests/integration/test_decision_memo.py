@@ -69,7 +69,7 @@ def stack(policy, store, cache: FactCache, clock, limits: CheckLimits, *, max_en
           inner=lambda checker: checker) -> RememberingChecker:
     """As the server stacks Check: store facts, the fact cache, the core, the memo around it."""
     verifier = TokenVerifier(key_encryption_key=None)
-    core = CheckService(policy, CachedFacts(StoreFacts(store.unit_of_work, verifier), cache, verifier), clock, limits)
+    core = CheckService(policy, CachedFacts(StoreFacts(store.fact_reads, verifier), cache, verifier), clock, limits)
     return RememberingChecker(inner(core), cache, policy, clock, limits, max_entries)
 
 

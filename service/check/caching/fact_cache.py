@@ -18,6 +18,8 @@ Check's facts, and the token grants read it as a CachedFactSource.
 
 from __future__ import annotations
 
+import builtins
+import functools
 import hashlib
 import threading
 import time
@@ -39,7 +41,7 @@ from ...domain.model import (
     SigningKeyRecord,
     SubjectType,
 )
-from ...domain.ports import NotInMemory, Repositories, UnitOfWork
+from ...domain.ports import CredentialVerifier, FactReads, Facts, NotInMemory, UnitOfWork
 
 Value = TypeVar("Value")
 _MISSING = object()
@@ -47,8 +49,11 @@ _MISSING = object()
 
 class FactCache:
     def __init__(self, unit_of_work: UnitOfWork, max_entries: int = 100_000, max_age_seconds: float = 1.0,
-                 sibling_writes: Callable[[], int] | None = None) -> None:
+                 sibling_writes: Callable[[], int] | None = None, *, fact_reads: FactReads | None = None) -> None:
+        """`fact_reads`: how a miss reads the store (the store's Core reads); by default a
+        read-only unit of work."""
         self._unit_of_work = unit_of_work
+        self._fact_reads: FactReads = fact_reads or functools.partial(unit_of_work, read_only=True)
         self._max_age = max_age_seconds
         # When the revision was last confirmed against the store (monotonic); None: never, or the
         # last attempt failed. Past max_age the cache is not used: Check reads through, and so
@@ -129,30 +134,30 @@ class FactCache:
                 self._entries.put(key, value)
         return value
 
-    def read_through(self, key: tuple, read: Callable[[Repositories], Value]) -> Value:
-        """The cached value of `key`, else `read` in a read-only unit of work of its own."""
+    def read_through(self, key: tuple, read: Callable[[Facts], Value]) -> Value:
+        """The cached value of `key`, else `read` in a reading of the store of its own."""
         def load() -> Value:
-            with self._unit_of_work(read_only=True) as repos:
-                return read(repos)
+            with self._fact_reads() as facts:
+                return read(facts)
         return self.get(key, load)
 
-    def read_from_memory(self, key: tuple, read: Callable[[Repositories], Value]) -> Value:
+    def read_from_memory(self, key: tuple, read: Callable[[Facts], Value]) -> Value:
         """The cached value of `key`; NotInMemory when there is none (reading it would block)."""
         def load() -> Value:
             raise NotInMemory()
         return self.get(key, load)
 
-    def credential(self, presented: PresentedCredential, now: datetime,
-                   verify: Callable[[], AuthenticatedCredential]) -> AuthenticatedCredential:
-        """A verified credential by how it was presented and the digest of its token (one string
-        is a JWT in Authorization and a malformed API key in X-API-Key); verified again once it may
-        have expired (verification then answers token_expired, with the leeway). Rejections are
-        not cached."""
+    def credential(self, verifier: CredentialVerifier, facts: Facts, presented: PresentedCredential,
+                   now: datetime) -> AuthenticatedCredential:
+        """A credential `verifier` proved from `facts`, kept by how it was presented and the digest
+        of its token (one string is a JWT in Authorization and a malformed API key in X-API-Key);
+        verified again once it may have expired (verification then answers token_expired, with
+        the leeway). Rejections are not kept."""
         key = ("credential", presented.kind,
                hashlib.sha256(presented.value.encode("utf-8", "surrogatepass")).digest())
-        credential = self.get(key, verify)
+        credential = self.get(key, lambda: verifier.verify(presented, facts, now))
         if credential.expires_at is not None and now >= credential.expires_at:
-            return verify()
+            return verifier.verify(presented, facts, now)
         return credential
 
 
@@ -175,7 +180,7 @@ class CachedReader:
 
 
 class _Cached:
-    def __init__(self, read: Callable[[tuple, Callable[[Repositories], Any]], Any]) -> None:
+    def __init__(self, read: Callable[[tuple, Callable[[Facts], Any]], Any]) -> None:
         # _read(key, read): the cache's bound method, so a cached read costs no extra frame.
         self._read = read
 
@@ -239,9 +244,12 @@ class _CachedSigningKeys(_Cached):
     def active(self) -> SigningKeyRecord | None:
         return next((key for key in self._all() if key.retired_at is None), None)
 
-    def published(self, now: datetime) -> list[SigningKeyRecord]:
+    def published(self, now: datetime) -> builtins.list[SigningKeyRecord]:
         # Cached whole and judged against the clock here: a key's publication ends on its own.
         return [key for key in self._all() if key.published_at(now)]
 
-    def _all(self) -> list[SigningKeyRecord]:
+    def list(self) -> builtins.list[SigningKeyRecord]:
+        return builtins.list(self._all())
+
+    def _all(self) -> builtins.list[SigningKeyRecord]:
         return self._read(("signing_keys",), lambda r: r.signing_keys.list())

@@ -3,8 +3,10 @@ wraps (the store)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 
 from ...domain.credentials import PresentedCredential
@@ -35,13 +37,15 @@ class CachedFacts:
 class _CachedReading:
     """The cache's facts; its own context manager (nothing to open or close), so that a cached
     check makes no object for it. Verified credentials are kept by the digest of their token and
-    verified again once they may have expired (FactCache.credential); rejections are not kept."""
+    verified again once they may have expired (FactCache.credential); rejections are not kept.
+    Its readers are the cache's own, bound once: a check calls them with no frame in between."""
 
     def __init__(self, cache: FactCache, verifier: CredentialVerifier) -> None:
-        self._cache = cache
-        self._verifier = verifier
-        self._facts = cache.facts
-        self._relations = cache.facts.relations
+        relations = cache.facts.relations
+        self.credential: Callable[[PresentedCredential, datetime], AuthenticatedCredential] = partial(
+            cache.credential, verifier, cache.facts)
+        self.is_active: Callable[[str, SubjectType, str, datetime], bool] = relations.is_active
+        self.find_open: Callable[[str, SubjectType, str], RelationRecord | None] = relations.find_open
 
     def __enter__(self) -> _CachedReading:
         return self
@@ -49,14 +53,3 @@ class _CachedReading:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         return None
-
-    def credential(self, presented: PresentedCredential, now: datetime) -> AuthenticatedCredential:
-        def verify() -> AuthenticatedCredential:
-            return self._verifier.verify(presented, self._facts, now)
-        return self._cache.credential(presented, now, verify)
-
-    def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
-        return self._relations.is_active(partner_id, subject_type, subject_id, now)
-
-    def find_open(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
-        return self._relations.find_open(partner_id, subject_type, subject_id)
