@@ -156,6 +156,8 @@ def cerbos_rows(bench: Bench, result: StoreResult, url: str, seeded: seeding.See
         except cerbos.CerbosMissing as error:
             result.notes.append(f"Cerbos rows left out: {error}")
             bench.say(f"[{result.store}] Cerbos rows left out: {error}")
+            binary = None
+        if binary is None:
             yield rows
             return
         rows.scenario = Scenario(b.key, "(b) as a Cerbos CheckResources: the RS256 JWT as auxData, a CEL rule on "
