@@ -863,7 +863,9 @@ class Bench:
         # is run once more, sized from its own rate. Every attempt is verified.
         for attempt in range(2):
             requests = max(2 if concurrency_one else o.h2_connections * o.h2_streams * 2, round(rate * seconds))
-            before = h2.scrape(server.metrics_urls) if counted else {}
+            # A slow server (the miss path) is still deciding calls the warm-up cut in flight: the
+            # counter is read once it has stopped moving, or they would be counted against this run.
+            before = settled(lambda: h2.scrape(server.metrics_urls)) if counted else {}
             cpu_before = server.cpu_seconds()
             run = self._h2_run(result, server, scenario, bodies, f"{tag}-measured-{attempt}", concurrency_one,
                                requests=requests)
@@ -1083,6 +1085,19 @@ class Bench:
 
 # tollgate_token_requests_total by (endpoint, status): the token endpoint's answers, per worker.
 TOKEN_COUNTER = ("tollgate_token_requests_total", ("endpoint", "status"))
+
+
+def settled(read: Callable, limit: float = 5.0):
+    """`read()` once two readings 0.2 s apart agree (at most `limit` seconds on)."""
+    last = read()
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        current = read()
+        if current == last:
+            break
+        last = current
+    return last
 
 
 def _decisions(delta) -> str:
