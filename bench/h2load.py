@@ -46,7 +46,8 @@ from .load import CALL_TIMEOUT, Request, Scenario, build_message, nearest_rank, 
 from .tools import ToolMissing, ensure_tool
 
 PACKAGE = "nghttp2-client"  # Debian/Ubuntu package of h2load
-PATHS = {"native": "/tollgate.v1.Authorization/Check", "ext_authz": "/envoy.service.auth.v3.Authorization/Check"}
+PATHS = {"native": "/tollgate.v1.Authorization/Check", "ext_authz": "/envoy.service.auth.v3.Authorization/Check",
+         "cerbos": "/cerbos.svc.v1.CerbosService/CheckResources"}  # the Cerbos baseline (bench/cerbos.py)
 SCRAPE_TIMEOUT = 10.0
 CheckKey = tuple[str, str, str]  # (adapter, decision, reason) of tollgate_checks_total
 
@@ -200,11 +201,12 @@ def read_latencies(log_file: Path) -> list[int]:
 
 class H2LoadRun:
     """`len(bodies)` h2load processes started together, one body each, the connections split
-    between them; `requests` (-n, split likewise) or `duration` (-D) seconds."""
+    between them; `requests` (-n, split likewise) or `duration` (-D) seconds; `prefix`: a command
+    each runs under (`taskset -c 1` with --pin)."""
 
     def __init__(self, h2load: str, target: str, api: str, bodies: Sequence[Path], work_dir: Path, *,
                  connections: int, streams: int, requests: int | None = None, duration: float | None = None,
-                 name: str = "run") -> None:
+                 name: str = "run", prefix: Sequence[str] = ()) -> None:
         if not target.startswith("127.0.0.1:"):
             raise ValueError("h2load only targets 127.0.0.1")
         if (requests is None) == (duration is None):
@@ -219,7 +221,7 @@ class H2LoadRun:
         for i, body in enumerate(bodies):
             clients = connections // count + (1 if i < connections % count else 0)
             out, log = work_dir / f"{name}-{i}.out", work_dir / f"{name}-{i}.log"
-            command = [h2load, "-t", "1", "-c", str(clients), "-m", str(streams), "-d", str(body),
+            command = [*prefix, h2load, "-t", "1", "-c", str(clients), "-m", str(streams), "-d", str(body),
                        "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", str(log)]
             if requests is not None:
                 share = max(clients, requests // count + (1 if i < requests % count else 0))

@@ -63,7 +63,7 @@ from service.tokens import new_key_encryption_key
 from tests.support.keys import access_token_claims
 
 from . import h2load as h2
-from . import oauth, propagation, wrk
+from . import oauth, pinning, propagation, wrk
 from . import seed as seeding
 from .load import Expectation, LoadGenerator, Measurement, Request, Scenario
 from .tools import ToolMissing
@@ -612,6 +612,7 @@ class Options:
     service_dir: Path | None = None  # run the servers' `service` package from this tree
     wrk: str = ""  # the binary, found (or installed) before the run
     wrk_version: str = ""
+    pin: bool = False  # one-process servers of the h2load part on CPU 0, their h2load on CPU 1 (bench/pinning.py)
 
 
 class Bench:
@@ -624,6 +625,13 @@ class Bench:
         # Shared by every server of the run: the first server on a store seals its signing key
         # with it, and the others must unseal that key to issue tokens.
         self.kek = new_key_encryption_key()
+        self.pinned: set[int] = set()  # main pids of the servers pinned with --pin
+
+    def pin(self, server: Server) -> None:
+        """With --pin: the server onto the servers' CPU, and its h2load runs onto the other."""
+        if self.options.pin:
+            pinning.pin(server.pids())
+            self.pinned.add(server.process.pid)
 
     def tollgate(self, name: str, url: str, **options) -> AbstractContextManager[Server]:
         """The real server (see `tollgate`) with the run's key-encryption key and source tree."""
@@ -763,7 +771,10 @@ class Bench:
         first, so that a burst of other load on the shared machine lands on both sides of a ratio;
         the table reports medians over the rounds. At saturation: the floor with 1 and 2
         processes, Tollgate with 1 and 2 workers, and 1 worker with the decision memo off; at
-        concurrency 1: the floor and 1 worker."""
+        concurrency 1: the floor and 1 worker. Beside them, Tollgate's miss path and Cerbos
+        (bench/cerbos_rows.py). With --pin the one-process servers run on one CPU and h2load on the other."""
+        from .cerbos_rows import cerbos_rows  # it imports this module
+
         backend = result.store
         floors = floor_scenarios(scenarios)
         a, b, e = (scenarios[key] for key in ("a", "b", "e"))
@@ -772,7 +783,10 @@ class Bench:
                 floor_server(self.log_dir, 2, service_dir) as floor2, \
                 self.tollgate(f"{backend}-h2load-1", url, metrics=True) as one, \
                 self.tollgate(f"{backend}-h2load-no-memo", url, metrics=True, memo=False) as no_memo, \
-                self.tollgate(f"{backend}-h2load-2", url, workers=2, metrics=True) as two:
+                self.tollgate(f"{backend}-h2load-2", url, workers=2, metrics=True) as two, \
+                cerbos_rows(self, result, url, seeded, scenarios) as versus:
+            for single in (floor, one, no_memo):
+                self.pin(single)
             jwt_scenarios = [b, scenarios["b-es"]]
             if own := self.own_token_scenario(result, one, seeded):
                 jwt_scenarios.append(own)
@@ -792,6 +806,7 @@ class Bench:
                 self.say(f"[{backend}] h2load: round {round_ + 1} of {self.options.h2_rounds}")
                 for server, label, scenario in saturation:
                     self.h2_measure(result, server, label, scenario, round_=round_)
+                versus.measure(round_)
                 for server, label, scenario in concurrency_one:
                     self.h2_measure(result, server, label, scenario, round_=round_, concurrency_one=True)
 
@@ -805,7 +820,8 @@ class Bench:
         work.mkdir(parents=True, exist_ok=True)
         connections, streams = (1, 1) if concurrency_one else (o.h2_connections, o.h2_streams)
         return h2.H2LoadRun(o.h2load, server.target, scenario.api, [path for path, _ in bodies], work,
-                            connections=connections, streams=streams, name=name, **amount)
+                            connections=connections, streams=streams, name=name,
+                            prefix=pinning.load_prefix(server.process.pid in self.pinned), **amount)
 
     def h2_measure(self, result: StoreResult, server: Server, label: str, scenario: Scenario, *,
                    round_: int = 0, concurrency_one: bool = False) -> H2Row:
@@ -847,7 +863,9 @@ class Bench:
         # is run once more, sized from its own rate. Every attempt is verified.
         for attempt in range(2):
             requests = max(2 if concurrency_one else o.h2_connections * o.h2_streams * 2, round(rate * seconds))
-            before = h2.scrape(server.metrics_urls) if counted else {}
+            # A slow server (the miss path) is still deciding calls the warm-up cut in flight: the
+            # counter is read once it has stopped moving, or they would be counted against this run.
+            before = settled(lambda: h2.scrape(server.metrics_urls)) if counted else {}
             cpu_before = server.cpu_seconds()
             run = self._h2_run(result, server, scenario, bodies, f"{tag}-measured-{attempt}", concurrency_one,
                                requests=requests)
@@ -1069,6 +1087,19 @@ class Bench:
 TOKEN_COUNTER = ("tollgate_token_requests_total", ("endpoint", "status"))
 
 
+def settled(read: Callable, limit: float = 5.0):
+    """`read()` once two readings 0.2 s apart agree (at most `limit` seconds on)."""
+    last = read()
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        current = read()
+        if current == last:
+            break
+        last = current
+    return last
+
+
 def _decisions(delta) -> str:
     return ", ".join(f"{adapter}/{decision}/{reason or '-'} {count:+,}" for (adapter, decision, reason), count
                      in sorted(delta.items()))
@@ -1162,6 +1193,8 @@ def report(results: list[StoreResult], options: Options, command: str, started: 
             grpcio_table(result, add)
         if result.h2_rows:
             h2load_table(result, options, add)
+            from .cerbos_rows import comparison_table  # it imports this module
+            comparison_table(result, options, add)
         if result.token_rows:
             token_table(result, options, add)
         if result.rss_run:
@@ -1506,6 +1539,10 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--service-dir", type=Path, help="run the servers (Tollgate and the floors) from the "
                         "`service` package in this directory instead of this tree's, e.g. a copy with a change "
                         "to measure")
+    parser.add_argument("--pin", action="store_true",
+                        help="h2load part: run the one-process servers (floor, Tollgate 1 worker, miss path, Cerbos) "
+                        "on CPU 0 and their h2load on CPU 1 (taskset); the 2-process servers stay unpinned "
+                        "(default off)")
     parser.add_argument("--rss-minutes", type=float, default=0.0,
                         help="also run (b) at saturation against 1 worker for this many minutes after the "
                         "RSS warm-up, sampling the server's RSS every 10 s (adds the rss part; default off)")
@@ -1550,12 +1587,15 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     service_dir = args.service_dir.resolve() if args.service_dir else None
     if service_dir is not None and not (service_dir / "service" / "__main__.py").is_file():
         parser.error(f"--service-dir: no service package in {service_dir}")
+    if args.pin and (why := pinning.unavailable()):
+        parser.error(why)
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     return Options(stores, args.small or args.quick, args.quick, seconds, warmup, args.clients, args.inflight,
                    distinct, args.output, parts, args.h2load_connections, args.h2load_streams, args.h2load_bodies,
                    h2_rounds, h2_seconds, args.rss_minutes, args.rss_warmup, tokens_rounds=tokens_rounds,
                    tokens_seconds=tokens_seconds, tokens_connections=args.tokens_connections,
-                   tokens_threads=args.tokens_threads, oauth_clients=oauth_clients, service_dir=service_dir), args
+                   tokens_threads=args.tokens_threads, oauth_clients=oauth_clients, service_dir=service_dir,
+                   pin=args.pin), args
 
 
 def main(argv: list[str] | None = None) -> int:
