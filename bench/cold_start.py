@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from . import h2load as h2
 from . import seed as seeding
 from .load import nearest_rank
-from .mix import MixOptions, build_traffic
+from .mix import RECALLED, MixOptions, build_traffic
 from .mix_load import MixLoad, NativeCheck, RunSpec
 
 DEFAULT_RATE = 1_000.0  # checks/s when the mix part did not run on the store
@@ -72,6 +73,8 @@ class ColdStartResult:
     to_first_answer: float | None = None  # spawn to the first answered call
     windows: list[Window] = field(default_factory=list)
     per_second_p99: list[tuple[int, float | None, int]] = field(default_factory=list)  # (second, p99, calls)
+    # Sampled every second of traffic: (second, server cores, checks decided, of which from the memo).
+    server_seconds: list[tuple[int, float, int, int]] = field(default_factory=list)
     load_cpu: float = 0.0
     server_cpu: float = 0.0
     not_sent: int = 0
@@ -101,7 +104,15 @@ def measure(bench, store: str, url: str, seeded: seeding.Seeded, mix_throughput:
             before = h2.scrape(server.metrics_urls)
             spec = RunSpec(server.target, NativeCheck(), start_at, o.seconds, rate=rate / mix.processes,
                            connections=mix.connections)
-            run = load.run(spec)
+            stop = threading.Event()
+            sampler = threading.Thread(target=_sample, args=(server, start_at, o.seconds, stop,
+                                                             result.server_seconds), daemon=True)
+            sampler.start()
+            try:
+                run = load.run(spec)
+            finally:
+                stop.set()
+                sampler.join(timeout=10)
             result.server_cpu = server.cpu_seconds() - cpu_before
             delta, _ = h2.counter_delta(before, h2.scrape(server.metrics_urls))
     result.load_cpu = run.load_cpu
@@ -132,6 +143,26 @@ def measure(bench, store: str, url: str, seeded: seeding.Seeded, mix_throughput:
                        f"decision counter moved by the same {sum(delta.values()):,}")
     bench.say(_summary(result))
     return result
+
+
+def _sample(server, start_at: float, seconds: float, stop: threading.Event,
+            into: list[tuple[int, float, int, int]]) -> None:
+    """Every second of traffic: the server's CPU (cores) and the checks it decided and recalled in it,
+    read from /proc and its metrics port (a scrape a second costs the server little)."""
+    def read() -> tuple[float, int, int]:
+        checks = h2.scrape(server.metrics_urls)
+        recalled = h2.scrape(server.metrics_urls, *RECALLED)
+        return (server.cpu_seconds(), sum(sum(c.values()) for c in checks.values()),
+                sum(sum(c.values()) for c in recalled.values()))
+
+    time.sleep(max(0.0, start_at - time.time()))
+    last = read()
+    for second in range(int(seconds)):
+        if stop.wait(max(0.0, start_at + second + 1 - time.time())):
+            return
+        now = read()
+        into.append((second, now[0] - last[0], now[1] - last[1], now[2] - last[2]))
+        last = now
 
 
 MAX_NOTE = "more calls outstanding than the load keeps: the server had stalled"
@@ -177,6 +208,15 @@ def cold_start_table(result: ColdStartResult, add: Callable[[str], None]) -> Non
     add(f"- p99 of the first 10 s / p99 of seconds 30-40: {ratio}")
     add("- p99 per second of traffic (ms, calls): " + ", ".join(
         f"{second}: {_ms(p99)} ({count:,})" for second, p99, count in result.per_second_p99))
+    add("- per second of traffic, server cores / checks decided / share from the decision memo: " + ", ".join(
+        f"{second}: {cores:.2f} / {checks:,} / {recalled / checks:.0%}" if checks else f"{second}: {cores:.2f} / 0"
+        for second, cores, checks, recalled in result.server_seconds[:12]))
+    later = [s for s in result.server_seconds if STEADY[0] <= s[0] < STEADY[1]]
+    if later:
+        cores = sum(s[1] for s in later) / len(later)
+        checks = sum(s[2] for s in later)
+        add(f"- seconds 30-40: server {cores:.2f} cores, {checks / len(later):,.0f} checks/s, "
+            f"{sum(s[3] for s in later) / checks if checks else 0:.0%} from the decision memo")
     add(f"- server CPU over the run {result.server_cpu:.1f} s; load CPU {result.load_cpu:.1f} s")
     add(f"- verified: {result.verified}" + (" **MISMATCH: " + "; ".join(result.problems) + "**"
                                            if result.problems else ""))

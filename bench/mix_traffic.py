@@ -9,8 +9,9 @@ that partner's credentials:
   issuers' access tokens (`client_id` = the partner, alternately RS256 and ES256), which it renews
   every `renew_seconds`: client c's next token takes over at its own offset within the period, so
   new token strings reach the server all through the run;
-- every other partner with one of its valid API keys (up to 8 each, ~59k keys on the full store),
-  chosen uniformly.
+- every other partner with its valid API keys (up to 8 each, ~59k keys on the full store) in turn
+  (a partner's services each holding a key of their own), so that a partner asked about several
+  times brings several keys.
 
 What is asked follows the relation drawn: an active user relation gives getUser (allow), or
 createCourtBooking (allow, a write the partner is granted), or updateUser (deny insufficient_scope:
@@ -119,6 +120,7 @@ def build(seeded: seeding.Seeded, draws: int, *, exponent: float = 1.0, renew_se
         api_keys.extend(keys)
 
     requests: list[MixRequest] = []
+    turns: dict[int, int] = {}  # the partner's next key
     while len(requests) < draws:
         for rank in zipf_ranks(relations, draws - len(requests), exponent, rng):
             r = by_rank[rank]
@@ -141,7 +143,11 @@ def build(seeded: seeding.Seeded, draws: int, *, exponent: float = 1.0, renew_se
             else:  # pending or revoked: no active relation
                 operation, user, expected = "getUser", subject, "deny:user_access_denied"
             jwt = p in jwt_client_of
-            credential = jwt_client_of[p] if jwt else rng.choice(keys_of[p])
+            if jwt:
+                credential = jwt_client_of[p]
+            else:
+                turn = turns.get(p, rng.randrange(len(keys_of[p])))
+                credential, turns[p] = keys_of[p][turn % len(keys_of[p])], turn + 1
             requests.append(MixRequest(seeding.partner_id(p), credential, jwt, operation, user, organization,
                                        expected, r))
 
