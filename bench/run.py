@@ -62,8 +62,8 @@ import grpc
 from service.tokens import new_key_encryption_key
 from tests.support.keys import access_token_claims
 
+from . import cold_start, mix, oauth, pinning, propagation, wrk
 from . import h2load as h2
-from . import oauth, pinning, propagation, wrk
 from . import seed as seeding
 from .load import Expectation, LoadGenerator, Measurement, Request, Scenario
 from .tools import ToolMissing
@@ -556,6 +556,8 @@ class StoreResult:
     h2_rows: list[H2Row] = field(default_factory=list)
     rss_run: RssRun | None = None
     token_rows: list[TokenRow] = field(default_factory=list)
+    mix: mix.MixResult | None = None  # part mix (bench/mix.py)
+    cold_start: cold_start.ColdStartResult | None = None  # part coldstart (bench/cold_start.py)
 
     def token_rounds(self, server: str) -> list[TokenRow]:
         return [row for row in self.token_rows if row.server == server]
@@ -613,6 +615,8 @@ class Options:
     wrk: str = ""  # the binary, found (or installed) before the run
     wrk_version: str = ""
     pin: bool = False  # one-process servers of the h2load part on CPU 0, their h2load on CPU 1 (bench/pinning.py)
+    mix: mix.MixOptions = field(default_factory=mix.MixOptions)
+    coldstart: cold_start.ColdStartOptions = field(default_factory=cold_start.ColdStartOptions)
 
 
 class Bench:
@@ -689,6 +693,11 @@ class Bench:
                 self.relations_rows(result, url, scenarios["b"])
             if "propagation" in o.parts and backend == "postgres":
                 self.propagation_rows(result, url, seeded)
+            if "mix" in o.parts:
+                result.mix = mix.measure_mix(self, backend, url, seeded)
+            if "coldstart" in o.parts:
+                result.cold_start = cold_start.measure(self, backend, url, seeded,
+                                                       result.mix.throughput("1 worker") if result.mix else None)
         if "grpcio" in o.parts and o.small:
             result.notes.append("`--small`: the store has 1k relations, so the 1k-vs-1M comparison is n/a.")
         return result
@@ -1199,6 +1208,10 @@ def report(results: list[StoreResult], options: Options, command: str, started: 
             token_table(result, options, add)
         if result.rss_run:
             rss_table(result.rss_run, options, add)
+        if result.mix:
+            mix.mix_table(result.mix, add)
+        if result.cold_start:
+            cold_start.cold_start_table(result.cold_start, add)
         for note in result.notes:
             add(f"- {note}")
         if result.notes:
@@ -1211,6 +1224,9 @@ def report(results: list[StoreResult], options: Options, command: str, started: 
                  for p in res.rss_run.row.problems]
     problems += [(r.store, f"wrk {r.server}", "token", f"round {r.round + 1}", p) for res in results
                  for r in res.token_rows for p in r.problems]
+    problems += [(res.store, "mix", "mix", "sat", p) for res in results if res.mix for p in res.mix.problems]
+    problems += [(res.store, "cold start", "mix", "open", p) for res in results if res.cold_start
+                 for p in res.cold_start.problems]
     if problems:
         add("## Mismatches (the run failed)\n")
         for store, server, key, mode, problem in problems:
@@ -1516,7 +1532,9 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
                         help="comma-separated: grpcio (the Python load generator's rows), h2load (saturation rows "
                         "driven by h2load), tokens (the token endpoint's grants, driven by wrk), rss (RSS over "
                         "time, with --rss-minutes), propagation (a change committed elsewhere reaching the server, "
-                        "PostgreSQL only: bench/propagation.py); default grpcio,h2load,tokens,propagation")
+                        "PostgreSQL only: bench/propagation.py), mix (a realistic mix against the floor: "
+                        "bench/mix.py), coldstart (a fresh server under the mix: bench/cold_start.py); default "
+                        "grpcio,h2load,tokens,propagation")
     parser.add_argument("--h2load-connections", type=int, default=16,
                         help="h2load connections in all, split between the bodies (default 16)")
     parser.add_argument("--h2load-streams", type=int, default=2,
@@ -1548,6 +1566,8 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
                         "RSS warm-up, sampling the server's RSS every 10 s (adds the rss part; default off)")
     parser.add_argument("--rss-warmup", type=float, default=30.0,
                         help="seconds of load before the first counted RSS sample (default 30)")
+    mix.add_arguments(parser)
+    cold_start.add_arguments(parser)
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (2.5 if args.quick else 10.0)
     warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0)
@@ -1559,7 +1579,7 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     if not 1 <= args.clients <= 16 or not 1 <= args.inflight <= 256:
         parser.error("--clients must be 1..16 and --inflight 1..256")
     parts = tuple(part.strip() for part in args.parts.split(",") if part.strip())
-    if unknown := set(parts) - {"grpcio", "h2load", "tokens", "rss", "propagation"}:
+    if unknown := set(parts) - {"grpcio", "h2load", "tokens", "rss", "propagation", "mix", "coldstart"}:
         parser.error(f"unknown --parts {', '.join(sorted(unknown))}")
     if args.rss_minutes and "rss" not in parts:
         parts += ("rss",)
@@ -1595,7 +1615,8 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
                    h2_rounds, h2_seconds, args.rss_minutes, args.rss_warmup, tokens_rounds=tokens_rounds,
                    tokens_seconds=tokens_seconds, tokens_connections=args.tokens_connections,
                    tokens_threads=args.tokens_threads, oauth_clients=oauth_clients, service_dir=service_dir,
-                   pin=args.pin), args
+                   pin=args.pin, mix=mix.options_from(args, args.quick, seconds, warmup, parser.error),
+                   coldstart=cold_start.options_from(args, parser.error)), args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1650,6 +1671,8 @@ def main(argv: list[str] | None = None) -> int:
               or any(row.problems for result in results for row in result.h2_rows))
     failed = failed or any(result.rss_run.row.problems for result in results if result.rss_run and result.rss_run.row)
     failed = failed or any(row.problems for result in results for row in result.token_rows)
+    failed = failed or any(result.mix and result.mix.problems for result in results)
+    failed = failed or any(result.cold_start and result.cold_start.problems for result in results)
     return 1 if failed else 0
 
 

@@ -144,6 +144,8 @@ class Seeded:
     seconds: dict[str, float]
     # Every seeded OAuth client (all active), in order: client i belongs to oauth_client_partner(i).
     oauth_clients: list[OAuthClient] = field(default_factory=list, repr=False)
+    # Every valid plaintext API key of every active partner, by partner id (the mix's key spread).
+    partner_api_keys: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
 
 # -- seeding ------------------------------------------------------------------------------------
@@ -169,7 +171,8 @@ def seed(url: str, size: SeedSize, *, oauth_clients: int = OAUTH_CLIENTS,
 
         mark = time.perf_counter()
         kept: list[tuple[str, str]] = []
-        _bulk(engine, ApiKeyRow.__table__, _api_keys(size, now, kept))
+        valid: dict[str, list[str]] = {}
+        _bulk(engine, ApiKeyRow.__table__, _api_keys(size, now, kept, valid))
         timings["api_keys"] = time.perf_counter() - mark
         log(f"  {size.keys:,} API keys in {timings['api_keys']:.1f} s")
 
@@ -197,7 +200,7 @@ def seed(url: str, size: SeedSize, *, oauth_clients: int = OAUTH_CLIENTS,
         timings["total"] = time.perf_counter() - started
         return Seeded(url=url, backend=engine.dialect.name, size=size, api_keys=kept, signers=signers,
                       issuers={name: iss for name, (_, iss) in ISSUERS.items()}, counts=counts, seconds=timings,
-                      oauth_clients=clients)
+                      oauth_clients=clients, partner_api_keys=valid)
     finally:
         store.dispose()
 
@@ -215,9 +218,11 @@ def _issuers(signers: dict[str, SigningKey], now: datetime) -> Iterator[dict]:
                "customer_claim": "customer_numbers", "created_at": now}
 
 
-def _api_keys(size: SeedSize, now: datetime, kept: list[tuple[str, str]]) -> Iterator[dict]:
+def _api_keys(size: SeedSize, now: datetime, kept: list[tuple[str, str]],
+              valid: dict[str, list[str]]) -> Iterator[dict]:
     """Per partner: key 0 valid (kept for the load on the first `kept_keys` active partners),
-    and of the others one in ten revoked and one in ten expired."""
+    and of the others one in ten revoked and one in ten expired; every valid key of an active
+    partner also goes to `valid`."""
     index = 0
     for p in range(size.partners):
         for k in range(size.keys_per_partner):
@@ -226,6 +231,8 @@ def _api_keys(size: SeedSize, now: datetime, kept: list[tuple[str, str]]) -> Ite
             expired = k % 10 == 8
             if k == 0 and not is_suspended(p) and len(kept) < size.kept_keys:
                 kept.append((partner_id(p), key))
+            if not revoked and not expired and not is_suspended(p):
+                valid.setdefault(partner_id(p), []).append(key)
             yield {"id": f"key_{index:032x}", "partner_id": partner_id(p), "digest": opaque.digest(key),
                    "name": f"bench-{k}", "grants": [], "roles": [], "customer_numbers": [f"C-{p}"],
                    "created_at": now - timedelta(days=100),
