@@ -30,6 +30,7 @@ from tollgate.v1 import (
 from .check.caching.fact_cache import FactCache
 from .check.caching.facts import CachedFacts
 from .check.caching.remembering import RememberingChecker
+from .check.caching.revision_memo import RevisionMemo
 from .check.caching.siblings import SiblingWrites
 from .check.facts import StoreFacts
 from .check.limits import CheckLimits
@@ -286,9 +287,11 @@ def _checker(settings: Settings, policy: PolicyHolder, store: Store, verifier: T
         if settings.rate_limit_per_second else None,
         RateLimiter(settings.failed_credential_rate_per_second, settings.failed_credential_burst)
         if settings.failed_credential_rate_per_second else None)
-    facts: CheckFacts = StoreFacts(store.fact_reads, verifier)
-    if cache is not None:
-        facts = CachedFacts(facts, cache, verifier)
+    if cache is None:
+        # Every check reads the store; what many checks share is kept per store revision.
+        facts: CheckFacts = StoreFacts(RevisionMemo(store.fact_reads), verifier)
+    else:
+        facts = CachedFacts(StoreFacts(store.fact_reads, verifier), cache, verifier)
     checker: Checker = CheckService(policy.current, facts, clock, limits)
     if cache is not None and settings.decision_memo_max_entries:
         checker = RememberingChecker(checker, cache, policy.current, clock, limits, settings.decision_memo_max_entries)

@@ -370,8 +370,26 @@ class Facts(Protocol):
     def signing_keys(self) -> SigningKeyReader: ...
 
 
+class FactSnapshot(Facts, Protocol):
+    """The facts as one reading of the store sees them, with what a memo of them needs: the
+    revision they are at, and the revoked-token sets whole (kept in memory, a revocation check of
+    a new token costs no read)."""
+
+    def revision(self) -> int:
+        """The store revision this reading sees (it grows with every committed change of facts)."""
+        ...
+
+    def revoked_token_ids(self) -> frozenset[tuple[str, str]]:
+        """Every revoked (issuer id, jti) of external issuers' tokens."""
+        ...
+
+    def revoked_access_token_ids(self) -> frozenset[str]:
+        """Every revoked jti of access tokens Tollgate issued."""
+        ...
+
+
 class FactReads(Protocol):
-    def __call__(self) -> AbstractContextManager[Facts]:
+    def __call__(self) -> AbstractContextManager[FactSnapshot]:
         """One consistent reading of the facts (one read-only transaction): `with reads() as
         facts: ...`. Raises StoreUnavailable when the store cannot be reached."""
         ...

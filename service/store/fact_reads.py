@@ -31,7 +31,7 @@ from ..domain.model import (
     SigningKeyRecord,
     SubjectType,
 )
-from ..domain.ports import Facts
+from ..domain.ports import FactSnapshot
 from .models import (
     ApiKeyRow,
     IssuerRow,
@@ -42,6 +42,7 @@ from .models import (
     RevokedAccessTokenRow,
     RevokedTokenRow,
     SigningKeyRow,
+    StoreRevisionRow,
 )
 from .records import (
     api_key_record,
@@ -84,6 +85,9 @@ _ACTIVE_SIGNING_KEY = select(SigningKeyRow.__table__).where(_signing.active.is_(
 _PUBLISHED_SIGNING_KEYS = (select(SigningKeyRow.__table__)
                            .where(or_(_signing.publish_until.is_(None), _signing.publish_until > bindparam("now")))
                            .order_by(_signing.created_at.desc(), _signing.kid))
+_REVISION = select(StoreRevisionRow.__table__.c.revision).where(StoreRevisionRow.__table__.c.id == 1)
+_REVOKED_TOKEN_IDS = select(_revoked.issuer_id, _revoked.jti)
+_REVOKED_ACCESS_TOKEN_IDS = select(_revoked_access.jti)
 _SIGNING_KEYS = select(SigningKeyRow.__table__).order_by(_signing.created_at.desc(), _signing.kid)
 
 # Connection.execute, as each reader holds it.
@@ -98,17 +102,17 @@ class SqlFactReads:
         self._watched = watched
 
     @contextmanager
-    def __call__(self) -> Iterator[Facts]:
+    def __call__(self) -> Iterator[FactSnapshot]:
         """Raises StoreUnavailable when the store cannot be reached (on entry, or on any read)."""
         with translated_errors(), self._watched(), self._engine.connect() as connection, connection.begin():
             yield SqlFacts(connection)
 
 
 class SqlFacts:
-    """domain.ports.Facts on one connection."""
+    """domain.ports.FactSnapshot on one connection."""
 
     def __init__(self, connection: Connection) -> None:
-        execute = connection.execute
+        self._execute = execute = connection.execute
         self.partners = _Partners(execute)
         self.api_keys = _ApiKeys(execute)
         self.issuers = _Issuers(execute)
@@ -118,6 +122,15 @@ class SqlFacts:
         self.refresh_tokens = _RefreshFamilies(execute)
         self.revoked_access_tokens = _RevokedAccessTokens(execute)
         self.signing_keys = _SigningKeys(execute)
+
+    def revision(self) -> int:
+        return int(self._execute(_REVISION).scalar_one())
+
+    def revoked_token_ids(self) -> frozenset[tuple[str, str]]:
+        return frozenset((issuer_id, jti) for issuer_id, jti in self._execute(_REVOKED_TOKEN_IDS))
+
+    def revoked_access_token_ids(self) -> frozenset[str]:
+        return frozenset(self._execute(_REVOKED_ACCESS_TOKEN_IDS).scalars())
 
 
 class _Reader:

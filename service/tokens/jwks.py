@@ -245,19 +245,25 @@ class IssuerKeys:
 
 
 class JwksCache:
-    """{issuer id: (content hash, IssuerKeys)}: a record's keys are parsed once per content, so a
-    rotation (new hash) is picked up on the next token while verification never re-parses keys."""
+    """{issuer id: (record, content hash, IssuerKeys)}: a record's keys are parsed once per content,
+    so a rotation (new hash) is picked up on the next token while verification never re-parses
+    keys. The record the keys were last found for is kept too: the fact cache and the revision
+    memo hand out the same record object until it may have changed, and for that object the
+    content is not hashed again (hashing a key set costs more than checking a signature)."""
 
     def __init__(self, capacity: int = 256) -> None:
-        self._entries: BoundedCache[str, tuple[str, IssuerKeys]] = BoundedCache(capacity)
+        self._entries: BoundedCache[str, tuple[IssuerRecord, str, IssuerKeys]] = BoundedCache(capacity)
 
     def keys_for(self, issuer: IssuerRecord) -> IssuerKeys:
-        fingerprint = _fingerprint(issuer)
         entry = self._entries.get(issuer.id)
-        if entry is not None and entry[0] == fingerprint:
-            return entry[1]
-        keys = _parse_issuer_keys(issuer)  # outside the lock: concurrent misses just parse twice
-        self._entries.put(issuer.id, (fingerprint, keys))
+        if entry is not None and entry[0] is issuer:
+            return entry[2]
+        fingerprint = _fingerprint(issuer)
+        if entry is not None and entry[1] == fingerprint:
+            keys = entry[2]
+        else:
+            keys = _parse_issuer_keys(issuer)  # outside the lock: concurrent misses just parse twice
+        self._entries.put(issuer.id, (issuer, fingerprint, keys))
         return keys
 
 

@@ -63,7 +63,7 @@ class Facts:
         self.policy = load_policy(EXAMPLE_POLICY)
         self.verifier = TokenVerifier(key_encryption_key=None)
         # A long max age: no refresh thread runs here, and a hit must stay a hit.
-        self.cache = FactCache(store.unit_of_work, 100_000, max_age_seconds=3600)
+        self.cache = FactCache(store.unit_of_work, 100_000, max_age_seconds=3600, fact_reads=store.fact_reads)
         self.cache.refresh()
         self.now = now
         self.api_key = opaque.generate(opaque.API_KEY_PREFIX)

@@ -24,6 +24,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -41,7 +42,7 @@ from ...domain.model import (
     SigningKeyRecord,
     SubjectType,
 )
-from ...domain.ports import CredentialVerifier, FactReads, Facts, NotInMemory, UnitOfWork
+from ...domain.ports import CredentialVerifier, Facts, NotInMemory, UnitOfWork
 
 Value = TypeVar("Value")
 _MISSING = object()
@@ -49,11 +50,12 @@ _MISSING = object()
 
 class FactCache:
     def __init__(self, unit_of_work: UnitOfWork, max_entries: int = 100_000, max_age_seconds: float = 1.0,
-                 sibling_writes: Callable[[], int] | None = None, *, fact_reads: FactReads | None = None) -> None:
+                 sibling_writes: Callable[[], int] | None = None, *,
+                 fact_reads: Callable[[], AbstractContextManager[Facts]] | None = None) -> None:
         """`fact_reads`: how a miss reads the store (the store's Core reads); by default a
         read-only unit of work."""
         self._unit_of_work = unit_of_work
-        self._fact_reads: FactReads = fact_reads or functools.partial(unit_of_work, read_only=True)
+        self._fact_reads = fact_reads or functools.partial(unit_of_work, read_only=True)
         self._max_age = max_age_seconds
         # When the revision was last confirmed against the store (monotonic); None: never, or the
         # last attempt failed. Past max_age the cache is not used: Check reads through, and so

@@ -1,0 +1,157 @@
+"""RevisionMemo: the few, slowly changing facts kept for one store revision, in front of the
+store's readings (a FactReads decorator); for Check without the fact cache.
+
+With the fact cache off every check reads the store, so that its decision reflects every change
+committed before it. Most of what a check reads is shared by many checks and changes rarely: the
+issuer of a token (and so its parsed keys, which the verifier keeps per issuer record), the
+partner, the OAuth client and the signing keys, and whether a token was revoked. Each reading
+here reads the store revision first, in the reading's own transaction, and answers those from
+memory while the revision stands; API keys, relations and refresh token families, which are many
+and differ from request to request, are read every time. The revoked-token sets are loaded whole,
+once per revision, so that checking a token never seen before costs no read. Any change committed
+anywhere moves the revision, and the next reading starts an empty memo: a decision reflects the
+store exactly as reading everything would.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from ...domain.bounded import BoundedMap
+from ...domain.model import IssuerRecord, OAuthClientRecord, PartnerRecord, SigningKeyRecord
+from ...domain.ports import FactReads, FactSnapshot
+
+# Partners, issuers and clients kept per revision (emptied when full: a flood of distinct ids costs
+# only the reads it would have cost anyway).
+DEFAULT_MAX_ENTRIES = 10_000
+
+
+class RevisionMemo:
+    def __init__(self, inner: FactReads, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self._inner = inner
+        self._max_entries = max_entries
+        self._memo = _Memo(-1, max_entries)
+
+    @contextmanager
+    def __call__(self) -> Iterator[FactSnapshot]:
+        with self._inner() as facts:
+            yield _RememberedFacts(facts, self._memo_at(facts.revision()))
+
+    def _memo_at(self, revision: int) -> _Memo:
+        memo = self._memo
+        if memo.revision != revision:
+            # Readings racing across a change each use the memo of the revision they read; the
+            # last one kept is of no use to the other only until its next change.
+            memo = self._memo = _Memo(revision, self._max_entries)
+        return memo
+
+
+class _Memo:
+    """What readings at one revision read of the facts it keeps. Only found records are kept: an
+    unknown id is read again (it is a refusal, not a check that passes)."""
+
+    def __init__(self, revision: int, max_entries: int) -> None:
+        self.revision = revision
+        self.records: BoundedMap[tuple[str, str], object] = BoundedMap(max_entries)
+        self.signing_keys: builtins.list[SigningKeyRecord] | None = None
+        self.revoked_tokens: frozenset[tuple[str, str]] | None = None
+        self.revoked_access_tokens: frozenset[str] | None = None
+
+
+class _RememberedFacts:
+    """FactSnapshot over one reading: the memo's facts from memory, the rest from the reading."""
+
+    def __init__(self, facts: FactSnapshot, memo: _Memo) -> None:
+        self._facts = facts
+        self._memo = memo
+        self.api_keys = facts.api_keys
+        self.relations = facts.relations
+        self.refresh_tokens = facts.refresh_tokens
+        self.partners = _Partners(self)
+        self.issuers = _Issuers(self)
+        self.oauth_clients = _OAuthClients(self)
+        self.signing_keys = _SigningKeys(self)
+        self.revoked_tokens = _RevokedTokens(self)
+        self.revoked_access_tokens = _RevokedAccessTokens(self)
+
+    def revision(self) -> int:
+        return self._memo.revision
+
+    def revoked_token_ids(self) -> frozenset[tuple[str, str]]:
+        memo = self._memo
+        if memo.revoked_tokens is None:
+            memo.revoked_tokens = self._facts.revoked_token_ids()
+        return memo.revoked_tokens
+
+    def revoked_access_token_ids(self) -> frozenset[str]:
+        memo = self._memo
+        if memo.revoked_access_tokens is None:
+            memo.revoked_access_tokens = self._facts.revoked_access_token_ids()
+        return memo.revoked_access_tokens
+
+
+class _View:
+    __slots__ = ("_facts", "_records", "_remembered")
+
+    def __init__(self, remembered: _RememberedFacts) -> None:
+        self._remembered = remembered
+        self._facts = remembered._facts  # the reading's, for what memory lacks
+        self._records = remembered._memo.records
+
+
+class _Partners(_View):
+    def get(self, partner_id: str) -> PartnerRecord | None:
+        found = self._records.get(("partner", partner_id))
+        if found is None:
+            found = self._facts.partners.get(partner_id)
+            if found is not None:
+                self._records.put(("partner", partner_id), found)
+        return found  # type: ignore[return-value]  # what partners.get returned for this key
+
+
+class _Issuers(_View):
+    def find_by_issuer(self, issuer: str) -> IssuerRecord | None:
+        found = self._records.get(("issuer", issuer))
+        if found is None:
+            found = self._facts.issuers.find_by_issuer(issuer)
+            if found is not None:
+                self._records.put(("issuer", issuer), found)
+        return found  # type: ignore[return-value]  # what issuers.find_by_issuer returned for this key
+
+
+class _OAuthClients(_View):
+    def get(self, client_id: str) -> OAuthClientRecord | None:
+        found = self._records.get(("client", client_id))
+        if found is None:
+            found = self._facts.oauth_clients.get(client_id)
+            if found is not None:
+                self._records.put(("client", client_id), found)
+        return found  # type: ignore[return-value]  # what oauth_clients.get returned for this key
+
+
+class _SigningKeys(_View):
+    def active(self) -> SigningKeyRecord | None:
+        return next((key for key in self.list() if key.retired_at is None), None)
+
+    def published(self, now: datetime) -> builtins.list[SigningKeyRecord]:
+        # Kept whole and judged against the clock here: a key's publication ends on its own.
+        return [key for key in self.list() if key.published_at(now)]
+
+    def list(self) -> builtins.list[SigningKeyRecord]:
+        memo = self._remembered._memo
+        if memo.signing_keys is None:
+            memo.signing_keys = self._facts.signing_keys.list()
+        return builtins.list(memo.signing_keys)
+
+
+class _RevokedTokens(_View):
+    def is_revoked(self, issuer_id: str, jti: str) -> bool:
+        return (issuer_id, jti) in self._remembered.revoked_token_ids()
+
+
+class _RevokedAccessTokens(_View):
+    def is_revoked(self, jti: str) -> bool:
+        return jti in self._remembered.revoked_access_token_ids()
