@@ -257,8 +257,9 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
     add_decoding_in_handler(admin_pb2_grpc.add_AdminServicer_to_server,
                             gate("admin", AdminServicer(admin, callers, telemetry)), server)
     add_decoding_in_handler(external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
-                            gate("ext_authz", ExtAuthzServicer(checker, policy.current, settings.realm, telemetry,
-                                                               client_addresses=client_addresses)),
+                            gate("ext_authz", ExtAuthzServicer(
+                                checker, policy.current, settings.realm, telemetry, client_addresses=client_addresses,
+                                names_requests=isinstance(checker, RememberingChecker))),
                             server)
     add_decoding_in_handler(tokens_pb2_grpc.add_TokensServicer_to_server,
                             gate("tokens", TokensServicer(tokens, telemetry)), server)

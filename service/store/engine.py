@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import math
-import time
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -112,37 +114,35 @@ def _postgres_engine(url: URL, pool_size: int, pool_timeout: float, connect_time
     # Instead of pool_pre_ping, which runs before the checkout event and so before the watchdog
     # could watch it: a connection killed by a restart or failover is noticed here and replaced.
     event.listen(engine, "connect", _mark_fresh)
-    event.listen(engine, "checkin", _mark_checked_in)
     event.listen(engine, "checkout", functools.partial(_ping_on_checkout, engine.dialect, watchdog))
     return engine
 
 
 _FRESH = "tollgate_fresh"
-_CHECKED_IN_AT = "tollgate_checked_in_at"
-# A connection given back this recently is not pinged on its next checkout: it answered a moment
-# ago, and a ping per checkout would double the round trips of a check that reads the store. One
-# that died meanwhile fails its first statement instead, which fails that check closed
-# (StoreUnavailable) and the pool replaces the connection.
-_RECENT_SECONDS = 1.0
+_unpinged = threading.local()
+
+
+@contextmanager
+def checked_by_first_statement() -> Iterator[None]:
+    """Checkouts made by this thread inside the block are not pinged: the caller's first statement
+    checks the connection instead (one round trip, not two), and on a dead connection it retries
+    once on a new one (service/store/fact_reads.py: a reading writes nothing, so a retry is safe)."""
+    _unpinged.on = True
+    try:
+        yield
+    finally:
+        _unpinged.on = False
 
 
 def _mark_fresh(_dbapi_connection, record) -> None:
     record.info[_FRESH] = True
 
 
-def _mark_checked_in(_dbapi_connection, record) -> None:
-    if record is not None:
-        record.info[_CHECKED_IN_AT] = time.monotonic()
-
-
 def _ping_on_checkout(dialect, watchdog: ConnectionWatchdog | None, dbapi_connection, record, _proxy) -> None:
     if watchdog is not None:
         watchdog.on_checkout(record)
-    if record.info.pop(_FRESH, False):
-        return  # just connected: nothing to check
-    checked_in_at = record.info.get(_CHECKED_IN_AT)
-    if checked_in_at is not None and time.monotonic() - checked_in_at < _RECENT_SECONDS:
-        return
+    if record.info.pop(_FRESH, False) or getattr(_unpinged, "on", False):
+        return  # just connected, or the caller checks: nothing to check here
     try:
         dialect.do_ping(dbapi_connection)
     except dialect.loaded_dbapi.Error as error:

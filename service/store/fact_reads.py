@@ -1,25 +1,30 @@
 """The facts Check, credential verification and the token grants read (domain.ports.Facts), read
-with SQLAlchemy Core on one connection in one read-only transaction.
+in one read-only transaction on the database driver's own cursor.
 
 These reads run on every check the fact cache does not answer (and on every check with the cache
-off), so they skip what the ORM adds for nothing here: a Session per unit of work, building each
-statement anew (and with it its cache key), and loading rows into identity-mapped objects. Each
-statement is built once, at import, with bound parameters: SQLAlchemy compiles it once per
-dialect and reuses the compiled form; a read is one execute and one row. The records are made by
-the same functions as the repositories' (repositories.py), from rows with the same column names,
-so both read paths give equal records (tests/store run both).
+off), so they skip what the ORM and SQLAlchemy's statement execution add for nothing here: a
+Session per unit of work, building each statement anew, execution contexts, events and result
+objects, which cost several times the read itself. Each statement is written once, below, with
+SQLAlchemy Core and compiled once per database (its SQL text and parameter order), with
+SQLAlchemy's own type processing for its parameters and columns (times, JSON), so the values are
+exactly what the ORM reads; a read is one execute on the driver's cursor. The connection comes
+from the engine's pool, with its events (PostgreSQL's liveness check and watchdog). The records
+are made by the same functions as the repositories' (records.py), so both read paths give equal
+records (tests/store/test_fact_reads.py runs both on SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
 
 import builtins
+from collections import namedtuple
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, exists, or_, select
+from sqlalchemy import Dialect, Engine, Select, bindparam, exists, literal_column, or_, select
 
+from ..domain.errors import StoreUnavailable
 from ..domain.model import (
     ApiKeyRecord,
     IssuerRecord,
@@ -32,6 +37,7 @@ from ..domain.model import (
     SubjectType,
 )
 from ..domain.ports import FactSnapshot
+from .engine import checked_by_first_statement
 from .models import (
     ApiKeyRow,
     IssuerRow,
@@ -55,7 +61,7 @@ from .records import (
     storable,
 )
 from .repositories import OPEN_STATUSES
-from .unit_of_work import translated_errors
+from .unit_of_work import UNAVAILABLE_MESSAGE, translated_errors
 
 _partners = PartnerRow.__table__.c
 _api_keys = ApiKeyRow.__table__.c
@@ -73,7 +79,10 @@ _ISSUER_BY_ISS = select(IssuerRow.__table__).where(_issuers.issuer == bindparam(
 _TOKEN_REVOKED = select(exists().where(_revoked.issuer_id == bindparam("issuer_id"), _revoked.jti == bindparam("jti")))
 _TRIPLE = (_relations.partner_id == bindparam("partner_id"), _relations.subject_type == bindparam("subject_type"),
            _relations.subject_id == bindparam("subject_id"))
-_OPEN_RELATION = select(RelationRow.__table__).where(*_TRIPLE, _relations.status.in_(OPEN_STATUSES))
+# The open statuses as SQL literals (they are ours): an IN list of bound values would be expanded
+# per execution, which a statement compiled once cannot be.
+_OPEN_RELATION = select(RelationRow.__table__).where(
+    *_TRIPLE, _relations.status.in_([literal_column(f"'{status}'") for status in OPEN_STATUSES]))
 # One EXISTS over ix_relations_triple, asked on every relation-bound check.
 _RELATION_ACTIVE = select(exists().where(
     *_TRIPLE, _relations.status == RelationStatus.ACTIVE.value,
@@ -90,8 +99,75 @@ _REVOKED_TOKEN_IDS = select(_revoked.issuer_id, _revoked.jti)
 _REVOKED_ACCESS_TOKEN_IDS = select(_revoked_access.jti)
 _SIGNING_KEYS = select(SigningKeyRow.__table__).order_by(_signing.created_at.desc(), _signing.kid)
 
-# Connection.execute, as each reader holds it.
-_Execute = Callable[..., Any]
+_STATEMENTS = (_PARTNER, _API_KEY_BY_DIGEST, _ISSUER_BY_ISS, _TOKEN_REVOKED, _OPEN_RELATION, _RELATION_ACTIVE,
+               _CLIENT, _FAMILY, _ACCESS_TOKEN_REVOKED, _ACTIVE_SIGNING_KEY, _PUBLISHED_SIGNING_KEYS, _REVISION,
+               _REVOKED_TOKEN_IDS, _REVOKED_ACCESS_TOKEN_IDS, _SIGNING_KEYS)
+
+
+class _Compiled:
+    """One statement compiled for one database: its SQL text, how to bind its parameters (in the
+    driver's parameter style, each through its type's processor) and how to read its rows."""
+
+    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        fixed = compiled.construct_params(_check=False)  # the statement's own values (e.g. id = 1)
+        binds = {name: bind for name, bind in compiled.binds.items() if name in fixed}
+        self._names: tuple[str, ...] = (tuple(compiled.positiontup) if compiled.positional and compiled.positiontup
+                                        else tuple(fixed))
+        self._positional = compiled.positional
+        self._fixed = fixed
+        self._bind = {name: processor for name in self._names
+                      if (processor := binds[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None}
+        columns = list(statement.selected_columns)
+        self._read = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+        self._plain = not any(self._read)
+        # Rows read by column name, as records.py reads the ORM's (the names are known only here).
+        names = [str(column.key) for column in columns]
+        self._row: Any = namedtuple("_Row", names, rename=True)  # type: ignore[misc]  # a type made at run time
+
+    def parameters(self, given: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        values = {}
+        for name in self._names:
+            value = given[name] if name in given else self._fixed[name]
+            processor = self._bind.get(name)
+            values[name] = processor(value) if processor is not None else value
+        return tuple(values.values()) if self._positional else values
+
+    def rows(self, fetched: list[tuple[Any, ...]]) -> list[Any]:
+        make = self._row._make
+        if self._plain:
+            return [make(row) for row in fetched]
+        read = self._read
+        return [make(value if processor is None else processor(value)
+                     for value, processor in zip(row, read, strict=True)) for row in fetched]
+
+
+class _Cursor:
+    """One reading's cursor: runs a statement of this module and gives its rows."""
+
+    __slots__ = ("_compiled", "_cursor")
+
+    def __init__(self, cursor: Any, compiled: dict[Select[Any], _Compiled]) -> None:
+        self._cursor = cursor
+        self._compiled = compiled
+
+    def rows(self, statement: Select[Any], parameters: dict[str, Any] | None = None) -> list[Any]:
+        compiled = self._compiled[statement]
+        cursor = self._cursor
+        cursor.execute(compiled.sql, compiled.parameters(parameters or {}))
+        return compiled.rows(cursor.fetchall())
+
+    def execute_only(self, sql: str) -> None:
+        self._cursor.execute(sql)
+
+    def first(self, statement: Select[Any], parameters: dict[str, Any] | None = None) -> Any:
+        rows = self.rows(statement, parameters)
+        return rows[0] if rows else None
+
+    def scalar(self, statement: Select[Any], parameters: dict[str, Any] | None = None) -> Any:
+        rows = self.rows(statement, parameters)
+        return rows[0][0] if rows else None
 
 
 class SqlFactReads:
@@ -100,19 +176,58 @@ class SqlFactReads:
     def __init__(self, engine: Engine, watched: Callable[[], AbstractContextManager[None]]) -> None:
         self._engine = engine
         self._watched = watched
+        dialect = engine.dialect
+        self._compiled = {statement: _Compiled(statement, dialect) for statement in _STATEMENTS}
+        self._driver_error = dialect.loaded_dbapi.Error
+        # SQLite's driver runs without a transaction of its own (engine.py): the reading begins one.
+        self._begin = dialect.name == "sqlite"
 
     @contextmanager
     def __call__(self) -> Iterator[FactSnapshot]:
         """Raises StoreUnavailable when the store cannot be reached (on entry, or on any read)."""
-        with translated_errors(), self._watched(), self._engine.connect() as connection, connection.begin():
-            yield SqlFacts(connection)
+        connection, cursor, revision = self._opened()
+        try:
+            yield SqlFacts(cursor, revision)
+            connection.commit()  # a read: ends the transaction, writes nothing
+        except self._driver_error as error:
+            if self._engine.dialect.is_disconnect(error, connection.dbapi_connection, None):
+                connection.invalidate(error)  # the pool opens a new one for the next reading
+            raise StoreUnavailable(UNAVAILABLE_MESSAGE) from error
+        finally:
+            connection.close()  # back to the pool, which rolls back whatever is left open
+
+    def _opened(self) -> tuple[Any, _Cursor, int]:
+        """A pooled connection in a transaction, and the store revision it reads, the first
+        statement. That statement is also the connection's liveness check (no ping before it):
+        a connection that died in the pool (a restart, a failover) fails it, and the reading
+        starts again once on a new connection."""
+        for attempt in (1, 2):
+            try:
+                with translated_errors(), self._watched(), checked_by_first_statement():
+                    connection = self._engine.raw_connection()
+            except self._driver_error as error:  # the driver's, connecting
+                raise StoreUnavailable(UNAVAILABLE_MESSAGE) from error
+            try:
+                cursor = _Cursor(connection.cursor(), self._compiled)
+                if self._begin:
+                    cursor.execute_only("BEGIN")
+                return connection, cursor, int(cursor.scalar(_REVISION))
+            except self._driver_error as error:
+                dead = self._engine.dialect.is_disconnect(error, connection.dbapi_connection, None)
+                if dead:
+                    connection.invalidate(error)
+                connection.close()
+                if not dead or attempt == 2:
+                    raise StoreUnavailable(UNAVAILABLE_MESSAGE) from error
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 class SqlFacts:
-    """domain.ports.FactSnapshot on one connection."""
+    """domain.ports.FactSnapshot on one reading's cursor."""
 
-    def __init__(self, connection: Connection) -> None:
-        self._execute = execute = connection.execute
+    def __init__(self, cursor: _Cursor, revision: int) -> None:
+        self._execute = execute = cursor
+        self._revision = revision
         self.partners = _Partners(execute)
         self.api_keys = _ApiKeys(execute)
         self.issuers = _Issuers(execute)
@@ -124,27 +239,27 @@ class SqlFacts:
         self.signing_keys = _SigningKeys(execute)
 
     def revision(self) -> int:
-        return int(self._execute(_REVISION).scalar_one())
+        return self._revision
 
     def revoked_token_ids(self) -> frozenset[tuple[str, str]]:
-        return frozenset((issuer_id, jti) for issuer_id, jti in self._execute(_REVOKED_TOKEN_IDS))
+        return frozenset((issuer_id, jti) for issuer_id, jti in self._execute.rows(_REVOKED_TOKEN_IDS))
 
     def revoked_access_token_ids(self) -> frozenset[str]:
-        return frozenset(self._execute(_REVOKED_ACCESS_TOKEN_IDS).scalars())
+        return frozenset(row[0] for row in self._execute.rows(_REVOKED_ACCESS_TOKEN_IDS))
 
 
 class _Reader:
     __slots__ = ("_execute",)
 
-    def __init__(self, execute: _Execute) -> None:
-        self._execute = execute
+    def __init__(self, cursor: _Cursor) -> None:
+        self._execute = cursor
 
 
 class _Partners(_Reader):
     def get(self, partner_id: str) -> PartnerRecord | None:
         if not storable(partner_id):
             return None
-        row = self._execute(_PARTNER, {"id": partner_id}).first()
+        row = self._execute.first(_PARTNER, {"id": partner_id})
         return partner_record(row) if row is not None else None
 
 
@@ -152,7 +267,7 @@ class _ApiKeys(_Reader):
     def find_by_digest(self, digest: str) -> ApiKeyRecord | None:
         if not storable(digest):
             return None
-        row = self._execute(_API_KEY_BY_DIGEST, {"digest": digest}).first()
+        row = self._execute.first(_API_KEY_BY_DIGEST, {"digest": digest})
         return api_key_record(row) if row is not None else None
 
 
@@ -160,7 +275,7 @@ class _Issuers(_Reader):
     def find_by_issuer(self, issuer: str) -> IssuerRecord | None:
         if not storable(issuer):  # `iss` comes from a token not yet verified
             return None
-        row = self._execute(_ISSUER_BY_ISS, {"issuer": issuer}).first()
+        row = self._execute.first(_ISSUER_BY_ISS, {"issuer": issuer})
         return issuer_record(row) if row is not None else None
 
 
@@ -168,29 +283,29 @@ class _RevokedTokens(_Reader):
     def is_revoked(self, issuer_id: str, jti: str) -> bool:
         if not storable(issuer_id, jti):
             return False
-        return bool(self._execute(_TOKEN_REVOKED, {"issuer_id": issuer_id, "jti": jti}).scalar())
+        return bool(self._execute.scalar(_TOKEN_REVOKED, {"issuer_id": issuer_id, "jti": jti}))
 
 
 class _Relations(_Reader):
     def find_open(self, partner_id: str, subject_type: SubjectType, subject_id: str) -> RelationRecord | None:
         if not storable(partner_id, subject_id):
             return None
-        row = self._execute(_OPEN_RELATION, {"partner_id": partner_id, "subject_type": subject_type.value,
-                                             "subject_id": subject_id}).first()
+        row = self._execute.first(_OPEN_RELATION, {"partner_id": partner_id, "subject_type": subject_type.value,
+                                             "subject_id": subject_id})
         return relation_record(row) if row is not None else None
 
     def is_active(self, partner_id: str, subject_type: SubjectType, subject_id: str, now: datetime) -> bool:
         if not storable(partner_id, subject_id):
             return False
-        return bool(self._execute(_RELATION_ACTIVE, {"partner_id": partner_id, "subject_type": subject_type.value,
-                                                     "subject_id": subject_id, "now": now}).scalar())
+        return bool(self._execute.scalar(_RELATION_ACTIVE, {
+            "partner_id": partner_id, "subject_type": subject_type.value, "subject_id": subject_id, "now": now}))
 
 
 class _OAuthClients(_Reader):
     def get(self, client_id: str) -> OAuthClientRecord | None:
         if not storable(client_id):  # a client id comes from an unauthenticated request
             return None
-        row = self._execute(_CLIENT, {"id": client_id}).first()
+        row = self._execute.first(_CLIENT, {"id": client_id})
         return oauth_client_record(row) if row is not None else None
 
 
@@ -198,7 +313,7 @@ class _RefreshFamilies(_Reader):
     def get_family(self, family_id: str) -> RefreshFamilyRecord | None:
         if not storable(family_id):
             return None
-        row = self._execute(_FAMILY, {"id": family_id}).first()
+        row = self._execute.first(_FAMILY, {"id": family_id})
         return refresh_family_record(row) if row is not None else None
 
 
@@ -206,16 +321,16 @@ class _RevokedAccessTokens(_Reader):
     def is_revoked(self, jti: str) -> bool:
         if not storable(jti):
             return False
-        return bool(self._execute(_ACCESS_TOKEN_REVOKED, {"jti": jti}).scalar())
+        return bool(self._execute.scalar(_ACCESS_TOKEN_REVOKED, {"jti": jti}))
 
 
 class _SigningKeys(_Reader):
     def active(self) -> SigningKeyRecord | None:
-        row = self._execute(_ACTIVE_SIGNING_KEY).first()
+        row = self._execute.first(_ACTIVE_SIGNING_KEY)
         return signing_key_record(row) if row is not None else None
 
     def published(self, now: datetime) -> list[SigningKeyRecord]:
-        return [signing_key_record(row) for row in self._execute(_PUBLISHED_SIGNING_KEYS, {"now": now})]
+        return [signing_key_record(row) for row in self._execute.rows(_PUBLISHED_SIGNING_KEYS, {"now": now})]
 
     def list(self) -> builtins.list[SigningKeyRecord]:
-        return [signing_key_record(row) for row in self._execute(_SIGNING_KEYS)]
+        return [signing_key_record(row) for row in self._execute.rows(_SIGNING_KEYS)]

@@ -35,11 +35,14 @@ log = logging.getLogger("tollgate.ext_authz")
 
 class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
     def __init__(self, checker: Checker, policy: Callable[[], Policy], realm: str, telemetry: Telemetry, *,
-                 client_addresses: bool = True) -> None:
+                 client_addresses: bool = True, names_requests: bool = True) -> None:
         """`client_addresses`: whether to say where each credential comes from, for the
-        failed-credential limit; off saves reading it from the request."""
+        failed-credential limit; off saves reading it from the request. `names_requests`: whether
+        to name each call by its query's decisive parts, for a decision memo to recall; off (no
+        memo) saves encoding them."""
         self._checker = checker
         self._client_addresses = client_addresses
+        self._names_requests = names_requests
         self._policy = policy
         self._responses = ExtAuthzResponses(realm)
         self._telemetry = telemetry
@@ -54,7 +57,8 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         try:
             query = check_query_from_ext_authz(request, policy.routes, self._client_address(request, context))
             # Named by its query's decisive parts, so a repeated request can be answered by the memo.
-            decision, _, _, recalled = self._checker.check(CheckCall.of(query, decisive_bytes(query)))
+            decision, _, _, recalled = self._checker.check(
+                CheckCall.of(query, decisive_bytes(query) if self._names_requests else None))
         except InvalidRequest as error:
             return ext_authz_invalid(error.message, error.field, decision_id)
         except Exception:  # store down or a bug: fail closed, let Envoy's failure policy apply

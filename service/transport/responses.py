@@ -35,18 +35,18 @@ MAX_TEMPLATES = 4096
 
 
 class _Templates(Generic[Response]):
-    """Each template kept with its encoding."""
+    """Each template kept with its encoding. `kept` is the lookup (a dict's get: a hit costs no
+    Python frame); `made` builds, keeps and returns what it lacks."""
 
     def __init__(self) -> None:
         self._kept: BoundedMap[Hashable, tuple[Response, bytes]] = BoundedMap(MAX_TEMPLATES)
+        self.kept = self._kept.get
 
-    def get(self, key: Hashable, build: Callable[..., Response], *arguments: object) -> tuple[Response, bytes]:
-        """The template kept for `key`, else `build(*arguments)`'s, then kept."""
-        template = self._kept.get(key)
-        if template is None:  # racing handler threads store equal templates
-            message = build(*arguments)
-            template = (message, message.SerializeToString())
-            self._kept.put(key, template)
+    def made(self, key: Hashable, build: Callable[..., Response], *arguments: object) -> tuple[Response, bytes]:
+        """`build(*arguments)`'s template, kept for `key` (racing handler threads store equal ones)."""
+        message = build(*arguments)
+        template = (message, message.SerializeToString())
+        self._kept.put(key, template)
         return template
 
 
@@ -56,11 +56,12 @@ class CheckResponses:
     def __init__(self, realm: str) -> None:
         self._realm = realm
         self._templates: _Templates[authorization_pb2.CheckResponse] = _Templates()
+        self._kept = self._templates.kept
 
     def serialized(self, decision: Decision, decision_id: str) -> bytes:
         """The response's encoding, made without a message: the template's, with the decision id's
         field after it."""
-        template = self._template(decision)[1]
+        template = (self._kept(decision) or self._made(decision))[1]
         if len(decision_id) == len(_DECISION_ID_SAMPLE) and decision_id.isascii():
             return template + _DECISION_ID_FIELD_START + decision_id.encode("ascii")
         return template + authorization_pb2.CheckResponse(decision_id=decision_id).SerializeToString()
@@ -69,14 +70,14 @@ class CheckResponses:
                 steps: tuple[Step, ...] | None = None) -> authorization_pb2.CheckResponse:
         """A message of its own (a copy of the template), with the explanation when there are steps."""
         response = authorization_pb2.CheckResponse()
-        response.CopyFrom(self._template(decision)[0])
+        response.CopyFrom((self._kept(decision) or self._made(decision))[0])
         response.decision_id = decision_id
         if steps is not None:
             add_explanation(response, steps)
         return response
 
-    def _template(self, decision: Decision) -> tuple[authorization_pb2.CheckResponse, bytes]:
-        return self._templates.get(decision, check_response_template, decision, self._realm)
+    def _made(self, decision: Decision) -> tuple[authorization_pb2.CheckResponse, bytes]:
+        return self._templates.made(decision, check_response_template, decision, self._realm)
 
 
 # The encoding of decision_id = <32 characters> up to its value (tag and length), from protobuf
@@ -95,8 +96,9 @@ class ExtAuthzResponses:
 
     def response(self, decision: Decision, decision_id: str, *, operation: str, strip_credentials: bool,
                  remove_query_parameters: tuple[str, ...] = ()) -> external_auth_pb2.CheckResponse:
-        template = self._templates.get((decision, operation, strip_credentials), ext_authz_template, decision,
-                                       self._realm, operation, strip_credentials)[0]
+        key = (decision, operation, strip_credentials)
+        template = (self._templates.kept(key) or self._templates.made(
+            key, ext_authz_template, decision, self._realm, operation, strip_credentials))[0]
         response = external_auth_pb2.CheckResponse()
         response.CopyFrom(template)
         fill_ext_authz_response(response, decision, decision_id, remove_query_parameters)

@@ -268,7 +268,8 @@ def test_servicer_check_hit(benchmark, facts, name, memo):
     checks = facts.remembering if memo == "memo" else facts.checks
     # As the server builds them with the failed-credential limit off (the default).
     servicer = (AuthorizationServicer(checks, "bench", telemetry, client_addresses=False) if name.startswith("native")
-                else ExtAuthzServicer(checks, lambda: facts.policy, "bench", telemetry, client_addresses=False))
+                else ExtAuthzServicer(checks, lambda: facts.policy, "bench", telemetry, client_addresses=False,
+                                      names_requests=memo == "memo"))
     request = _servicer_requests(facts)[name]
     raw, message_type, context = request.SerializeToString(), type(request), _Context()
     if name.startswith("native"):  # bytes in and out (service/transport/decoding.py takes_bytes)

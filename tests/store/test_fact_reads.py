@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from service.domain.errors import StoreUnavailable
 from service.domain.model import (
@@ -149,5 +151,28 @@ def test_an_unreachable_store_is_store_unavailable(tmp_path):
     try:
         with pytest.raises(StoreUnavailable), store.fact_reads() as facts:
             facts.partners.get("acme")
+    finally:
+        store.dispose()
+
+
+@pytest.mark.postgres
+def test_connections_killed_by_the_server_are_replaced_without_a_failed_read(postgres_url, postgres_admin_engine):
+    # The reading's first statement checks its pooled connections (no ping before it): a restart or
+    # failover that killed every one of them costs no check a failure.
+    store = create_store(postgres_url, pool_size=2)
+    try:
+        store.migrate()
+        for _ in range(3):
+            with store.fact_reads() as facts:
+                revision = facts.revision()
+        with postgres_admin_engine.connect() as connection:
+            killed = connection.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :name"),
+                {"name": make_url(postgres_url).database}).scalar()
+        assert killed >= 1
+        for _ in range(3):
+            with store.fact_reads() as facts:
+                assert facts.revision() == revision
+                assert facts.partners.get("acme") is None
     finally:
         store.dispose()
