@@ -131,15 +131,19 @@ def build_scenarios(seeded: seeding.Seeded, distinct: int = DISTINCT) -> dict[st
         lapsed = seeding.subjects(size, p, seeding.PENDING_USER) + seeding.subjects(size, p, seeding.REVOKED_USER)
         user = lapsed[i % len(lapsed)] if lapsed and i % 2 == 0 else f"u-x{i:06d}"
         missing_relation.append(replace(request, partner="", user_id=user))
-    ext_authz = []
+    # (e) and, for the same-request comparison, (e)'s requests as native Check: the same credentials,
+    # and the operation and resource the policy's routes map each HTTP request to.
+    ext_authz, ext_authz_native = [], []
     for i in range(distinct):
         if i % 2 == 0 and keys:
             pid, key = keys[(i // 2) % len(keys)]
             ext_authz.append(Request(partner=pid, api_key=key, http_method="POST", path="/v1/court-bookings"))
+            ext_authz_native.append(Request(partner=pid, api_key=key, operation="createCourtBooking"))
         else:
             request = user_jwt[i]
             ext_authz.append(Request(partner=request.partner, authorization=request.authorization,
                                      http_method="GET", path=f"/v1/users/{request.user_id}"))
+            ext_authz_native.append(request)
     allow = Expectation(min_allowed=1.0)
     return {
         "a": Scenario("a", "(a) API key + scope (createCourtBooking)", "native", api_key,
@@ -155,6 +159,8 @@ def build_scenarios(seeded: seeding.Seeded, distinct: int = DISTINCT) -> dict[st
                           Expectation(min_allowed=0.0, max_allowed=0.0, deny_reasons=("user_access_denied",))),
         "e": Scenario("e", "(e) ext_authz: API key + JWT/relation mix", "ext_authz", tuple(ext_authz),
                       Expectation(min_allowed=0.99)),
+        "e-native": Scenario("e-native", "(e-native) (e)'s requests as native Check", "native",
+                             tuple(ext_authz_native), Expectation(min_allowed=0.99)),
     }
 
 
@@ -807,10 +813,11 @@ class Bench:
                                (no_memo, "1 worker, no decision memo", scenario)]
             saturation += [
                 (floor, "floor", floors["floor-ext"]), (floor2, "floor, 2 processes", floors["floor-ext"]),
-                (one, "1 worker", e), (two, "2 workers", e)]
+                (one, "1 worker", e), (two, "2 workers", e), (one, "1 worker", scenarios["e-native"])]
             concurrency_one = [(floor, "floor (c1)", floors["floor"]), (one, "1 worker (c1)", a)]
             concurrency_one += [(one, "1 worker (c1)", scenario) for scenario in jwt_scenarios]
-            concurrency_one += [(floor, "floor (c1)", floors["floor-ext"]), (one, "1 worker (c1)", e)]
+            concurrency_one += [(floor, "floor (c1)", floors["floor-ext"]), (one, "1 worker (c1)", e),
+                                (one, "1 worker (c1)", scenarios["e-native"])]
             for round_ in range(self.options.h2_rounds):
                 self.say(f"[{backend}] h2load: round {round_ + 1} of {self.options.h2_rounds}")
                 for server, label, scenario in saturation:
@@ -1339,6 +1346,9 @@ def h2load_table(result: StoreResult, options: Options, add: Callable[[str], Non
     pairs += [(f"2 workers / 1 worker, ({key})", ("1 worker", key), ("2 workers", key)) for key in Bench.H2_SCENARIOS]
     pairs += [(f"decision memo on / off, 1 worker, ({key})", ("1 worker, no decision memo", key), ("1 worker", key))
               for key in ("a", "b", "b-es", "f")]
+    # ext_authz against native Check of the same requests (the same decisions).
+    pairs += [("ext_authz (e) / native Check of the same requests (e-native), 1 worker", ("1 worker", "e-native"),
+               ("1 worker", "e"))]
     # Check of a token Tollgate issued against the same check of an external issuer's token.
     pairs += [(f"(f) / ({other}), {server}", (server, other), (server, "f")) for other in ("b", "b-es")
               for server in ("1 worker", "2 workers", "1 worker, no decision memo")]
@@ -1350,6 +1360,14 @@ def h2load_table(result: StoreResult, options: Options, add: Callable[[str], Non
                  f"{_fixed(statistics.median(ratios))} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
                  if one and two and ratios else "n/a")
         add(f"| {label} | {value} |")
+    # The tail at saturation: each row's p99 over the floor's p99 of the same round.
+    for key in Bench.H2_SCENARIOS:
+        floor_key = "floor-ext" if key == "e" else "floor"
+        ratios = _round_ratios(result.h2_rounds("floor", floor_key), result.h2_rounds("1 worker", key),
+                               lambda r: r.summary and r.summary.percentile(99))
+        value = (f"median of the per-round ratios {_fixed(statistics.median(ratios))} "
+                 f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}; aim ≤ 2)" if ratios else "n/a")
+        add(f"| p99 at saturation, 1 worker ({key}) / floor | {value} |")
     for key in Bench.H2_SCENARIOS:
         rows = result.h2_rounds("1 worker (c1)", key)
         floors = result.h2_rounds("floor (c1)", "floor-ext" if key == "e" else "floor")

@@ -15,9 +15,10 @@ import math
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 import jwt
+from jwt import PyJWK
 
 from ..domain import opaque
 from ..domain.credentials import MAX_CREDENTIAL_LENGTH, PresentedCredential, PresentedKind
@@ -54,13 +55,6 @@ _ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 # Signature, iss and aud are checked by PyJWT; the times by us against `now` (see _check_times).
 # enforce_minimum_key_length: an HMAC secret shorter than the hash (RFC 7518 section 3.2) or an
 # RSA key under 2048 bits is refused instead of merely warned about.
-_DECODE_OPTIONS: jwt.types.Options = {
-    "require": ["exp", "iss", "aud"],
-    "verify_exp": False,
-    "verify_nbf": False,
-    "verify_iat": False,
-    "enforce_minimum_key_length": True,
-}
 
 
 # The id under which Tollgate's own issuer appears where an issuer id is needed (key caches).
@@ -129,15 +123,16 @@ class TokenVerifier:
     # --- JWT access tokens ----------------------------------------------------------------
 
     def _verify_jwt(self, token: str, facts: Facts, now: datetime) -> AuthenticatedCredential:
-        header, unverified = _read_unverified(token)
-        alg, kid, typ = _checked_header(header)
+        jws = _read_unverified(token)
+        unverified = jws.payload
+        alg, kid, typ = _checked_header(jws.header)
         if self._own is not None and unverified.get("iss") == self._own.issuer:
-            return self._verify_own_token(token, alg, kid, typ, facts, now)
+            return self._verify_own_token(jws, alg, kid, typ, facts, now)
         issuer = _known_issuer(unverified, facts)
         _check_algorithm(issuer, alg)
         _check_typ(issuer, typ)
         key = self._verification_key(issuer, alg, kid)
-        claims = _verified_claims(token, key, alg, issuer)
+        claims = _verified_claims(jws, key, alg, issuer)
         expires_at = self._check_times(claims, now)
         partner = _active_partner(facts, _partner_id(claims))
         credential_id = _credential_id(claims, issuer, facts)
@@ -150,13 +145,13 @@ class TokenVerifier:
             token_claims=_string_claims(claims),
         )
 
-    def _verify_own_token(self, token: str, alg: str, kid: str | None, typ: str | None, facts: Facts,
+    def _verify_own_token(self, jws: _Jws, alg: str, kid: str | None, typ: str | None, facts: Facts,
                           now: datetime) -> AuthenticatedCredential:
         """A token Tollgate issued: the same checks as any issuer's (alg, typ at+jwt, signature, iss,
         aud, exp), then its client, partner, jti and refresh family must all still stand."""
         own = self._own
         assert own is not None  # only tokens naming the own issuer come here
-        claims, expires_at = self._own_claims(token, alg, kid, typ, facts, now)
+        claims, expires_at = self._own_claims(jws, alg, kid, typ, facts, now)
         client = _active_client(facts, claims.get("client_id"))
         partner = _active_partner(facts, client.partner_id)
         jti = _own_jti(claims)
@@ -183,11 +178,11 @@ class TokenVerifier:
         if self._own is None or not isinstance(token, str) or len(token) > MAX_CREDENTIAL_LENGTH:
             return None
         try:
-            header, unverified = _read_unverified(token)
-            alg, kid, typ = _checked_header(header)
-            if unverified.get("iss") != self._own.issuer:
+            jws = _read_unverified(token)
+            alg, kid, typ = _checked_header(jws.header)
+            if jws.payload.get("iss") != self._own.issuer:
                 return None
-            claims, expires_at = self._own_claims(token, alg, kid, typ, facts, now)
+            claims, expires_at = self._own_claims(jws, alg, kid, typ, facts, now)
             client_id = claims.get("client_id")
             if not isinstance(client_id, str) or not client_id:
                 return None
@@ -195,12 +190,12 @@ class TokenVerifier:
         except CredentialRejected:
             return None
 
-    def _own_claims(self, token: str, alg: str, kid: str | None, typ: str | None, facts: Facts,
+    def _own_claims(self, jws: _Jws, alg: str, kid: str | None, typ: str | None, facts: Facts,
                     now: datetime) -> tuple[dict[str, Any], datetime]:
         issuer = self._own_issuer_record(facts.signing_keys.published(now))
         _check_algorithm(issuer, alg)
         _check_typ(issuer, typ)
-        claims = _verified_claims(token, self._verification_key(issuer, alg, kid), alg, issuer)
+        claims = _verified_claims(jws, self._verification_key(issuer, alg, kid), alg, issuer)
         return claims, self._check_times(claims, now)
 
     def _own_issuer_record(self, keys: list[SigningKeyRecord]) -> IssuerRecord:
@@ -283,29 +278,49 @@ class TokenVerifier:
 # --- helpers (module level: they keep no state) -------------------------------------------
 
 
-def _read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and payload before any signature check, parsed with the standard library.
+class _Jws(NamedTuple):
+    """A compact JWS taken apart: header and payload parsed, not yet trusted."""
 
-    The values are untrusted and only select the issuer, key and algorithm. This is safe because
-    jwt.decode re-parses the token as the sole authority: it refuses a header alg other than the
-    one we chose, and claims whose iss/aud differ from the issuer record. (PyJWT's own unverified
-    parse checks the alphabet character by character in Python and would double the cost.)
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+
+
+def _read_unverified(token: str) -> _Jws:
+    """The token's parts, parsed with the standard library, each segment canonical base64url (RFC
+    7515 section 2: no other spelling of the same bytes is accepted, so one token has one string).
+
+    Until _verified_claims has checked the signature the values are untrusted: they only select
+    the issuer, the key and the algorithm. (PyJWT's own parse checks the alphabet character by
+    character in Python, which costs more than an RSA signature check: the framing is checked
+    here, with a regular expression, and PyJWT's algorithms check the signature.)
     """
     parts = token.split(".")
-    if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts):
+    if len(parts) != 3:
         raise _reject("the token is malformed")
     try:
-        header, payload = _json_segment(parts[0]), _json_segment(parts[1])
+        header_bytes, payload_bytes, signature = (_segment_bytes(part) for part in parts)
+        header, payload = json.loads(header_bytes), json.loads(payload_bytes)
     except Exception:  # noqa: BLE001 - any failure to parse untrusted input is invalid_token
         raise _reject("the token is malformed") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise _reject("the token is malformed")
-    return header, payload
+    return _Jws(header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
 
 
-def _json_segment(segment: str) -> Any:
-    raw = segment.rstrip("=")
-    return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+def _segment_bytes(segment: str) -> bytes:
+    """Raises ValueError unless `segment` is canonical base64url: the alphabet, padding only where
+    it completes a quantum (some issuers send it), and no bits set beyond the encoded bytes."""
+    if not _SEGMENT.fullmatch(segment):
+        raise ValueError("not base64url")
+    stripped = segment.rstrip("=")
+    if (stripped != segment and len(segment) % 4) or len(stripped) % 4 == 1:
+        raise ValueError("bad padding")
+    decoded = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=").decode("ascii") != stripped:
+        raise ValueError("not canonical")
+    return decoded
 
 
 def _checked_header(header: dict[str, Any]) -> tuple[str, str | None, str | None]:
@@ -346,20 +361,37 @@ def _check_typ(issuer: IssuerRecord, typ: str | None) -> None:
         raise _reject("the token is not an access token (typ at+jwt)")
 
 
-def _verified_claims(token: str, key: Any, alg: str, issuer: IssuerRecord) -> dict[str, Any]:
+def _verified_claims(jws: _Jws, key: Any, alg: str, issuer: IssuerRecord) -> dict[str, Any]:
+    """The payload, once the signature is verified with `key` by `alg` (from the issuer's allowlist,
+    already checked; never "none") and the claims that name the token's use are those of the
+    issuer: iss, and aud (a string, or a list of strings) naming its audience; exp, iss and aud are
+    required, sub and jti when present are strings (exp, nbf and iat are judged by _check_times).
+    The signature is checked by PyJWT's algorithm for `alg`, with its key preparation and minimum
+    key length, exactly as jwt.decode would."""
     try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[alg],  # from the issuer's allowlist, already checked; never ["none"]
-            audience=issuer.audience,
-            issuer=issuer.issuer,
-            options=_DECODE_OPTIONS,
-        )
-    except Exception:  # noqa: BLE001 - bad signature, aud, iss, missing claim, or malformed input
-        raise _reject("the token's signature or claims are invalid") from None
-    if not isinstance(claims, dict):
-        raise _reject("the token is malformed")
+        if isinstance(key, PyJWK):
+            if key.algorithm_name != alg:  # a key is bound to its algorithm
+                raise _reject("the token's alg does not match its key")
+            algorithm, prepared = key.Algorithm, key.Algorithm.prepare_key(key.key)
+        else:  # an HMAC secret
+            algorithm = jwt.get_algorithm_by_name(alg)
+            prepared = algorithm.prepare_key(key)
+        if algorithm.check_key_length(prepared) is not None:
+            raise _reject("the issuer's key is too short")
+        verified = algorithm.verify(jws.signing_input, prepared, jws.signature)
+    except CredentialRejected:
+        raise
+    except Exception:  # noqa: BLE001 - a key or signature the algorithm cannot use is no signature
+        verified = False
+    if not verified:
+        raise _reject("the token's signature or claims are invalid")
+    claims = jws.payload
+    audience = claims.get("aud")
+    audiences = [audience] if isinstance(audience, str) else audience
+    if (claims.get("exp") is None or claims.get("iss") != issuer.issuer or not isinstance(audiences, list)
+            or not all(isinstance(name, str) for name in audiences) or issuer.audience not in audiences
+            or not isinstance(claims.get("sub", ""), str) or not isinstance(claims.get("jti", ""), str)):
+        raise _reject("the token's signature or claims are invalid")
     return claims
 
 

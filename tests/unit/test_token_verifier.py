@@ -523,7 +523,27 @@ JWT_REFUSALS: list[tuple[str, Callable[[Env], str], str]] = [
     ("hs-wrong-secret", lambda e: generate_signing_key("HS256", "other").sign(_claims(HS_ISS)), "invalid_token"),
     ("hs-short-secret", _hs_with_short_secret, "invalid_token"),
     ("payload-swapped", lambda e: _swap_payload(e), "invalid_token"),  # noqa: PLW0108 - defined below
+    ("signature-not-canonical", lambda e: _non_canonical(e.keys["rs-new"].sign(_claims()), 2), "invalid_token"),
+    ("payload-not-canonical", lambda e: _non_canonical(e.keys["rs-new"].sign(_claims()), 1), "invalid_token"),
+    ("signature-bad-padding", lambda e: e.keys["rs-new"].sign(_claims()) + "=", "invalid_token"),
+    ("aud-list-without-us", lambda e: e.keys["rs-new"].sign(_claims(aud=["a", "b"])), "invalid_token"),
+    ("aud-list-not-strings", lambda e: e.keys["rs-new"].sign(_claims(aud=[AUD, 1])), "invalid_token"),
+    ("aud-empty", lambda e: e.keys["rs-new"].sign(_claims(aud="")), "invalid_token"),
+    ("aud-int", lambda e: e.keys["rs-new"].sign(_claims(aud=5)), "invalid_token"),
+    ("int-sub", lambda e: e.keys["rs-new"].sign(_claims(sub=5)), "invalid_token"),
 ]
+
+
+def _non_canonical(token: str, index: int) -> str:
+    """The token with one segment respelled: the same bytes, a last character whose unused low
+    bits are set (base64url that decodes alike but is not the canonical spelling)."""
+    parts = token.split(".")
+    segment = parts[index]
+    if len(segment) % 4 == 0:
+        raise AssertionError("the segment has no unused bits to set")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    parts[index] = segment[:-1] + alphabet[alphabet.index(segment[-1]) | 1]
+    return ".".join(parts)
 
 
 def _swap_payload(env: Env) -> str:
