@@ -234,6 +234,9 @@ def build_app(settings: Settings, clock: Clock | None = None, siblings: SiblingW
     signer = KeySigner(key_encryption_key)
     tokens = _token_service(settings, policy, store, clock, signer, verifier, cache)
     _step("prepare the signing key", tokens.ensure_signing_key)
+    # A restarted replica's first checks all miss its empty caches: each would otherwise also wait
+    # for a connection of its own to be opened.
+    store.open_connections(settings.db_pool_size)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),

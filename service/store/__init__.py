@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,17 @@ class Store:
         """Creates or upgrades the schema. Raises StoreUnavailable when the database cannot be reached."""
         with translated_errors():
             upgrade(self.engine)
+
+    def open_connections(self, count: int) -> None:
+        """Opens up to `count` pooled connections now, so that the first checks after a start do
+        not each wait for a connection to be made (with PostgreSQL, a new backend process each).
+        Best effort: a store that cannot be reached now is left to the first reads to report."""
+        opened = []
+        with suppress(Exception):  # reported by the reads that need the store
+            for _ in range(count):
+                opened.append(self.engine.raw_connection())
+        for connection in opened:
+            connection.close()
 
     def dispose(self) -> None:
         """Closes the pooled connections (and stops the watchdog)."""

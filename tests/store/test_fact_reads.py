@@ -176,3 +176,17 @@ def test_connections_killed_by_the_server_are_replaced_without_a_failed_read(pos
                 assert facts.partners.get("acme") is None
     finally:
         store.dispose()
+
+
+def test_connections_opened_ahead_wait_in_the_pool(store):
+    store.open_connections(3)
+    assert store.engine.pool.checkedin() == 3
+
+
+def test_opening_connections_ahead_of_an_unreachable_store_is_left_to_the_reads():
+    store = create_store("postgresql+psycopg://nobody@127.0.0.1:1/none", connect_timeout=1)
+    try:
+        store.open_connections(2)
+        assert store.engine.pool.checkedin() == 0
+    finally:
+        store.dispose()
