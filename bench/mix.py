@@ -244,8 +244,8 @@ def _measure(load: MixLoad, server, label: str, encoding: CheckEncoding, cursor:
         counters, problems = mix_cerbos.counters_checked(cerbos_before, after, row.outcomes)
         row.problems += problems
         verdicts = ", ".join(f"{verdict} {count:,}" for verdict, count in sorted(row.outcomes.items()))
-        row.verified = (f"{answered:,} answers checked (allow or deny, as expected: {verdicts}), {run.mismatches} "
-                        f"mismatches; {counters}")
+        row.verified = (f"{answered:,} answers checked against the expected effect ({verdicts}), "
+                        f"{run.mismatches} mismatches; {counters}")
     elif counted:
         delta, _ = h2.counter_delta(before, h2.scrape(server.metrics_urls))
         recalled, _ = h2.counter_delta(recalled_before, h2.scrape(server.metrics_urls, *RECALLED))
