@@ -99,21 +99,30 @@ def version(path: Path) -> str:
 
 # -- configuration ------------------------------------------------------------------------------
 
-def write_config(work: Path, *, grpc_port: int, http_port: int, jwks: dict, issuer: str, audience: str,
+def b_policies(issuer: str, audience: str) -> dict[str, str]:
+    """Scenario (b)'s policy store: one resource policy, by file name."""
+    return {"user.yaml": POLICY.format(kind=RESOURCE_KIND, action=ACTION, issuer=issuer, audience=audience)}
+
+
+def write_config(work: Path, *, grpc_port: int, http_port: int, key_sets: dict[str, dict], policies: dict[str, str],
                  jwt_cache: bool) -> Path:
-    """The policy store, the key set and the server configuration under `work`; the config's path."""
-    policies = work / "policies"
-    policies.mkdir(parents=True, exist_ok=True)
-    (policies / "user.yaml").write_text(POLICY.format(kind=RESOURCE_KIND, action=ACTION, issuer=issuer,
-                                                      audience=audience))
-    keys = work / "jwks.json"
-    keys.write_text(json.dumps(jwks))
-    jwt: dict = {"keySets": [{"id": KEY_SET, "local": {"file": str(keys)}}]}
+    """The policy store (`policies`: file name to policy text), one local key set per entry of
+    `key_sets` (key set id to JWKS) and the server configuration under `work`; the config's path."""
+    store = work / "policies"
+    store.mkdir(parents=True, exist_ok=True)
+    for name, text in policies.items():
+        (store / name).write_text(text)
+    sets = []
+    for key_set_id, jwks in key_sets.items():
+        keys = work / f"jwks-{key_set_id}.json"
+        keys.write_text(json.dumps(jwks))
+        sets.append({"id": key_set_id, "local": {"file": str(keys)}})
+    jwt: dict = {"keySets": sets}
     if not jwt_cache:
         jwt["cacheSize"] = -1  # a negative size turns Cerbos's verified-token cache off
     settings = {
         "server": {"httpListenAddr": f"127.0.0.1:{http_port}", "grpcListenAddr": f"127.0.0.1:{grpc_port}"},
-        "storage": {"driver": "disk", "disk": {"directory": str(policies), "watchForChanges": False}},
+        "storage": {"driver": "disk", "disk": {"directory": str(store), "watchForChanges": False}},
         "auxData": {"jwt": jwt},
         "audit": {"enabled": False},
         "telemetry": {"disabled": True},
@@ -147,17 +156,25 @@ def wait_ready(metrics_url: str, process: subprocess.Popen, log: Path) -> None:
 
 # -- requests -----------------------------------------------------------------------------------
 
-def related_partners(size: seeding.SeedSize, user: str) -> list[str]:
-    """Every partner with an active relation to `user` in the seeded layout (users are shared
-    between partners: seeding.subject_id), as the caller would look them up."""
-    number = int(user.removeprefix("u-"))
-    found = []
-    for p in range(size.partners):
-        j = (number - p * 131) % 500_000
-        if j < size.relations_per_partner and seeding.relation_kind(j, size.relations_per_partner) == \
-                seeding.ACTIVE_USER and seeding.subject_id(p, j, seeding.ACTIVE_USER) == user:
-            found.append(seeding.partner_id(p))
-    return found
+def related_partners(size: seeding.SeedSize, subject: str) -> list[str]:
+    """Every partner with an active relation to `subject` (a user "u-…" or an organization "o-…")
+    in the seeded layout, as the caller would look them up. Subjects are shared between partners
+    (seeding.subject_id: partner p's slot j names subject (p × step + j) mod span), so the partners
+    are found by solving that for p, slot by slot, rather than by scanning every partner."""
+    if subject.startswith("o-"):
+        kind, step, span = seeding.ACTIVE_ORGANIZATION, 17, 50_000
+    else:
+        kind, step, span = seeding.ACTIVE_USER, 131, 500_000
+    number = int(subject[2:])
+    per = size.relations_per_partner
+    found: set[int] = set()
+    for j in range(per):
+        if seeding.relation_kind(j, per) != kind:
+            continue
+        for product in range((number - j) % span, step * size.partners, span):  # p × step, p < partners
+            if product % step == 0 and seeding.subject_id(product // step, j, kind) == subject:
+                found.add(product // step)
+    return [seeding.partner_id(p) for p in sorted(found)]
 
 
 def check_message(request: Request, partners: Sequence[str]):

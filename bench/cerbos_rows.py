@@ -171,20 +171,23 @@ def cerbos_rows(bench: Bench, result: StoreResult, url: str, seeded: seeding.See
         for label, jwt_cache in ((CERBOS, True), (CERBOS_NO_CACHE, False)):
             rows.baselines[label] = stack.enter_context(
                 cerbos_server(bench, binary, work / ("cached" if jwt_cache else "uncached"),
-                              jwks(seeded.signers["rsa"]), issuer, jwt_cache))
+                              {cerbos.KEY_SET: jwks(seeded.signers["rsa"])},
+                              cerbos.b_policies(issuer, seeding.AUDIENCE), jwt_cache))
         targets = ", ".join(server.target for server in rows.baselines.values())
         bench.say(f"[{result.store}] {cerbos.version(binary)} on {targets}")
         yield rows
 
 
 @contextmanager
-def cerbos_server(bench: Bench, binary: Path, work: Path, issuer_jwks: dict, issuer: str,
+def cerbos_server(bench: Bench, binary: Path, work: Path, key_sets: dict[str, dict], policies: dict[str, str],
                   jwt_cache: bool) -> Iterator[Server]:
+    """A Cerbos server on free ports with the policy files and local key sets given (see
+    cerbos.write_config); pinned with --pin."""
     grpc_port, http_port = free_port(), free_port()
     while http_port == grpc_port:
         http_port = free_port()
-    config = cerbos.write_config(work, grpc_port=grpc_port, http_port=http_port, jwks=issuer_jwks, issuer=issuer,
-                                 audience=seeding.AUDIENCE, jwt_cache=jwt_cache)
+    config = cerbos.write_config(work, grpc_port=grpc_port, http_port=http_port, key_sets=key_sets,
+                                 policies=policies, jwt_cache=jwt_cache)
     cpus = str(pinning.SERVER_CPU) if bench.options.pin else None
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work),
            "LANG": os.environ.get("LANG", "C.UTF-8")}

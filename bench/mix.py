@@ -1,4 +1,4 @@
-"""Part `mix`: a realistic mix of native Checks at saturation, against the floor in the same run.
+"""Part `mix`: a realistic mix of native Checks at saturation, against the floor and Cerbos in the same run.
 
 The traffic (bench/mix_traffic.py): users drawn from a Zipf distribution over the store's 1M
 relations, each asked about by the relation's partner with one of its credentials (tens of
@@ -12,6 +12,13 @@ counter must move by exactly the load's verdicts; its decision-memo counter give
 rate. The fact cache's hits are not exported by the server; the table gives, from the requests
 actually sent, the share whose credential and whose relation the server had already been asked
 about (what a cache that never evicts could have answered: an upper bound of its hit rate).
+
+With the Cerbos binary (bench/cerbos.py), each round also measures the mix's JWT share (the JWT
+clients' requests: Cerbos has no API keys) on Cerbos and on a second Tollgate (1 worker) that is
+sent only that share, the two in alternating order (bench/mix_cerbos.py says how a request becomes
+a CheckResources call and how Cerbos's answers and counters are checked); the table adds their
+rows and the per-round ratios Tollgate / Cerbos. Without the binary the part runs without them and
+says so.
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from . import cerbos, mix_cerbos
 from . import h2load as h2
 from . import seed as seeding
 from .load import nearest_rank
-from .mix_load import FloorCheck, MixLoad, NativeCheck, RunResult, RunSpec
+from .mix_load import CheckEncoding, FloorCheck, MixLoad, NativeCheck, RunResult, RunSpec
 from .mix_traffic import Traffic, build
 
 START_DELAY = 0.5  # seconds between handing out a run and its start, so every process starts together
@@ -71,9 +81,14 @@ def options_from(args: argparse.Namespace, quick: bool, seconds: float, warmup: 
                       renew_seconds=args.mix_renew_seconds, draws=30_000 if quick else 240_000)
 
 
+FLOOR, ONE, ONE_JWT, CERBOS = "floor", "1 worker", "1 worker, JWT share", "Cerbos, JWT share"
+NAMES = {FLOOR: "floor", ONE: "Tollgate 1 worker", ONE_JWT: "Tollgate 1 worker, JWT share", CERBOS: "Cerbos, JWT share"}
+CERBOS_AIM = 1.5  # issue 16: Tollgate at least this many times Cerbos's throughput on the same requests
+
+
 @dataclass
 class MixRow:
-    server: str  # "floor" or "1 worker"
+    server: str  # FLOOR, ONE, ONE_JWT or CERBOS
     round: int
     throughput: float = 0.0
     p50: float | None = None
@@ -102,8 +117,12 @@ class MixResult:
     options: MixOptions
     traffic: str  # what the traffic was
     rows: list[MixRow] = field(default_factory=list)
-    seen: dict[str, float] = field(default_factory=dict)  # Tollgate: shares of requests already seen
-    distinct: dict[str, int] = field(default_factory=dict)  # Tollgate: distinct things sent
+    # Per Tollgate server (ONE, ONE_JWT): shares of requests already seen, and distinct things sent.
+    seen: dict[str, dict[str, float]] = field(default_factory=dict)
+    distinct: dict[str, dict[str, int]] = field(default_factory=dict)
+    jwt_share: str = ""  # what the JWT share was (when Cerbos was measured)
+    cerbos: str = ""  # the Cerbos version measured, or why it was not
+    notes: list[str] = field(default_factory=list)
 
     def rounds(self, server: str) -> list[MixRow]:
         return [row for row in self.rows if row.server == server]
@@ -130,40 +149,83 @@ def describe(traffic: Traffic) -> str:
             f"at a staggered time)")
 
 
+def describe_jwt_share(traffic: Traffic) -> str:
+    jwt = [r for r in traffic.requests if r.jwt]
+    denies = sum(1 for r in jwt if r.expected != "allow")
+    operations = Counter(r.operation for r in jwt)
+    return (f"{len(jwt):,} of the {len(traffic.requests):,} requests ({len(jwt) / len(traffic.requests):.1%}), "
+            f"{denies / len(jwt) if jwt else 0:.1%} expected denies; "
+            + ", ".join(f"{name} {count / len(jwt):.0%}" for name, count in operations.most_common()))
+
+
 def measure_mix(bench, store: str, url: str, seeded: seeding.Seeded) -> MixResult:
-    """The floor and Tollgate (1 worker) side by side, in interleaved rounds on the same requests."""
+    """The floor and Tollgate (1 worker) side by side, in interleaved rounds on the same requests;
+    with the Cerbos binary, also Cerbos and another Tollgate (1 worker) on the mix's JWT share."""
+    from .cerbos_rows import cerbos_server
     from .run import floor_server
 
     o: MixOptions = bench.options.mix
     row_seconds = o.warmup + o.seconds + START_DELAY + 3
-    traffic = build_traffic(seeded, o, lasting=o.rounds * 2 * row_seconds + 120, say=bench.say)
+    try:
+        binary: Path | None = cerbos.binary()
+    except cerbos.CerbosMissing as error:
+        binary, missing = None, str(error)
+    rows_per_round = 4 if binary else 2
+    traffic = build_traffic(seeded, o, lasting=o.rounds * rows_per_round * row_seconds + 120, say=bench.say)
     result = MixResult(o, describe(traffic))
-    sent: list[tuple[int, array]] = []  # Tollgate's (process, sent) of every round
-    bench.say(f"[{store}] mix: floor and Tollgate 1 worker, {o.rounds} rounds, {o.processes} processes × "
-              f"{o.inflight} in flight")
-    with MixLoad(o.processes, traffic) as load, \
-            floor_server(bench.log_dir, 1, bench.options.service_dir) as floor, \
-            bench.tollgate(f"{store}-mix-1", url, metrics=True) as one:
+    sent: dict[str, list[tuple[int, array]]] = {ONE: [], ONE_JWT: []}  # (process, sent) of every round
+    with ExitStack() as stack:
+        floor = stack.enter_context(floor_server(bench.log_dir, 1, bench.options.service_dir))
+        one = stack.enter_context(bench.tollgate(f"{store}-mix-1", url, metrics=True))
+        pair: list[tuple[object, str, CheckEncoding, bool]] = []
+        if binary is None:
+            result.cerbos = f"not measured: {missing}"
+            bench.say(f"[{store}] mix: Cerbos rows left out: {missing}")
+        else:
+            started = time.monotonic()
+            related = mix_cerbos.relation_data(traffic.requests, seeded.size)
+            result.jwt_share = describe_jwt_share(traffic)
+            policies = mix_cerbos.policies(seeded.issuers.values(), seeding.AUDIENCE)
+            server = stack.enter_context(cerbos_server(bench, binary, bench.log_dir / f"cerbos-{store}-mix",
+                                                       mix_cerbos.key_sets(seeded), policies, jwt_cache=True))
+            one_jwt = stack.enter_context(bench.tollgate(f"{store}-mix-1-jwt", url, metrics=True))
+            result.cerbos = cerbos.version(binary)
+            pair = [(one_jwt, ONE_JWT, NativeCheck(), True), (server, CERBOS, mix_cerbos.CerbosCheck(related), True)]
+            bench.say(f"[{store}] mix: {result.cerbos} on {server.target}; the relation data of "
+                      f"{len(related):,} users and organizations in {time.monotonic() - started:.1f} s")
+        load = stack.enter_context(MixLoad(o.processes, traffic))
+        bench.say(f"[{store}] mix: {', '.join(NAMES[label] for label in (FLOOR, ONE, *(p[1] for p in pair)))}; "
+                  f"{o.rounds} rounds, {o.processes} processes × {o.inflight} in flight")
         for round_ in range(o.rounds):
-            for server, label, encoding in ((floor, "floor", FloorCheck()), (one, "1 worker", NativeCheck())):
-                row, run = _measure(load, server, label, encoding, round_ / o.rounds, o)
+            # The JWT-share pair alternates its order from round to round, so neither always follows the other.
+            plan = [(floor, FLOOR, FloorCheck(), False), (one, ONE, NativeCheck(), False),
+                    *(pair if round_ % 2 == 0 else pair[::-1])]
+            for server, label, encoding, jwt_only in plan:
+                row, run = _measure(load, server, label, encoding, round_ / o.rounds, o, jwt_only)
                 row.round = round_
                 result.rows.append(row)
-                if label == "1 worker":
-                    sent += [(i, p.sent) for i, p in enumerate(run.processes)]
+                if label in sent:
+                    sent[label] += [(i, p.sent) for i, p in enumerate(run.processes)]
                 bench.say(_line(row))
-    result.seen, result.distinct = _seen_before(traffic, o.processes, sent)
+    for label, codes in sent.items():
+        if codes:
+            result.seen[label], result.distinct[label] = _seen_before(traffic, o.processes, codes)
     return result
 
 
-def _measure(load: MixLoad, server, label: str, encoding, cursor: float, o: MixOptions) -> tuple[MixRow, RunResult]:
+def _measure(load: MixLoad, server, label: str, encoding: CheckEncoding, cursor: float, o: MixOptions,
+             jwt_only: bool) -> tuple[MixRow, RunResult]:
+    from .run import settled
+
     row = MixRow(label, 0)
-    counted = bool(server.metrics_urls)
+    cerbos_counted = label == CERBOS
+    counted = bool(server.metrics_urls) and not cerbos_counted
     before = h2.scrape(server.metrics_urls) if counted else {}
     recalled_before = h2.scrape(server.metrics_urls, *RECALLED) if counted else {}
+    cerbos_before = cerbos.scrape(server.metrics_urls[0]) if cerbos_counted else Counter()
     cpu: list[float] = []
     spec = RunSpec(server.target, encoding, time.time() + START_DELAY, o.seconds, o.warmup, o.inflight,
-                   connections=o.connections, cursor=cursor)
+                   connections=o.connections, cursor=cursor, jwt_only=jwt_only)
     run = load.run(spec, marks=lambda _mark: cpu.append(server.cpu_seconds()))
     row.server_cpu = cpu[1] - cpu[0]
     row.throughput = run.throughput
@@ -176,7 +238,15 @@ def _measure(load: MixLoad, server, label: str, encoding, cursor: float, o: MixO
     if run.mismatches:
         row.problems.append(f"{run.mismatches:,} answers not the expected decision, e.g. " + "; ".join(run.examples))
     answered = sum(row.outcomes.values())
-    if counted:
+    if cerbos_counted:
+        # Every call of the run has ended (the load waits for each); a reading that still moves is waited out.
+        after = settled(lambda: cerbos.scrape(server.metrics_urls[0]), limit=3.0)
+        counters, problems = mix_cerbos.counters_checked(cerbos_before, after, row.outcomes)
+        row.problems += problems
+        verdicts = ", ".join(f"{verdict} {count:,}" for verdict, count in sorted(row.outcomes.items()))
+        row.verified = (f"{answered:,} answers checked against the expected effect ({verdicts}), "
+                        f"{run.mismatches} mismatches; {counters}")
+    elif counted:
         delta, _ = h2.counter_delta(before, h2.scrape(server.metrics_urls))
         recalled, _ = h2.counter_delta(recalled_before, h2.scrape(server.metrics_urls, *RECALLED))
         row.recalled = recalled.get(("native",), 0)
@@ -245,7 +315,7 @@ def _us(seconds: float | None) -> str:
 def _line(row: MixRow) -> str:
     flag = "" if not row.problems else "  MISMATCH: " + "; ".join(row.problems)
     memo = f"  memo {row.recalled / row.counted:.0%}" if row.counted else ""
-    return (f"    mix {row.server:<9} round {row.round + 1}: {row.throughput:6.0f}/s  p50 {_us(row.p50)} µs  "
+    return (f"    mix {row.server:<19} round {row.round + 1}: {row.throughput:6.0f}/s  p50 {_us(row.p50)} µs  "
             f"p99 {_us(row.p99)} µs  server CPU {_us(row.cpu_per_check)} µs/check  load CPU "
             f"{_us(row.load_cpu_per_call)} µs/call ({row.load_cpu / row_seconds(row):.2f} cores){memo}{flag}")
 
@@ -267,12 +337,26 @@ def mix_table(result: MixResult, add: Callable[[str], None]) -> None:
     add(f"- load: {o.processes} Python processes (grpc.aio, generic calls on bytes, every answer decoded and "
         f"checked), {o.inflight} calls in flight each over 4 connections; their CPU is in the table (a core is "
         "1.00), so it shows whether the load could have been the limit on this machine")
+    if result.jwt_share:
+        add(f"- JWT share (the rows marked so; Cerbos has no API keys): {result.jwt_share}. {result.cerbos} "
+            "(npm `@cerbos/cerbos-linux-x64`, its verified-token cache as shipped: 256 tokens) answers it as "
+            "CheckResources calls: the token as `auxData.jwt` checked against its issuer's key set (the RS256 and "
+            "the ES256 issuers' JWKS as two local key sets), the partner as the principal with its grants, the "
+            "user or organization as the resource with its active partners (the relation data the caller looks "
+            "up and hands over), a CEL rule per action (issuer, audience, `client_id` = principal, the "
+            "permission in the token's scope and in the grants, the partner among the active partners). "
+            "*Tollgate 1 worker, JWT share* is another Tollgate server sent the same requests in the same "
+            "rounds (the two alternate which goes first). The API-key requests are left out of the comparison "
+            "rather than handed to Cerbos as principals already resolved, which would spare Cerbos the key "
+            "lookup Tollgate does")
+    elif result.cerbos:
+        add(f"- Cerbos {result.cerbos}")
     add("")
     add("| server | checks/s | / floor | p50 µs | p99 µs | p99 / floor's | p99.9 µs | server CPU µs/check | "
         "server cores | load CPU µs/call | load cores | decision memo hits |")
     add("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    floors = {row.round: row for row in result.rounds("floor")}
-    for server in ("floor", "1 worker"):
+    floors = {row.round: row for row in result.rounds(FLOOR)}
+    for server in (FLOOR, ONE, ONE_JWT, CERBOS):
         rows = result.rounds(server)
         if not rows:
             continue
@@ -283,10 +367,9 @@ def mix_table(result: MixResult, add: Callable[[str], None]) -> None:
         memo = (f"{sum(r.recalled for r in rows) / sum(r.counted for r in rows):.1%}"
                 if sum(r.counted for r in rows) else "n/a")
         seconds = [row_seconds(row) for row in rows]
-        add(f"| {'Tollgate 1 worker' if server == '1 worker' else 'floor'} | "
-            f"{_median([r.throughput for r in rows]) or 0:,.0f} | "
-            f"{'' if server == 'floor' else _fixed(_median(ratios))} | {_us(_median([r.p50 for r in rows]))} | "
-            f"{_us(_median([r.p99 for r in rows]))} | {'' if server == 'floor' else _fixed(_median(tails))} | "
+        add(f"| {NAMES[server]} | {_median([r.throughput for r in rows]) or 0:,.0f} | "
+            f"{'' if server == FLOOR else _fixed(_median(ratios))} | {_us(_median([r.p50 for r in rows]))} | "
+            f"{_us(_median([r.p99 for r in rows]))} | {'' if server == FLOOR else _fixed(_median(tails))} | "
             f"{_us(_median([r.p999 for r in rows]))} | {_us(_median([r.cpu_per_check for r in rows]))} | "
             f"{_fixed(_median([(r.server_cpu or 0) / s for r, s in zip(rows, seconds, strict=True)]))} | "
             f"{_us(_median([r.load_cpu_per_call for r in rows]))} | "
@@ -295,24 +378,56 @@ def mix_table(result: MixResult, add: Callable[[str], None]) -> None:
     add("Medians over the rounds; `/ floor` and `p99 / floor's` are medians of the per-round ratios. Per round: "
         + "; ".join(f"{row.server} {row.round + 1}: {row.throughput:,.0f}/s p99 {_us(row.p99)} µs" for row in
                     result.rows))
-    if result.distinct:
-        d = result.distinct
-        add(f"- sent to Tollgate over the rounds: {d['requests']:,} requests, {d['API keys']:,} distinct API keys, "
-            f"{d['JWT clients']:,} JWT clients with {d['JWT tokens']:,} distinct tokens, {d['relations']:,} "
+    if result.rounds(CERBOS):
+        _cerbos_ratios(result, add)
+    for label, d in result.distinct.items():
+        add(f"- sent to {NAMES[label]} over the rounds: {d['requests']:,} requests, {d['API keys']:,} distinct API "
+            f"keys, {d['JWT clients']:,} JWT clients with {d['JWT tokens']:,} distinct tokens, {d['relations']:,} "
             "distinct relations")
-        s = result.seen
+        s = result.seen[label]
         add(f"- already sent before to the same server (from the requests sent; the fact cache's own hits are not "
             f"exported): the credential {s['credential']:.1%}, the relation {s['relation']:.1%}, the whole request "
-            f"{s['request']:.1%} — the decision memo answered {_memo_share(result)} (it keeps at most 10,000)")
-    add("- Cerbos on the same traffic: not measured here (a `CheckEncoding` in bench/mix_load.py is the hook)")
+            f"{s['request']:.1%} — the decision memo answered {_memo_share(result, label)} (it keeps at most "
+            "10,000)")
+    for note in result.notes:
+        add(f"- {note}")
     for row in result.rows:
         add(f"- verified, {row.server} round {row.round + 1}: {row.verified}"
             + (" **MISMATCH: " + "; ".join(row.problems) + "**" if row.problems else ""))
     add("")
 
 
-def _memo_share(result: MixResult) -> str:
-    rows = result.rounds("1 worker")
+def _cerbos_ratios(result: MixResult, add: Callable[[str], None]) -> None:
+    """Tollgate / Cerbos on the JWT share, per round and the median."""
+    tollgate = {row.round: row for row in result.rounds(ONE_JWT)}
+    pairs = [(tollgate[row.round], row) for row in result.rounds(CERBOS) if row.round in tollgate]
+
+    def ratios(value: Callable[[MixRow], float | None], cerbos_over_tollgate: bool = False) -> list[float]:
+        found = []
+        for ours, theirs in pairs:
+            top, bottom = (value(theirs), value(ours)) if cerbos_over_tollgate else (value(ours), value(theirs))
+            if top is not None and bottom:
+                found.append(top / bottom)
+        return found
+
+    add("")
+    add("| JWT share: ratio (per round, then the median) | rounds | median |")
+    add("|---|---|---:|")
+    for name, values, aim in (
+            ("checks/s, Tollgate / Cerbos", ratios(lambda r: r.throughput), CERBOS_AIM),
+            ("server CPU per check, Cerbos / Tollgate", ratios(lambda r: r.cpu_per_check, True), None),
+            ("p50, Cerbos / Tollgate", ratios(lambda r: r.p50, True), None),
+            ("p99, Cerbos / Tollgate", ratios(lambda r: r.p99, True), None)):
+        median = _median(values)
+        verdict = f" (target ≥ {aim:g}: {'met' if median >= aim else 'not met'})" if aim and median else ""
+        add(f"| {name} | {', '.join(f'{v:.2f}' for v in values) or 'n/a'} | {_fixed(median)}{verdict} |")
+    add("")
+    add("Unpinned, Cerbos's Go runtime spreads over both cores while a Tollgate worker uses at most about one, "
+        "and both share the machine with the load: server CPU per check is the machine-independent comparison.")
+
+
+def _memo_share(result: MixResult, label: str) -> str:
+    rows = result.rounds(label)
     counted = sum(r.counted for r in rows)
     return f"{sum(r.recalled for r in rows) / counted:.1%}" if counted else "n/a"
 

@@ -30,7 +30,7 @@ import time
 import traceback
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -104,6 +104,7 @@ class RunSpec:
     rate: float = 0.0  # open loop: calls per second per process; 0: closed loop
     connections: int = 4  # per process
     cursor: float = 0.0  # where in its requests the process starts, as a fraction
+    jwt_only: bool = False  # send only the requests carrying a JWT (the share a PDP without API keys can answer)
 
 
 @dataclass
@@ -247,7 +248,14 @@ class _Sender:
         self.traffic = traffic
         self.spec = spec
         self.encoding = spec.encoding
-        self.cursor = int(spec.cursor * len(traffic.requests)) % len(traffic.requests)
+        requests = traffic.requests
+        # The indices sent, in order: the cursor walks this list, so a JWT-only run sends the same
+        # requests, in the same order, as every other JWT-only run with the same cursor.
+        self.order: Sequence[int] = ([i for i, r in enumerate(requests) if r.jwt] if spec.jwt_only
+                                     else range(len(requests)))
+        if not self.order:
+            raise ValueError("no requests to send (a JWT-only run over traffic without JWT requests)")
+        self.cursor = int(spec.cursor * len(self.order)) % len(self.order)
         self.outcomes: Counter = Counter()
         self.mismatches = 0
         self.examples: list[str] = []
@@ -255,17 +263,19 @@ class _Sender:
         self.last: dict[int, bytes] = {}
 
     def next_body(self, connection: int, now: float) -> tuple[MixRequest, bytes]:
-        requests = self.traffic.requests
-        while True:
-            i = self.cursor
-            self.cursor = (i + 1) % len(requests)
+        requests, order = self.traffic.requests, self.order
+        for attempt in range(len(order)):
+            i = order[self.cursor]
+            self.cursor = (self.cursor + 1) % len(order)
             request = requests[i]
             credential, generation = self.traffic.credential(request, now)
             body = self.encoding.encode(request, credential)
-            if body != self.last.get(connection):
+            # The last attempt is sent even if it repeats: every request to send is the same.
+            if body != self.last.get(connection) or attempt == len(order) - 1:
                 self.last[connection] = body
                 self.sent.append(i * 1024 + generation)
                 return request, body
+        raise AssertionError("unreachable: the loop returns on its last attempt")
 
     def judge(self, request: MixRequest, verdict: str) -> bool:
         self.outcomes[verdict] += 1

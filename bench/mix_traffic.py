@@ -44,6 +44,11 @@ TOKEN_GRACE = 3600  # seconds a token stays valid after the next one takes over
 RANDOM_SEED = 16
 
 
+def jwt_issuer(client: int) -> str:
+    """The external issuer (a key of Seeded.issuers) whose tokens JWT client `client` carries."""
+    return "rsa" if client % 2 == 0 else "ec"
+
+
 class MixRequest(NamedTuple):
     partner: str
     credential: int  # index into Traffic.api_keys, or the JWT client's index into Traffic.tokens
@@ -157,7 +162,7 @@ def build(seeded: seeding.Seeded, draws: int, *, exponent: float = 1.0, renew_se
     started = time.monotonic()
     tokens = []
     for c, p in enumerate(jwt_partners):
-        issuer = "rsa" if c % 2 == 0 else "ec"
+        issuer = jwt_issuer(c)
         pid = seeding.partner_id(p)
         mine = []
         for g in range(generations):

@@ -1550,9 +1550,9 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
                         help="comma-separated: grpcio (the Python load generator's rows), h2load (saturation rows "
                         "driven by h2load), tokens (the token endpoint's grants, driven by wrk), rss (RSS over "
                         "time, with --rss-minutes), propagation (a change committed elsewhere reaching the server, "
-                        "PostgreSQL only: bench/propagation.py), mix (a realistic mix against the floor: "
-                        "bench/mix.py), coldstart (a fresh server under the mix: bench/cold_start.py); default "
-                        "grpcio,h2load,tokens,propagation")
+                        "PostgreSQL only: bench/propagation.py), mix (a realistic mix against the floor, and "
+                        "its JWT share against Cerbos: bench/mix.py), coldstart (a fresh server under the mix: "
+                        "bench/cold_start.py); default grpcio,h2load,tokens,propagation")
     parser.add_argument("--h2load-connections", type=int, default=16,
                         help="h2load connections in all, split between the bodies (default 16)")
     parser.add_argument("--h2load-streams", type=int, default=2,
