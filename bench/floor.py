@@ -1,8 +1,9 @@
 """The floor: the same gRPC stack with nothing behind it.
 
-A grpcio thread-pool server with Tollgate's defaults (16 worker threads, the same channel options)
-that registers `tollgate.v1.Authorization/Check` and `envoy.service.auth.v3.Authorization/Check`
-and answers every call with one constant, pre-built allow. What the load generator measures against
+A grpcio thread-pool server with Tollgate's defaults (16 worker threads, the same channel options,
+each process on a CPU of its own) that registers `tollgate.v1.Authorization/Check` and
+`envoy.service.auth.v3.Authorization/Check` and answers every call with one constant, pre-built
+allow. What the load generator measures against
 it is the cost of gRPC in Python on this machine (framing, HTTP/2, (de)serialisation, the thread
 pool hand-off, the client side); Tollgate's numbers minus the floor's are what deciding costs.
 
@@ -22,6 +23,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2, status_pb2
 from tollgate.v1 import authorization_pb2, authorization_pb2_grpc
 
+from service.affinity import pin_this_process
 from service.config import Settings
 from service.server import MAX_MESSAGE_BYTES
 
@@ -55,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-workers", type=int, default=Settings.max_workers)
+    parser.add_argument("--index", type=int, default=0,
+                        help="which process of the floor this is: it runs on a CPU of its own, as Tollgate's "
+                             "worker of that index does (service/affinity.py)")
     args = parser.parse_args(argv)
+    pin_this_process(args.index)  # before the server starts a thread, as `tollgate serve` does
     server, port = build_server(args.port, args.max_workers)
     server.start()
     print(f"floor serving on 127.0.0.1:{port}", flush=True)

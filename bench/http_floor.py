@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.affinity import pin_this_process
 from service.http.app import HttpListener
 from service.http.errors import NO_STORE
 
@@ -52,7 +53,11 @@ def app() -> Starlette:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.http_floor", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True, help="the port (127.0.0.1), shared with SO_REUSEPORT")
+    parser.add_argument("--index", type=int, default=0,
+                        help="which process of the floor this is: it runs on a CPU of its own, as Tollgate's "
+                             "worker of that index does (service/affinity.py)")
     args = parser.parse_args(argv)
+    pin_this_process(args.index)  # before the listener starts a thread, as `tollgate serve` does
     listener = HttpListener(app(), "127.0.0.1", args.port, reuse_port=True, grace_seconds=1)
     listener.start()
     print(f"HTTP floor serving on 127.0.0.1:{listener.port}", flush=True)

@@ -413,8 +413,9 @@ def floor_server(log_dir: Path, processes: int = 1, service_dir: Path | None = N
     SO_REUSEPORT), the floor of a server with as many workers."""
     port = free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": os.environ.get("LANG", "C.UTF-8")}
-    spawned = [_spawn(f"floor-{processes}-{i}", [sys.executable, "-m", "bench.floor", "--port", str(port)], env,
-                      log_dir, service_dir) for i in range(processes)]
+    spawned = [_spawn(f"floor-{processes}-{i}", [sys.executable, "-m", "bench.floor", "--port", str(port),
+                                                  "--index", str(i)], env, log_dir, service_dir)
+               for i in range(processes)]
     server = Server("floor", spawned[0][0], port, spawned[0][1], others=tuple(p for p, _ in spawned[1:]))
     try:
         _wait_ready(server, processes)
@@ -428,8 +429,9 @@ def http_floor_server(log_dir: Path, processes: int = 1, service_dir: Path | Non
     """The HTTP floor (bench/http_floor.py): `processes` processes on one port (SO_REUSEPORT)."""
     port = free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": os.environ.get("LANG", "C.UTF-8")}
-    spawned = [_spawn(f"http-floor-{processes}-{i}", [sys.executable, "-m", "bench.http_floor", "--port", str(port)],
-                      env, log_dir, service_dir) for i in range(processes)]
+    spawned = [_spawn(f"http-floor-{processes}-{i}", [sys.executable, "-m", "bench.http_floor", "--port", str(port),
+                                                       "--index", str(i)], env, log_dir, service_dir)
+               for i in range(processes)]
     server = Server("HTTP floor", spawned[0][0], port, spawned[0][1], others=tuple(p for p, _ in spawned[1:]),
                     http_port=port)
     try:

@@ -43,6 +43,11 @@ class Settings:
     # How often the sweeper records expired relations.
     expiry_sweep_seconds: float = 30.0
     max_workers: int = 16
+    # Each server process runs on one CPU of those it may use (worker i on the i-th, round robin).
+    # A Python process computes on one core at a time; left free to move, its threads hand the
+    # interpreter lock back and forth across cores, which cost a third of its throughput here
+    # (service/affinity.py). Off: the scheduler places them.
+    pin_workers: bool = True
     # On SIGTERM: stop accepting calls, then give in-flight ones this long to finish.
     shutdown_grace_seconds: float = 10.0
     # TLS on the gRPC port: PEM certificate chain and key (both or neither). With a client CA,

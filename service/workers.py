@@ -58,8 +58,8 @@ def _run(settings: Settings, count: int, metrics: WorkerMetrics | None, endpoint
     context = multiprocessing.get_context("spawn")
     siblings = SiblingWrites(context)
     pipes = [context.Pipe(duplex=False) for _ in range(count)]
-    workers = [context.Process(target=_worker, args=(_worker_settings(settings), siblings, sender, metrics is not None),
-                               name=f"worker-{index}")
+    workers = [context.Process(target=_worker, args=(_worker_settings(settings), index, siblings, sender,
+                                                     metrics is not None), name=f"worker-{index}")
                for index, (_, sender) in enumerate(pipes)]
     for worker in workers:
         worker.start()
@@ -136,10 +136,13 @@ def _worker_settings(settings: Settings) -> Settings:
     return replace(settings, metrics_port=0)
 
 
-def _worker(settings: Settings, siblings: SiblingWrites, ready: Connection, report_metrics: bool) -> None:
+def _worker(settings: Settings, index: int, siblings: SiblingWrites, ready: Connection, report_metrics: bool) -> None:
+    from .affinity import pin_this_process
     from .server import Listening, serve
     from .telemetry import configure_logging
 
+    if settings.pin_workers:
+        pin_this_process(index)  # before the server starts a thread
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
 
     def started(app: App) -> None:

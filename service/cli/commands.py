@@ -38,6 +38,7 @@ CLIENT_SECRET_WARNING = "this is the only time the client secret is shown; store
 # -- server and schema ---------------------------------------------------------------------------
 
 def serve(args: argparse.Namespace, out: Output) -> None:
+    from ..affinity import pin_this_process
     from ..server import serve as run_server
     from ..workers import serve_workers
 
@@ -47,6 +48,8 @@ def serve(args: argparse.Namespace, out: Output) -> None:
     try:
         if settings.worker_count > 1:
             raise SystemExit(serve_workers(settings, settings.worker_count))
+        if settings.pin_workers:
+            pin_this_process(0)  # before the server starts a thread
         run_server(settings)
     except RuntimeError as error:
         raise CommandFailed(str(error)) from None

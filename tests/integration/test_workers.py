@@ -219,3 +219,40 @@ def _token_answers(metrics_port: int, query: str = "") -> int:
     text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics{query}", timeout=10).text
     return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith('tollgate_token_requests_total{endpoint="token",status="200"}')))
+
+
+def _threads_cpus(pid: int) -> set[frozenset[int]]:
+    """The CPUs each thread of the process may run on."""
+    return {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to choose from")
+def test_each_worker_runs_every_thread_on_a_cpu_of_its_own(tmp_path):
+    port = free_port()
+    process = start_server(port, {**os.environ, "TOLLGATE_DATA_DIR": str(tmp_path),
+                                  "TOLLGATE_POLICY_PATH": str(EXAMPLE_POLICY)}, "--workers", "2")
+    try:
+        workers = sorted(p for p in children(process.pid) if is_worker(p))
+        placed = [_threads_cpus(worker) for worker in workers]
+        allowed = sorted(os.sched_getaffinity(0))
+        assert sorted(placed, key=lambda cpus: sorted(next(iter(cpus)))) == [
+            {frozenset({allowed[0]})}, {frozenset({allowed[1]})}]
+        assert len(_threads_cpus(process.pid)) == 1 and len(next(iter(_threads_cpus(process.pid)))) == len(allowed)
+    finally:
+        code, output = stop_server(process)
+    assert code == 0, output
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to choose from")
+@pytest.mark.parametrize(("pin", "cpus"), [("on", 1), ("off", None)])
+def test_one_server_process_runs_on_one_cpu_unless_told_not_to(tmp_path, pin, cpus):
+    port = free_port()
+    process = start_server(port, {**os.environ, "TOLLGATE_DATA_DIR": str(tmp_path), "TOLLGATE_PIN_WORKERS": pin,
+                                  "TOLLGATE_POLICY_PATH": str(EXAMPLE_POLICY)}, "--workers", "1")
+    try:
+        placed = _threads_cpus(process.pid)
+        assert len(placed) == 1, placed  # every thread alike
+        assert len(next(iter(placed))) == (cpus or len(os.sched_getaffinity(0)))
+    finally:
+        code, output = stop_server(process)
+    assert code == 0, output
