@@ -22,6 +22,7 @@ pytest.importorskip("pytest_benchmark")
 from service.check.caching.fact_cache import FactCache
 from service.check.caching.facts import CachedFacts
 from service.check.caching.remembering import RememberingChecker
+from service.check.caching.revision_memo import RevisionMemo
 from service.check.facts import StoreFacts
 from service.check.limits import CheckLimits
 from service.check.query import CheckCall, CheckQuery
@@ -207,6 +208,19 @@ def test_check_recalled(benchmark, facts, name):
     facts.remembering.check(call)
     checked = benchmark(lambda: facts.remembering.check(call))
     assert checked.recalled and checked.decision.allowed
+
+
+@pytest.mark.parametrize("name", list(QUERIES))
+def test_check_cache_off(benchmark, facts, name):
+    """CheckService.check as a server with TOLLGATE_CACHE_MAX_ENTRIES=0 runs it (the miss path):
+    the signature verified and the store read every time (its revision, the API key, the
+    relation), only partners, issuers and the revoked-token sets kept per revision."""
+    checks = CheckService(lambda: facts.policy, StoreFacts(RevisionMemo(facts.store.fact_reads), facts.verifier),
+                          SystemClock())
+    call = CheckCall.of(QUERIES[name](facts))
+    checks.check(call)
+    checked = benchmark(lambda: checks.check(call))
+    assert checked.decision.allowed
 
 
 @pytest.mark.parametrize("name", list(QUERIES))
