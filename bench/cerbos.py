@@ -41,7 +41,7 @@ from pathlib import Path
 import yaml
 
 from . import seed as seeding
-from .h2load import grpc_frame
+from .h2load import grpc_frame, metrics_text
 from .load import CALL_TIMEOUT, Request
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -258,18 +258,8 @@ def scrape(url: str) -> Counter:
     ("engine", status), from Cerbos's Prometheus metrics; retried for up to SCRAPE_TIMEOUT seconds."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    deadline = time.monotonic() + SCRAPE_TIMEOUT
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own http:// metrics URL
-                text = response.read().decode()
-            break
-        except (urllib.error.URLError, OSError):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no metrics at {url}") from None
-            time.sleep(0.2)
     counts: Counter = Counter()
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(metrics_text(url, SCRAPE_TIMEOUT)):
         for sample in family.samples:
             if sample.name == CALLS and sample.labels.get("rpc_method") == METHOD:
                 counts[("calls", sample.labels.get("rpc_response_status_code", ""))] += int(sample.value)

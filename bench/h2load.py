@@ -119,23 +119,27 @@ def scrape(urls: Sequence[str], metric: str = "tollgate_checks_total",
 
     found: dict[str, Counter] = {}
     for url in urls:
-        deadline = time.monotonic() + SCRAPE_TIMEOUT
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own http:// metrics URL
-                    text = response.read().decode()
-                break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no metrics at {url}") from None
-                time.sleep(0.2)
         counts: Counter = Counter()
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(metrics_text(url)):
             for sample in family.samples:
                 if sample.name == metric:
                     counts[tuple(sample.labels.get(label, "") for label in labels)] += int(sample.value)
         found[url] = counts
     return found
+
+
+def metrics_text(url: str, timeout: float = SCRAPE_TIMEOUT) -> str:
+    """A server's Prometheus metrics page, retried for up to `timeout` seconds (the metrics may
+    come up just after the gRPC port)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own http:// metrics URL
+                return response.read().decode()
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no metrics at {url}") from None
+            time.sleep(0.2)
 
 
 def counter_delta(before: dict[str, Counter], after: dict[str, Counter]) -> tuple[Counter, dict[str, int]]:

@@ -623,6 +623,7 @@ class Options:
     wrk: str = ""  # the binary, found (or installed) before the run
     wrk_version: str = ""
     pin: bool = False  # one-process servers of the h2load part on CPU 0, their h2load on CPU 1 (bench/pinning.py)
+    server_settings: dict[str, str] = field(default_factory=dict)  # --server-setting, for every Tollgate server
     mix: mix.MixOptions = field(default_factory=mix.MixOptions)
     coldstart: cold_start.ColdStartOptions = field(default_factory=cold_start.ColdStartOptions)
 
@@ -646,8 +647,11 @@ class Bench:
             self.pinned.add(server.process.pid)
 
     def tollgate(self, name: str, url: str, **options) -> AbstractContextManager[Server]:
-        """The real server (see `tollgate`) with the run's key-encryption key and source tree."""
-        return tollgate(name, url, self.log_dir, kek=self.kek, service_dir=self.options.service_dir, **options)
+        """The real server (see `tollgate`) with the run's key-encryption key and source tree, and
+        the run's --server-setting values under the row's own."""
+        settings = {**self.options.server_settings, **options.pop("settings", {})}
+        return tollgate(name, url, self.log_dir, kek=self.kek, service_dir=self.options.service_dir,
+                        settings=settings, **options)
 
     def own_token_scenario(self, result: StoreResult, server: Server, seeded: seeding.Seeded) -> Scenario | None:
         """(f): tokens for the scenario's first `distinct` seeded OAuth clients, from the server's
@@ -1577,6 +1581,9 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--service-dir", type=Path, help="run the servers (Tollgate and the floors) from the "
                         "`service` package in this directory instead of this tree's, e.g. a copy with a change "
                         "to measure")
+    parser.add_argument("--server-setting", action="append", default=[], metavar="TOLLGATE_NAME=VALUE",
+                        help="a setting for every Tollgate server of the run (repeatable), e.g. "
+                             "TOLLGATE_GC_FREEZE_SECONDS=10, to measure a setting against a run without it")
     parser.add_argument("--pin", action="store_true",
                         help="h2load part: run the one-process servers (floor, Tollgate 1 worker, miss path, Cerbos) "
                         "on CPU 0 and their h2load on CPU 1 (taskset); the 2-process servers stay unpinned "
@@ -1635,8 +1642,19 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
                    h2_rounds, h2_seconds, args.rss_minutes, args.rss_warmup, tokens_rounds=tokens_rounds,
                    tokens_seconds=tokens_seconds, tokens_connections=args.tokens_connections,
                    tokens_threads=args.tokens_threads, oauth_clients=oauth_clients, service_dir=service_dir,
-                   pin=args.pin, mix=mix.options_from(args, args.quick, seconds, warmup, parser.error),
+                   pin=args.pin, server_settings=_server_settings(args.server_setting, parser.error),
+                   mix=mix.options_from(args, args.quick, seconds, warmup, parser.error),
                    coldstart=cold_start.options_from(args, parser.error)), args
+
+
+def _server_settings(given: list[str], error: Callable[[str], None]) -> dict[str, str]:
+    settings = {}
+    for item in given:
+        name, equals, value = item.partition("=")
+        if not equals or not name.startswith("TOLLGATE_"):
+            error(f"--server-setting takes TOLLGATE_NAME=VALUE, not {item!r}")
+        settings[name] = value
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
