@@ -8,7 +8,8 @@ objects, which cost several times the read itself. Each statement is written onc
 SQLAlchemy Core and compiled once per database (its SQL text and parameter order), with
 SQLAlchemy's own type processing for its parameters and columns (times, JSON), so the values are
 exactly what the ORM reads; a read is one execute on the driver's cursor. The connection comes
-from the engine's pool, with its events (PostgreSQL's liveness check and watchdog). The records
+from the engine's pool, with its events (PostgreSQL's watchdog); the reading's first statement
+checks that it is alive (SqlFactReads._opened). The records
 are made by the same functions as the repositories' (records.py), so both read paths give equal
 records (tests/store/test_fact_reads.py runs both on SQLite and PostgreSQL).
 """
@@ -115,6 +116,8 @@ class _Compiled:
         binds = {name: bind for name, bind in compiled.binds.items() if name in fixed}
         self._names: tuple[str, ...] = (tuple(compiled.positiontup) if compiled.positional and compiled.positiontup
                                         else tuple(fixed))
+        if len(set(self._names)) != len(self._names):  # parameters() binds each name once
+            raise ValueError(f"a parameter is used twice in {self.sql!r}: give each use its own name")
         self._positional = compiled.positional
         self._fixed = fixed
         self._bind = {name: processor for name in self._names
@@ -127,6 +130,7 @@ class _Compiled:
         self._row: Any = namedtuple("_Row", names, rename=True)  # type: ignore[misc]  # a type made at run time
 
     def parameters(self, given: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """The values in the driver's style: in order for a positional one, by name otherwise."""
         values = {}
         for name in self._names:
             value = given[name] if name in given else self._fixed[name]
