@@ -67,15 +67,18 @@ $(RUNTIME_STAMP): pyproject.toml requirements.txt
 # image's, and the only platform atheris (dev) has wheels for.
 PIP_TOOLS_VERSION := 7.6.2
 LOCK_VENV         := build/lock-venv
+# requirements.txt is also the constraints file of the dev lock, which cannot hold extras: they are
+# stripped from it. The dev lock keeps them: in --require-hashes mode pip takes a requirement with
+# extras (cerbos's httpx[http2]) as pinned only when the lock names those extras.
 PIP_COMPILE        = CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
-  --allow-unsafe --all-build-deps --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+  --allow-unsafe --all-build-deps --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
 .PHONY: lock
 ## re-resolve requirements.txt and requirements-dev.txt (pip-compile, hashes)
 lock: $(LOCK_VENV)/.pip-tools-$(PIP_TOOLS_VERSION)
 	@test "$$(uname -sm)" = "Linux x86_64" && $(LOCK_VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
 	  || { echo "make lock: run it with Python 3.11 on Linux x86_64, where CI and the image run" >&2; exit 1; }
-	$(PIP_COMPILE) -o requirements.txt pyproject.toml
-	$(PIP_COMPILE) --extra dev -c requirements.txt -o requirements-dev.txt pyproject.toml
+	$(PIP_COMPILE) --strip-extras -o requirements.txt pyproject.toml
+	$(PIP_COMPILE) --no-strip-extras --extra dev -c requirements.txt -o requirements-dev.txt pyproject.toml
 
 $(LOCK_VENV)/.pip-tools-$(PIP_TOOLS_VERSION):
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
