@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import statistics
 import subprocess
@@ -33,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from service.affinity import cpu_for
+
+from . import pinning
 from . import run as bench_run
 from . import seed as seeding
 from .load import LoadGenerator, Scenario
@@ -110,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
             servers = {"floor": stack.enter_context(floor_server(log_dir)),
                        "tollgate": stack.enter_context(tollgate("cpu", url, log_dir))}
             if args.baseline:
-                servers["baseline"] = stack.enter_context(baseline_server(args.baseline.resolve(), url, log_dir))
+                servers["baseline"] = baseline = stack.enter_context(
+                    baseline_server(args.baseline.resolve(), url, log_dir))
+                # On the CPU this tree's server and the floor run on (each pins itself, a tree from
+                # before TOLLGATE_PIN_WORKERS does not): all three are measured alike.
+                server_cpu = cpu_for(0, os.sched_getaffinity(0))
+                if server_cpu is not None:
+                    pinning.pin([baseline.process.pid], server_cpu)
             for name, key in order:  # every credential seen once: the rows measure cache hits
                 load.run(servers[name].target, scenarios[key.removesuffix("-base")], mode="c1", seconds=0.2,
                          warmup=0, prime=True)
