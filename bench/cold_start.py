@@ -17,14 +17,13 @@ import argparse
 import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import h2load as h2
 from . import seed as seeding
 from .load import nearest_rank
-from .mix import RECALLED, MixOptions, build_traffic
+from .mix import RECALLED, MixOptions, build_traffic, expected_decisions
 from .mix_load import MixLoad, NativeCheck, RunSpec
 
 DEFAULT_RATE = 1_000.0  # checks/s when the mix part did not run on the store
@@ -133,10 +132,7 @@ def measure(bench, store: str, url: str, seeded: seeding.Seeded, mix_throughput:
                                + "; ".join(run.examples))
     if result.not_sent:
         result.problems.append(f"{result.not_sent:,} calls not sent ({MAX_NOTE})")
-    expected: Counter = Counter()
-    for verdict, count in outcomes.items():
-        decision, _, reason = verdict.partition(":")
-        expected[("native", decision, reason)] += count
+    expected = expected_decisions(outcomes)
     if delta != expected:
         result.problems.append(f"server counted {dict(delta)}; the load saw {dict(expected)}")
     result.verified = (f"{sum(outcomes.values()):,} answers checked, {run.mismatches} mismatches; the server's "

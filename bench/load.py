@@ -161,13 +161,7 @@ class LoadGenerator:
         self.close()
 
     def close(self) -> None:
-        for tasks in self._tasks:
-            tasks.put(None)
-        for process in self._processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=5)
+        stop_processes(self._tasks, self._processes)
 
     def run(self, target: str, scenario: Scenario, *, mode: str, seconds: float, warmup: float,
             inflight: int = 8, prime: bool = False,
@@ -440,3 +434,15 @@ def _checked(outcome: str, partner: str, request: Request) -> str:
     if outcome == "allow" and request.partner and partner != request.partner:
         return "wrong_partner"
     return outcome
+
+
+def stop_processes(tasks: list, processes: list) -> None:
+    """Tells each spawned load process to end (None on its task queue) and waits for it; one that
+    does not end within 10 s is killed."""
+    for queue_ in tasks:
+        queue_.put(None)
+    for process in processes:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)

@@ -251,10 +251,7 @@ def _measure(load: MixLoad, server, label: str, encoding: CheckEncoding, cursor:
         recalled, _ = h2.counter_delta(recalled_before, h2.scrape(server.metrics_urls, *RECALLED))
         row.recalled = recalled.get(("native",), 0)
         row.counted = sum(delta.values())
-        expected: Counter = Counter()
-        for verdict, count in row.outcomes.items():
-            decision, _, reason = verdict.partition(":")
-            expected[("native", decision, reason)] += count
+        expected = expected_decisions(row.outcomes)
         if delta != expected:
             row.problems.append(f"server counted {_decisions(delta)}; the load saw {_decisions(expected)}")
         row.verified = (f"{answered:,} answers checked, {run.mismatches} mismatches; the server's decision counter "
@@ -265,6 +262,15 @@ def _measure(load: MixLoad, server, label: str, encoding: CheckEncoding, cursor:
 
 
 RECALLED = ("tollgate_checks_recalled_total", ("adapter",))
+
+
+def expected_decisions(outcomes: Counter) -> Counter:
+    """The load's verdicts ("allow", "deny:<reason>") as the server's decision counter counts them."""
+    expected: Counter = Counter()
+    for verdict, count in outcomes.items():
+        decision, _, reason = verdict.partition(":")
+        expected[("native", decision, reason)] += count
+    return expected
 
 
 def _decisions(counts: Counter) -> str:

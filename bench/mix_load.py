@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .load import stop_processes
 from .mix_traffic import MixRequest, Traffic
 
 CALL_TIMEOUT = 10.0
@@ -175,13 +176,7 @@ class MixLoad:
         return self
 
     def __exit__(self, *_exc) -> None:
-        for tasks in self._tasks:
-            tasks.put(None)
-        for process in self._processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=5)
+        stop_processes(self._tasks, self._processes)
 
     def run(self, spec: RunSpec, marks: Callable[[float], None] | None = None) -> RunResult:
         """One run in every process. `marks(t)` is called (in this process) at the start and at the

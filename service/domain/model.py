@@ -179,6 +179,17 @@ class SigningKeyRecord:
         return self.publish_until is None or self.publish_until > now
 
 
+def active_signing_key(keys: list[SigningKeyRecord]) -> SigningKeyRecord | None:
+    """The one key of `keys` (every key, newest first) that signs now."""
+    return next((key for key in keys if key.retired_at is None), None)
+
+
+def published_signing_keys(keys: list[SigningKeyRecord], now: datetime) -> list[SigningKeyRecord]:
+    """The keys of `keys` (every key, newest first) published at `now`: what a reader that keeps
+    every key judges against the clock, since a key's publication ends on its own."""
+    return [key for key in keys if key.published_at(now)]
+
+
 @dataclass(frozen=True)
 class RelationRecord:
     id: str

@@ -41,6 +41,8 @@ from ...domain.model import (
     RelationStatus,
     SigningKeyRecord,
     SubjectType,
+    active_signing_key,
+    published_signing_keys,
 )
 from ...domain.ports import CredentialVerifier, Facts, NotInMemory, UnitOfWork
 
@@ -244,11 +246,10 @@ class _CachedRevokedAccessTokens(_Cached):
 
 class _CachedSigningKeys(_Cached):
     def active(self) -> SigningKeyRecord | None:
-        return next((key for key in self._all() if key.retired_at is None), None)
+        return active_signing_key(self._all())
 
     def published(self, now: datetime) -> builtins.list[SigningKeyRecord]:
-        # Cached whole and judged against the clock here: a key's publication ends on its own.
-        return [key for key in self._all() if key.published_at(now)]
+        return published_signing_keys(self._all(), now)  # cached whole, judged against the clock
 
     def list(self) -> builtins.list[SigningKeyRecord]:
         return builtins.list(self._all())

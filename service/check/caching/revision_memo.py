@@ -16,13 +16,23 @@ store exactly as reading everything would.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TypeVar
 
 from ...domain.bounded import BoundedMap
-from ...domain.model import IssuerRecord, OAuthClientRecord, PartnerRecord, SigningKeyRecord
+from ...domain.model import (
+    IssuerRecord,
+    OAuthClientRecord,
+    PartnerRecord,
+    SigningKeyRecord,
+    active_signing_key,
+    published_signing_keys,
+)
 from ...domain.ports import FactReads, FactSnapshot
+
+Record = TypeVar("Record")
 
 # Partners, issuers and clients kept per revision (emptied when full: a flood of distinct ids costs
 # only the reads it would have cost anyway).
@@ -101,44 +111,37 @@ class _View:
         self._facts = remembered._facts  # the reading's, for what memory lacks
         self._records = remembered._memo.records
 
+    def _kept(self, key: tuple[str, str], read: Callable[[], Record | None]) -> Record | None:
+        """The record kept for `key` at this revision, else `read`'s, kept when found."""
+        found = self._records.get(key)
+        if found is None:
+            found = read()
+            if found is not None:
+                self._records.put(key, found)
+        return found  # type: ignore[return-value]  # what `read` returned for this key
+
 
 class _Partners(_View):
     def get(self, partner_id: str) -> PartnerRecord | None:
-        found = self._records.get(("partner", partner_id))
-        if found is None:
-            found = self._facts.partners.get(partner_id)
-            if found is not None:
-                self._records.put(("partner", partner_id), found)
-        return found  # type: ignore[return-value]  # what partners.get returned for this key
+        return self._kept(("partner", partner_id), lambda: self._facts.partners.get(partner_id))
 
 
 class _Issuers(_View):
     def find_by_issuer(self, issuer: str) -> IssuerRecord | None:
-        found = self._records.get(("issuer", issuer))
-        if found is None:
-            found = self._facts.issuers.find_by_issuer(issuer)
-            if found is not None:
-                self._records.put(("issuer", issuer), found)
-        return found  # type: ignore[return-value]  # what issuers.find_by_issuer returned for this key
+        return self._kept(("issuer", issuer), lambda: self._facts.issuers.find_by_issuer(issuer))
 
 
 class _OAuthClients(_View):
     def get(self, client_id: str) -> OAuthClientRecord | None:
-        found = self._records.get(("client", client_id))
-        if found is None:
-            found = self._facts.oauth_clients.get(client_id)
-            if found is not None:
-                self._records.put(("client", client_id), found)
-        return found  # type: ignore[return-value]  # what oauth_clients.get returned for this key
+        return self._kept(("client", client_id), lambda: self._facts.oauth_clients.get(client_id))
 
 
 class _SigningKeys(_View):
     def active(self) -> SigningKeyRecord | None:
-        return next((key for key in self.list() if key.retired_at is None), None)
+        return active_signing_key(self.list())
 
     def published(self, now: datetime) -> builtins.list[SigningKeyRecord]:
-        # Kept whole and judged against the clock here: a key's publication ends on its own.
-        return [key for key in self.list() if key.published_at(now)]
+        return published_signing_keys(self.list(), now)  # kept whole, judged against the clock
 
     def list(self) -> builtins.list[SigningKeyRecord]:
         memo = self._remembered._memo
