@@ -109,6 +109,13 @@ class RouteTable:
         return routed.api_key_query_parameter if routed is not None else self.api_key_query_parameter
 
     @cached_property
+    def header_names(self) -> tuple[str, ...]:
+        """The request headers (lower-cased) that some route reads a resource id from: with the
+        method and the raw path, all of a request that resolve() looks at."""
+        return tuple(sorted({source.name.lower() for route in self.routes for source in route.resource.values()
+                             if source.kind == "header"}))
+
+    @cached_property
     def _ordered(self) -> tuple[Route, ...]:
         # Sorted once per table (a table never changes; a policy reload builds a new one), not per request.
         return tuple(sorted(self.routes, key=lambda r: tuple(bool(_PARAMETER.match(s)) for s in r.segments)))

@@ -7,8 +7,9 @@ the one error table. The generated `add_*Servicer_to_server` functions stay the 
 method table: they register into a stand-in for the server that rewrites each method first.
 
 A method marked `@takes_bytes` goes further: it is handed the request's bytes and returns the
-response's (for native Check, which answers a repeated request without decoding it at all) and
-decodes, when it needs to, with `decode_request`.
+response's (native Check, which answers a repeated request without decoding it at all, and
+ext_authz, which answers from its response templates' encodings) and decodes, when it needs to,
+with `decode_request`.
 """
 
 from __future__ import annotations

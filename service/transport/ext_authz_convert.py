@@ -84,19 +84,51 @@ def check_query_from_ext_authz(request: external_auth_pb2.CheckRequest, routes: 
 
 
 def decisive_bytes(query: CheckQuery) -> bytes:
-    """What an ext_authz request is named by for the decision memo: every part of its query, the
-    one thing its decision depends on besides the facts and the policy (which the memo watches).
-    Envoy's own request bytes never repeat (a request id, times, per-request headers); these do
-    whenever a client repeats a request. Each string's length comes first, so no two queries
-    share an encoding whatever their text."""
+    """What an ext_authz request is named by for the decision memo when request_name cannot name
+    it: every part of its query, the one thing its decision depends on besides the facts and the
+    policy (which the memo watches). Envoy's own request bytes never repeat (a request id, times,
+    per-request headers); these do whenever a client repeats a request."""
     resource, key = query.resource, query.query_api_key
     strings = [query.authorization, query.api_key, query.operation, resource.user_id, resource.organization_id,
                resource.customer_id, query.client_address, *query.permissions]
     if key is not None:
         strings += [key.parameter, *key.values]
+    return _named(f"{query.at_least_as_fresh}/{query.explain:d}/{len(query.permissions)}", strings)
+
+
+def request_name(request: external_auth_pb2.CheckRequest, routes: RouteTable, client_address: str) -> bytes | None:
+    """A name for an ext_authz request made from the fields check_query_from_ext_authz reads,
+    before reading them: the method, the raw path (its query string included), the credential
+    headers, the headers `routes` or a context_extensions source reads a resource id from, the
+    extensions that name the operation or a resource id, and the client address. Two requests of
+    one name convert to one query under `routes`, so the name may stand for the query (a memo that
+    keeps decisions by it must also watch the policy). None when the headers come as a raw
+    header_map or with an upper-case name: those are named by their query (decisive_bytes)."""
+    http = request.attributes.request.http
+    headers = http.headers
+    if not headers:
+        return None
+    names = "".join(headers)  # the map's keys, iterated in C
+    if names != names.lower():  # a mixed-case name: request_headers folds it, a lookup here would not
+        return None
+    get = headers.get
+    strings = [http.method, http.path, get("authorization", ""), get("x-api-key", ""), client_address,
+               *[get(name, "") for name in routes.header_names]]
+    extensions = request.attributes.context_extensions
+    if extensions:
+        strings.append(extensions.get(OPERATION_EXTENSION, ""))
+        for field in RESOURCE_FIELDS:
+            source = extensions.get(field, "")
+            kind, _, name = source.partition(".")
+            strings += (source, get(name.lower(), "")) if kind == "header" else (source,)
+    return _named("raw", strings)
+
+
+def _named(head: str, strings: list[str]) -> bytes:
+    """`head`, then `strings` with each string's length first, so no two lists share an encoding
+    whatever their text."""
     lengths = ",".join([str(len(string)) for string in strings])
-    return (f"{query.at_least_as_fresh}/{query.explain:d}/{len(query.permissions)}/{lengths}/{''.join(strings)}"
-            .encode("utf-8", "surrogatepass"))
+    return f"{head}/{lengths}/{''.join(strings)}".encode("utf-8", "surrogatepass")
 
 
 def query_parameters_to_remove(query: CheckQuery) -> tuple[str, ...]:
@@ -136,10 +168,10 @@ def fill_ext_authz_response(response: external_auth_pb2.CheckResponse, decision:
             ok.query_parameters_to_remove.extend(remove_query_parameters)
 
 
-def ext_authz_template(decision: Decision, realm: str, operation: str,
-                       strip_credentials: bool) -> external_auth_pb2.CheckResponse:
-    """The response to `decision`, all but what fill_ext_authz_response sets."""
-    decision_id = ""
+def ext_authz_template(decision: Decision, realm: str, operation: str, strip_credentials: bool,
+                       decision_id: str = "") -> external_auth_pb2.CheckResponse:
+    """The response to `decision`, all but what fill_ext_authz_response sets, with `decision_id`
+    where that sets the decision id."""
     metadata = _metadata(decision, decision_id, operation)
     if decision.allowed:
         identity = _identity_headers(decision, decision_id)

@@ -88,18 +88,41 @@ _DECISION_ID_FIELD_START = authorization_pb2.CheckResponse(decision_id=_DECISION
 
 
 class ExtAuthzResponses:
-    """Envoy ext_authz CheckResponses of one realm."""
+    """Envoy ext_authz CheckResponses of one realm. A template holds DECISION_ID_PLACEHOLDER where
+    each response holds its decision id; its encoding has the id written over the placeholder's
+    bytes (the same length, so every length prefix stays right)."""
 
     def __init__(self, realm: str) -> None:
         self._realm = realm
         self._templates: _Templates[external_auth_pb2.CheckResponse] = _Templates()
+        self._kept = self._templates.kept
 
     def response(self, decision: Decision, decision_id: str, *, operation: str, strip_credentials: bool,
                  remove_query_parameters: tuple[str, ...] = ()) -> external_auth_pb2.CheckResponse:
-        key = (decision, operation, strip_credentials)
-        template = (self._templates.kept(key) or self._templates.made(
-            key, ext_authz_template, decision, self._realm, operation, strip_credentials))[0]
         response = external_auth_pb2.CheckResponse()
-        response.CopyFrom(template)
+        response.CopyFrom(self._template(decision, operation, strip_credentials)[0])
         fill_ext_authz_response(response, decision, decision_id, remove_query_parameters)
         return response
+
+    def serialized(self, decision: Decision, decision_id: str, *, operation: str, strip_credentials: bool,
+                   remove_query_parameters: tuple[str, ...] = ()) -> bytes:
+        """response()'s encoding, made without a message where the template's encoding holds the
+        placeholder only where the id goes (an operation's text could hold it too) and there are no
+        query parameters to remove."""
+        encoding = self._template(decision, operation, strip_credentials)[1]
+        if (not remove_query_parameters and len(decision_id) == len(DECISION_ID_PLACEHOLDER) and decision_id.isascii()
+                and encoding.count(_PLACEHOLDER_BYTES) == (3 if decision.allowed else 1)):
+            return encoding.replace(_PLACEHOLDER_BYTES, decision_id.encode("ascii"))
+        return self.response(decision, decision_id, operation=operation, strip_credentials=strip_credentials,
+                             remove_query_parameters=remove_query_parameters).SerializeToString()
+
+    def _template(self, decision: Decision, operation: str,
+                  strip_credentials: bool) -> tuple[external_auth_pb2.CheckResponse, bytes]:
+        key = (decision, operation, strip_credentials)
+        return self._kept(key) or self._templates.made(
+            key, ext_authz_template, decision, self._realm, operation, strip_credentials, DECISION_ID_PLACEHOLDER)
+
+
+# As long as every id of new_decision_id(), and never one of them (those are hex digits only).
+DECISION_ID_PLACEHOLDER = "<decision id:" + "_" * 18 + ">"
+_PLACEHOLDER_BYTES = DECISION_ID_PLACEHOLDER.encode("ascii")

@@ -19,8 +19,9 @@ explained ones. A rejected credential is verified (and, with the failed-credenti
 every time; both limits apply to every call, kept decision or not.
 
 A request is named by the bytes its transport hands over (CheckCall.request_bytes): native Check's
-own request bytes, so an identical request is answered without being decoded; ext_authz's query's
-decisive parts, since Envoy's requests never repeat byte for byte. Keys are SHA-256 digests of those
+own request bytes, so an identical request is answered without being decoded; for ext_authz, the
+fields its conversion reads (transport/ext_authz_convert.py request_name), since Envoy's requests
+never repeat byte for byte. Keys are SHA-256 digests of those
 bytes, never the bytes themselves: they hold the credential.
 """
 
