@@ -56,19 +56,22 @@ class BatchQuery:
 class CheckCall:
     """One Check as a transport hands it over: the query, decoded only when it is needed, and, when
     the transport has them, the request's own bytes, which name it whole (a decision kept for them
-    answers any identical request without decoding it)."""
+    answers any identical request without decoding it), and their SHA-256 digest when the
+    transport has already taken it."""
 
-    __slots__ = ("_decode", "_query", "request_bytes")
+    __slots__ = ("_decode", "_query", "digest", "request_bytes")
 
-    def __init__(self, decode: Callable[[], CheckQuery], request_bytes: bytes | None = None) -> None:
+    def __init__(self, decode: Callable[[], CheckQuery], request_bytes: bytes | None = None,
+                 digest: bytes | None = None) -> None:
         self._decode = decode
         self._query: CheckQuery | None = None
         self.request_bytes = request_bytes
+        self.digest = digest
 
     @classmethod
-    def of(cls, query: CheckQuery, request_bytes: bytes | None = None) -> CheckCall:
+    def of(cls, query: CheckQuery, request_bytes: bytes | None = None, digest: bytes | None = None) -> CheckCall:
         """A call whose query is already decoded; `request_bytes`, when given, name it whole."""
-        call = cls(_never_decoded, request_bytes)
+        call = cls(_never_decoded, request_bytes, digest)
         call._query = query
         return call
 

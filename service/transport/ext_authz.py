@@ -92,9 +92,8 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         operation = converted.operation
         self._telemetry.record_decision("ext_authz", operation, decision, decision_id,
                                         time.perf_counter() - started, recalled)
-        return self._responses.serialized(decision, decision_id, operation=operation,
-                                          strip_credentials=policy.strip_credential_headers,
-                                          remove_query_parameters=converted.remove_query_parameters)
+        return self._responses.serialized(decision, decision_id, operation, policy.strip_credential_headers,
+                                          converted.remove_query_parameters)
 
     def _call(self, request: external_auth_pb2.CheckRequest, policy: Policy,
               client_address: str) -> tuple[CheckCall, _Converted]:
@@ -110,11 +109,12 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         digest = sha256(name).digest()
         converted = self._converted.get(digest)
         if converted is not None and converted.policy is policy:
-            return CheckCall(lambda: check_query_from_ext_authz(request, routes, client_address), digest), converted
+            return CheckCall(lambda: check_query_from_ext_authz(request, routes, client_address), name,
+                             digest), converted
         query = check_query_from_ext_authz(request, routes, client_address)
         converted = _converted(policy, query)
         self._converted.put(digest, converted)
-        return CheckCall.of(query, digest), converted
+        return CheckCall.of(query, name, digest), converted
 
     def _client_address(self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext) -> str:
         """The downstream client as Envoy saw it; the sidecar itself only when it says nothing."""

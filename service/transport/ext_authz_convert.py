@@ -89,11 +89,9 @@ def decisive_bytes(query: CheckQuery) -> bytes:
     policy (which the memo watches). Envoy's own request bytes never repeat (a request id, times,
     per-request headers); these do whenever a client repeats a request."""
     resource, key = query.resource, query.query_api_key
-    strings = [query.authorization, query.api_key, query.operation, resource.user_id, resource.organization_id,
-               resource.customer_id, query.client_address, *query.permissions]
-    if key is not None:
-        strings += [key.parameter, *key.values]
-    return _named(f"{query.at_least_as_fresh}/{query.explain:d}/{len(query.permissions)}", strings)
+    return _named(("query", query.at_least_as_fresh, query.explain, query.authorization, query.api_key,
+                   query.operation, resource.user_id, resource.organization_id, resource.customer_id,
+                   query.client_address, tuple(query.permissions), key and (key.parameter, key.values)))
 
 
 def request_name(request: external_auth_pb2.CheckRequest, routes: RouteTable, client_address: str) -> bytes | None:
@@ -112,23 +110,21 @@ def request_name(request: external_auth_pb2.CheckRequest, routes: RouteTable, cl
     if names != names.lower():  # a mixed-case name: request_headers folds it, a lookup here would not
         return None
     get = headers.get
-    strings = [http.method, http.path, get("authorization", ""), get("x-api-key", ""), client_address,
-               *[get(name, "") for name in routes.header_names]]
+    read = routes.header_names
+    parts = ("request", http.method, http.path, get("authorization", ""), get("x-api-key", ""), client_address,
+             tuple([get(name, "") for name in read]) if read else ())
     extensions = request.attributes.context_extensions
-    if extensions:
-        strings.append(extensions.get(OPERATION_EXTENSION, ""))
-        for field in RESOURCE_FIELDS:
-            source = extensions.get(field, "")
-            kind, _, name = source.partition(".")
-            strings += (source, get(name.lower(), "")) if kind == "header" else (source,)
-    return _named("raw", strings)
+    if not extensions:
+        return _named(parts)
+    sources = [extensions.get(field, "") for field in RESOURCE_FIELDS]
+    return _named((*parts, extensions.get(OPERATION_EXTENSION, ""), *sources,
+                   *[get(source[7:].lower(), "") for source in sources if source.startswith("header.")]))
 
 
-def _named(head: str, strings: list[str]) -> bytes:
-    """`head`, then `strings` with each string's length first, so no two lists share an encoding
-    whatever their text."""
-    lengths = ",".join([str(len(string)) for string in strings])
-    return f"{head}/{lengths}/{''.join(strings)}".encode("utf-8", "surrogatepass")
+def _named(parts: tuple[object, ...]) -> bytes:
+    """`parts` (strings, numbers, None and tuples of them) as bytes that no other parts share: a
+    tuple's repr, in which every string is quoted and escaped."""
+    return repr(parts).encode("utf-8")
 
 
 def query_parameters_to_remove(query: CheckQuery) -> tuple[str, ...]:

@@ -94,8 +94,11 @@ class ExtAuthzResponses:
 
     def __init__(self, realm: str) -> None:
         self._realm = realm
-        self._templates: _Templates[external_auth_pb2.CheckResponse] = _Templates()
-        self._kept = self._templates.kept
+        # Each template with its encoding, or None where the placeholder is also elsewhere than
+        # where the id goes (an operation's text could hold it): that one is encoded per call.
+        self._templates: BoundedMap[Hashable, tuple[external_auth_pb2.CheckResponse, bytes | None]] = BoundedMap(
+            MAX_TEMPLATES)
+        self._kept = self._templates.get
 
     def response(self, decision: Decision, decision_id: str, *, operation: str, strip_credentials: bool,
                  remove_query_parameters: tuple[str, ...] = ()) -> external_auth_pb2.CheckResponse:
@@ -104,25 +107,30 @@ class ExtAuthzResponses:
         fill_ext_authz_response(response, decision, decision_id, remove_query_parameters)
         return response
 
-    def serialized(self, decision: Decision, decision_id: str, *, operation: str, strip_credentials: bool,
+    def serialized(self, decision: Decision, decision_id: str, operation: str, strip_credentials: bool,
                    remove_query_parameters: tuple[str, ...] = ()) -> bytes:
-        """response()'s encoding, made without a message where the template's encoding holds the
-        placeholder only where the id goes (an operation's text could hold it too) and there are no
-        query parameters to remove."""
+        """response()'s encoding, made without a message unless there are query parameters to
+        remove."""
         encoding = self._template(decision, operation, strip_credentials)[1]
-        if (not remove_query_parameters and len(decision_id) == len(DECISION_ID_PLACEHOLDER) and decision_id.isascii()
-                and encoding.count(_PLACEHOLDER_BYTES) == (3 if decision.allowed else 1)):
+        if encoding is not None and not remove_query_parameters and len(decision_id) == _PLACEHOLDER_LENGTH:
             return encoding.replace(_PLACEHOLDER_BYTES, decision_id.encode("ascii"))
         return self.response(decision, decision_id, operation=operation, strip_credentials=strip_credentials,
                              remove_query_parameters=remove_query_parameters).SerializeToString()
 
     def _template(self, decision: Decision, operation: str,
-                  strip_credentials: bool) -> tuple[external_auth_pb2.CheckResponse, bytes]:
+                  strip_credentials: bool) -> tuple[external_auth_pb2.CheckResponse, bytes | None]:
         key = (decision, operation, strip_credentials)
-        return self._kept(key) or self._templates.made(
-            key, ext_authz_template, decision, self._realm, operation, strip_credentials, DECISION_ID_PLACEHOLDER)
+        template = self._kept(key)
+        if template is None:
+            message = ext_authz_template(decision, self._realm, operation, strip_credentials, DECISION_ID_PLACEHOLDER)
+            encoding = message.SerializeToString()
+            ours = encoding.count(_PLACEHOLDER_BYTES) == (3 if decision.allowed else 1)  # see fill_ext_authz_response
+            template = (message, encoding if ours else None)
+            self._templates.put(key, template)  # racing handler threads store equal ones
+        return template
 
 
-# As long as every id of new_decision_id(), and never one of them (those are hex digits only).
+# As long as every id of new_decision_id() (hex digits, so ASCII), and never one of them.
 DECISION_ID_PLACEHOLDER = "<decision id:" + "_" * 18 + ">"
 _PLACEHOLDER_BYTES = DECISION_ID_PLACEHOLDER.encode("ascii")
+_PLACEHOLDER_LENGTH = len(DECISION_ID_PLACEHOLDER)

@@ -69,7 +69,7 @@ class RememberingChecker:
         request_bytes = call.request_bytes
         if request_bytes is None:  # nothing names the request whole
             return self._inner.check(call)
-        key = hashlib.sha256(request_bytes).digest()
+        key = call.digest or hashlib.sha256(request_bytes).digest()
         kept = self._kept.get(key)
         if kept is not None and self._stands(kept):
             limits = self._limits
