@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.cpu_per_check --profile a        # + a py-spy profile of the server on (a)
     git archive HEAD~3 service | tar -x -C /tmp/base            # an older `service/` to compare with:
     .venv/bin/python -m bench.cpu_per_check --baseline /tmp/base
+    .venv/bin/python -m bench.cpu_per_check --cache-off --baseline /tmp/base   # the miss path
 
 `make bench` measures every scenario once, floor first, so a burst of other load on the shared
 machine lands on one side of the ratio. Here the floor and one Tollgate worker run side by side
@@ -57,13 +58,13 @@ def rows(baseline: bool) -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def baseline_server(directory: Path, url: str, log_dir: Path):
+def baseline_server(directory: Path, url: str, log_dir: Path, *, cache: bool = True):
     """bench.run's Tollgate server, started from `directory` (python -m service runs the package
     in its working directory)."""
     root = bench_run.PROJECT_ROOT
     bench_run.PROJECT_ROOT = directory
     try:
-        manager = tollgate("baseline", url, log_dir)
+        manager = tollgate("baseline", url, log_dir, cache=cache)
         server = manager.__enter__()
     finally:
         bench_run.PROJECT_ROOT = root
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=("a", "b", "e"), help="also record a py-spy profile of this scenario")
     parser.add_argument("--profile-output", type=Path, default=Path("/tmp/tollgate-profile.txt"))
     parser.add_argument("--baseline", type=Path, help="a directory holding another `service/` to measure too")
+    parser.add_argument("--cache-off", action="store_true",
+                        help="Tollgate (and the baseline) with TOLLGATE_CACHE_MAX_ENTRIES=0: the miss path")
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 50 or not 0 < args.seconds <= 60:
         parser.error("--rounds must be 1..50 and --seconds in (0, 60]")
@@ -112,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             scenarios.update(floor_scenarios(scenarios))
             load = stack.enter_context(LoadGenerator(2))
             servers = {"floor": stack.enter_context(floor_server(log_dir)),
-                       "tollgate": stack.enter_context(tollgate("cpu", url, log_dir))}
+                       "tollgate": stack.enter_context(tollgate("cpu", url, log_dir, cache=not args.cache_off))}
             if args.baseline:
                 servers["baseline"] = baseline = stack.enter_context(
-                    baseline_server(args.baseline.resolve(), url, log_dir))
+                    baseline_server(args.baseline.resolve(), url, log_dir, cache=not args.cache_off))
                 # On the CPU this tree's server and the floor run on (each pins itself, a tree from
                 # before TOLLGATE_PIN_WORKERS does not): all three are measured alike.
                 server_cpu = cpu_for(0, os.sched_getaffinity(0))
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(log_dir, ignore_errors=True)
 
     print(f"\n{time.strftime('%Y-%m-%d %H:%M:%S')}  store {args.store}, mode {args.mode}, {args.rounds} rounds "
-          f"× {args.seconds:g} s; medians over the rounds")
+          f"× {args.seconds:g} s{', cache off' if args.cache_off else ''}; medians over the rounds")
     print("| row | server CPU µs/check | CPU / floor | checks/s | checks/s / floor |")
     print("|---|---:|---:|---:|---:|")
     for _, key in order:

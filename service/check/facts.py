@@ -17,15 +17,16 @@ class StoreFacts:
         self._fact_reads = fact_reads
         self._verifier = verifier
 
-    def reading(self, at_least_as_fresh: int) -> _StoreReading:
-        return _StoreReading(self._fact_reads, self._verifier)
+    def reading(self, at_least_as_fresh: int, optimistic: bool = False) -> _StoreReading:
+        return _StoreReading(self._fact_reads, self._verifier, optimistic)
 
 
 class _StoreReading:
-    """A FactReading over one read-only transaction, open while the reading is."""
+    """A FactReading over one store reading (a read-only transaction, or an optimistic reading),
+    open while the reading is."""
 
-    def __init__(self, fact_reads: FactReads, verifier: CredentialVerifier) -> None:
-        self._transaction = fact_reads()
+    def __init__(self, fact_reads: FactReads, verifier: CredentialVerifier, optimistic: bool) -> None:
+        self._transaction = fact_reads(optimistic)
         self._verifier = verifier
         self._repos: Facts | None = None
 

@@ -45,7 +45,9 @@ class FactReading(Protocol):
 
 
 class CheckFacts(Protocol):
-    def reading(self, at_least_as_fresh: int) -> AbstractContextManager[FactReading]:
+    def reading(self, at_least_as_fresh: int, optimistic: bool = False) -> AbstractContextManager[FactReading]:
         """The facts of one check, at least as fresh as the store revision `at_least_as_fresh` (0:
-        any recent one). Raises StoreUnavailable when they cannot be read."""
+        any recent one). Raises StoreUnavailable when they cannot be read. `optimistic`: the
+        reading may be one that raises ReadAgain (domain/ports.py) from any read or from its end;
+        nothing it answered may then be used, and the check is read again."""
         ...

@@ -389,10 +389,32 @@ class FactSnapshot(Facts, Protocol):
 
 
 class FactReads(Protocol):
-    def __call__(self) -> AbstractContextManager[FactSnapshot]:
+    def __call__(self, optimistic: bool = False) -> AbstractContextManager[FactSnapshot]:
         """One consistent reading of the facts (one read-only transaction): `with reads() as
-        facts: ...`. Raises StoreUnavailable when the store cannot be reached."""
+        facts: ...`. Raises StoreUnavailable when the store cannot be reached. `optimistic`: the
+        reading may instead answer from what is kept in memory for the store revision it last saw
+        and read the store without a transaction (at_revision), raising ReadAgain when that cannot
+        stand; readings that keep nothing in memory are consistent whatever it says."""
         ...
+
+
+class RevisionReads(FactReads, Protocol):
+    def at_revision(self, revision: int) -> AbstractContextManager[FactSnapshot]:
+        """An optimistic reading: the facts as of store revision `revision`, each read checked to
+        see the store at that revision, and the revision read at the end when nothing was (so a
+        reading answered from memory alone still confirms it). Raises ReadAgain when a read saw
+        another revision or the connection died, StoreUnavailable when the store cannot be reached."""
+        ...
+
+
+class ReadAgain(Exception):
+    """An optimistic reading (FactReads.at_revision) cannot stand: a statement saw the store at
+    another revision than the one it answers from (`revision`, the one seen; -1 when unknown), or
+    its connection died. Nothing it answered may be used: the check starts again on a new reading."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"the store is at revision {revision}")
+        self.revision = revision
 
 
 class NotInMemory(Exception):

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, Select, bindparam, exists, literal_column, or_, select
+from sqlalchemy import Dialect, Engine, Select, bindparam, exists, literal_column, or_, select, true
 
 from ..domain.errors import StoreUnavailable
 from ..domain.model import (
@@ -37,7 +37,7 @@ from ..domain.model import (
     SigningKeyRecord,
     SubjectType,
 )
-from ..domain.ports import FactSnapshot
+from ..domain.ports import FactSnapshot, ReadAgain
 from .engine import checked_by_first_statement
 from .models import (
     ApiKeyRow,
@@ -103,6 +103,29 @@ _SIGNING_KEYS = select(SigningKeyRow.__table__).order_by(_signing.created_at.des
 _STATEMENTS = (_PARTNER, _API_KEY_BY_DIGEST, _ISSUER_BY_ISS, _TOKEN_REVOKED, _OPEN_RELATION, _RELATION_ACTIVE,
                _CLIENT, _FAMILY, _ACCESS_TOKEN_REVOKED, _ACTIVE_SIGNING_KEY, _PUBLISHED_SIGNING_KEYS, _REVISION,
                _REVOKED_TOKEN_IDS, _REVOKED_ACCESS_TOKEN_IDS, _SIGNING_KEYS)
+
+
+def _stamped(statement: Select[Any]) -> Select[Any]:
+    """`statement` with the store revision before its columns, in one statement, so that what it
+    reads comes with the revision it was read at: the revision row left-joined to the statement's
+    rows, one row (the statement's columns NULL) when it has none. Outside a transaction each
+    statement sees the store as of its own start; one that sees the revision the reading answers
+    from saw the same facts (every committed change of facts moves the revision)."""
+    revision = StoreRevisionRow.__table__
+    rows = statement.subquery()
+    stamped = (select(revision.c.revision, *rows.c).select_from(revision.outerjoin(rows, true()))
+               .where(revision.c.id == 1))
+    order = [rows.c[column.name].desc() if descending else rows.c[column.name]
+             for column, descending in _ORDER.get(statement, ())]
+    return stamped.order_by(*order)
+
+
+# The order of the statements whose rows are ordered, again over their stamped form (the order of
+# a subquery's rows is not the order of a query over it).
+_ORDER = {_PUBLISHED_SIGNING_KEYS: ((_signing.created_at, True), (_signing.kid, False)),
+          _SIGNING_KEYS: ((_signing.created_at, True), (_signing.kid, False))}
+# Every statement but the revision's own, stamped: the statements of an optimistic reading.
+_STAMPED = {statement: _stamped(statement) for statement in _STATEMENTS if statement is not _REVISION}
 
 
 class _Compiled:
@@ -174,21 +197,93 @@ class _Cursor:
         return rows[0][0] if rows else None
 
 
+class _StampedCursor(_Cursor):
+    """An optimistic reading's cursor: runs each statement stamped (see _stamped), with no
+    transaction around them, and raises ReadAgain when one saw another revision than `revision`."""
+
+    __slots__ = ("_revision", "_stamped", "confirmed")
+
+    def __init__(self, cursor: Any, compiled: dict[Select[Any], _Compiled], stamped: dict[Select[Any], _Compiled],
+                 revision: int) -> None:
+        super().__init__(cursor, compiled)
+        self._stamped = stamped
+        self._revision = revision
+        self.confirmed = False  # whether a statement has seen `revision`
+
+    def rows(self, statement: Select[Any], parameters: dict[str, Any] | None = None) -> list[Any]:
+        stamped = self._stamped[statement]
+        cursor = self._cursor
+        cursor.execute(stamped.sql, stamped.parameters(parameters or {}))
+        fetched = cursor.fetchall()
+        self._confirm(fetched[0][0] if fetched else None)
+        # The first column of every statement here is never NULL (a key, or EXISTS): NULL is no row.
+        return self._compiled[statement].rows([row[1:] for row in fetched if row[1] is not None])
+
+    def confirm(self) -> None:
+        """Reads the revision when no statement has: a reading answered from memory alone."""
+        if not self.confirmed:
+            cursor = self._cursor
+            revision = self._compiled[_REVISION]
+            cursor.execute(revision.sql, revision.parameters({}))
+            fetched = cursor.fetchall()
+            self._confirm(fetched[0][0] if fetched else None)
+
+    def _confirm(self, revision: int | None) -> None:
+        if revision != self._revision:
+            raise ReadAgain(revision if revision is not None else -1)
+        self.confirmed = True
+
+
 class SqlFactReads:
-    """Opens readings of the facts: `with fact_reads() as facts: ...`, one read-only transaction."""
+    """Opens readings of the facts: `with fact_reads() as facts: ...`, one read-only transaction;
+    or `with fact_reads.at_revision(r) as facts: ...`, an optimistic reading of revision r."""
 
     def __init__(self, engine: Engine, watched: Callable[[], AbstractContextManager[None]]) -> None:
         self._engine = engine
         self._watched = watched
         dialect = engine.dialect
         self._compiled = {statement: _Compiled(statement, dialect) for statement in _STATEMENTS}
+        self._stamped = {statement: _Compiled(stamped, dialect) for statement, stamped in _STAMPED.items()}
         self._driver_error = dialect.loaded_dbapi.Error
         # SQLite's driver runs without a transaction of its own (engine.py): the reading begins one.
         self._begin = dialect.name == "sqlite"
+        # psycopg begins one with a connection's first statement unless told not to (autocommit).
+        self._autocommit = dialect.name == "postgresql"
 
     @contextmanager
-    def __call__(self) -> Iterator[FactSnapshot]:
-        """Raises StoreUnavailable when the store cannot be reached (on entry, or on any read)."""
+    def at_revision(self, revision: int) -> Iterator[FactSnapshot]:
+        """An optimistic reading: its facts as of store revision `revision`, read with no
+        transaction, each statement on its own with the revision it saw (one statement for most
+        facts, where a transaction takes three more: BEGIN, the revision, COMMIT). Raises ReadAgain
+        when a statement saw another revision, or when the reading read nothing and the revision
+        has moved on since; and when its connection has died: a reading writes nothing, so reading
+        again is always safe. StoreUnavailable when the store cannot be reached."""
+        try:
+            with translated_errors(), self._watched(), checked_by_first_statement():
+                connection = self._engine.raw_connection()
+        except self._driver_error as error:  # the driver's, connecting
+            raise StoreUnavailable(UNAVAILABLE_MESSAGE) from error
+        dbapi_connection: Any = connection.dbapi_connection  # the driver's own (psycopg's autocommit)
+        try:
+            if self._autocommit:
+                dbapi_connection.autocommit = True  # set back below, before the pool has it again
+            cursor = _StampedCursor(connection.cursor(), self._compiled, self._stamped, revision)
+            yield SqlFacts(cursor, revision)
+            cursor.confirm()
+        except self._driver_error as error:
+            if self._engine.dialect.is_disconnect(error, dbapi_connection, None):
+                connection.invalidate(error)  # the pool opens a new one for the next reading
+                raise ReadAgain(-1) from error
+            raise StoreUnavailable(UNAVAILABLE_MESSAGE) from error
+        finally:
+            if self._autocommit and connection.is_valid:
+                dbapi_connection.autocommit = False
+            connection.close()
+
+    @contextmanager
+    def __call__(self, optimistic: bool = False) -> Iterator[FactSnapshot]:
+        """Raises StoreUnavailable when the store cannot be reached (on entry, or on any read).
+        Always consistent: with nothing kept in memory there is nothing to be optimistic about."""
         connection, cursor, revision = self._opened()
         try:
             yield SqlFacts(cursor, revision)

@@ -24,6 +24,7 @@ from service.domain.model import (
     SigningKeyRecord,
     SubjectType,
 )
+from service.domain.ports import ReadAgain
 from service.store import create_store
 
 T0 = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -116,6 +117,47 @@ def test_each_read_gives_what_the_repositories_give(seeded, reader, method, argu
     assert read == expected
 
 
+@pytest.mark.parametrize(("reader", "method", "arguments"), READS,
+                         ids=[f"{reader}.{method}-{index}" for index, (reader, method, _) in enumerate(READS)])
+def test_each_optimistic_read_gives_what_the_consistent_one_gives(seeded, reader, method, arguments):
+    with seeded.fact_reads() as facts:
+        expected = getattr(getattr(facts, reader), method)(*arguments)
+        revision = facts.revision()
+    with seeded.fact_reads.at_revision(revision) as facts:
+        read = getattr(getattr(facts, reader), method)(*arguments)
+    assert read == expected
+
+
+def test_an_optimistic_reading_of_a_revision_the_store_has_left_is_read_again(seeded):
+    with seeded.fact_reads() as facts:
+        revision = facts.revision()
+    with seeded.fact_reads.at_revision(revision) as facts:
+        assert facts.relations.is_active("acme", USER, "u-1", at(50))
+    with seeded.unit_of_work() as repos:  # a change committed: the revision moves on
+        repos.relations.transition("rel_1", RelationStatus.ACTIVE, RelationStatus.REVOKED, at(2), None)
+    with pytest.raises(ReadAgain) as moved, seeded.fact_reads.at_revision(revision) as facts:
+        facts.relations.is_active("acme", USER, "u-1", at(50))
+        pytest.fail("a statement that saw another revision answers nothing")
+    assert moved.value.revision > revision
+    with seeded.fact_reads.at_revision(moved.value.revision) as facts:
+        assert not facts.relations.is_active("acme", USER, "u-1", at(50))
+    with pytest.raises(ReadAgain), seeded.fact_reads.at_revision(revision):
+        pass  # nothing read: the revision is read at the end, and has moved on
+
+
+def test_an_optimistic_reading_is_outside_any_transaction_and_leaves_none_open(seeded):
+    with seeded.fact_reads() as facts:
+        revision = facts.revision()
+    for _ in range(3):  # the same pooled connections, given back as they were
+        with seeded.fact_reads.at_revision(revision) as facts:
+            assert facts.partners.get("acme").id == "acme"
+        with seeded.unit_of_work() as repos:
+            repos.partners.set_status("acme", PartnerStatus.ACTIVE)  # writes still commit
+        with seeded.fact_reads() as facts:
+            revision = facts.revision()
+            assert facts.partners.get("acme").status is PartnerStatus.ACTIVE
+
+
 def test_the_reads_find_what_was_written(seeded):
     with seeded.fact_reads() as facts:
         assert facts.partners.get("acme").status is PartnerStatus.SUSPENDED
@@ -156,6 +198,30 @@ def test_an_unreachable_store_is_store_unavailable(tmp_path):
 
 
 @pytest.mark.postgres
+def test_an_optimistic_reading_on_a_killed_connection_is_read_again(postgres_url, postgres_admin_engine):
+    store = create_store(postgres_url, pool_size=1)
+    try:
+        store.migrate()
+        with store.fact_reads() as facts:
+            revision = facts.revision()
+        _kill_connections(postgres_admin_engine, postgres_url)
+        with pytest.raises(ReadAgain) as dead, store.fact_reads.at_revision(revision) as facts:
+            facts.partners.get("acme")
+        assert dead.value.revision == -1
+        with store.fact_reads.at_revision(revision) as facts:  # on a new connection
+            assert facts.partners.get("acme") is None
+    finally:
+        store.dispose()
+
+
+def _kill_connections(postgres_admin_engine, postgres_url) -> int:
+    with postgres_admin_engine.connect() as connection:
+        return connection.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :name"),
+            {"name": make_url(postgres_url).database}).scalar()
+
+
+@pytest.mark.postgres
 def test_connections_killed_by_the_server_are_replaced_without_a_failed_read(postgres_url, postgres_admin_engine):
     # The reading's first statement checks its pooled connections (no ping before it): a restart or
     # failover that killed every one of them costs no check a failure.
@@ -165,11 +231,7 @@ def test_connections_killed_by_the_server_are_replaced_without_a_failed_read(pos
         for _ in range(3):
             with store.fact_reads() as facts:
                 revision = facts.revision()
-        with postgres_admin_engine.connect() as connection:
-            killed = connection.execute(text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :name"),
-                {"name": make_url(postgres_url).database}).scalar()
-        assert killed >= 1
+        assert _kill_connections(postgres_admin_engine, postgres_url) >= 1
         for _ in range(3):
             with store.fact_reads() as facts:
                 assert facts.revision() == revision

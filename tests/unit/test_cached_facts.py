@@ -58,7 +58,7 @@ class FakeInnerFacts:
         self.readings: list[int] = []
         self.credential_calls = 0
 
-    def reading(self, at_least_as_fresh: int) -> InnerReading:
+    def reading(self, at_least_as_fresh: int, optimistic: bool = False) -> InnerReading:
         self.readings.append(at_least_as_fresh)
         return InnerReading(self)
 

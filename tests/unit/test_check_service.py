@@ -28,6 +28,7 @@ from service.domain.model import (
     SubjectType,
 )
 from service.domain.policy import parse_policy
+from service.domain.ports import ReadAgain
 from service.domain.rate_limit import RateLimiter
 from service.policy_file import load_policy
 from tests.support.clock import MovableClock
@@ -47,14 +48,18 @@ ACTIVE_RELATION = RelationRecord("rel_1", "acme", SubjectType.USER, "u-1", Relat
 class FakeReading:
     """One FactReading over the fake's facts; counts what it is asked."""
 
-    def __init__(self, facts: FakeFacts) -> None:
+    def __init__(self, facts: FakeFacts, optimistic: bool) -> None:
         self._facts = facts
+        self._optimistic = optimistic
 
     def __enter__(self) -> FakeReading:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, kind, error, traceback) -> None:
         self._facts.closed += 1
+        if kind is None and self._optimistic and self._facts.moves:  # as a moved revision ends one
+            self._facts.moves -= 1
+            raise ReadAgain(7)
 
     def credential(self, presented, now):
         self._facts.credential_calls.append(presented.value)
@@ -83,13 +88,16 @@ class FakeFacts:
         self.active = {("acme", SubjectType.USER, "u-1")}
         self.open_relations = {("acme", SubjectType.USER, "u-1"): ACTIVE_RELATION}
         self.readings: list[int] = []  # the at_least_as_fresh of each reading opened
+        self.optimistic: list[bool] = []  # whether each reading opened was optimistic
+        self.moves = 0  # how many optimistic readings to come end in ReadAgain
         self.closed = 0
         self.credential_calls: list[str] = []
         self.find_open_calls = 0
 
-    def reading(self, at_least_as_fresh: int) -> FakeReading:
+    def reading(self, at_least_as_fresh: int, optimistic: bool = False) -> FakeReading:
         self.readings.append(at_least_as_fresh)
-        return FakeReading(self)
+        self.optimistic.append(optimistic)
+        return FakeReading(self, optimistic)
 
 
 @pytest.fixture(scope="module")
@@ -360,3 +368,38 @@ def test_a_reloaded_policy_changes_the_grants_at_once(policy, facts):
     denied = check(service, api_key=GOOD_KEY, **GET_U1)
     assert denied.decision.reason is Reason.INSUFFICIENT_SCOPE
     assert denied.basis.policy is current[0]
+
+
+# -- readings read again ---------------------------------------------------------------------------
+
+def test_a_check_reads_optimistically_first_and_again_when_its_reading_cannot_stand(policy, facts):
+    service = service_of(policy, facts)
+    assert check(service, api_key=GOOD_KEY, **GET_U1).decision.allowed
+    assert facts.optimistic == [True], "one optimistic reading when it stands"
+    facts.optimistic.clear()
+    facts.moves = 1
+    assert check(service, api_key=GOOD_KEY, **GET_U1).decision.allowed
+    assert facts.optimistic == [True, True]
+    facts.optimistic.clear()
+    facts.moves = 5  # every optimistic reading moves: the last reading is a transaction's
+    assert check(service, api_key=GOOD_KEY, **GET_U1).decision.allowed
+    assert facts.optimistic == [True, True, False]
+
+
+def test_a_check_read_again_is_charged_once_to_its_partner_and_its_failure_counted_once(policy, facts):
+    monotonic = Monotonic()
+    limits = CheckLimits(partner_rate=RateLimiter(rate=1, burst=2), failed_credentials=RateLimiter(rate=1, burst=2),
+                         monotonic=monotonic)
+    service = service_of(policy, facts, limits)
+    facts.moves = 2
+    assert check(service, api_key=GOOD_KEY, **GET_U1).decision.allowed
+    assert len(facts.readings) == 3
+    assert check(service, api_key=GOOD_KEY, **GET_U1).decision.allowed, "the first check spent one of two"
+    assert check(service, api_key=GOOD_KEY, **GET_U1).decision.reason is Reason.RATE_LIMIT_EXCEEDED
+    facts.moves = 2
+    assert check(service, api_key=REVOKED_KEY, client_address="10.0.0.1", **GET_U1).decision.reason is (
+        Reason.TOKEN_REVOKED)
+    assert check(service, api_key=REVOKED_KEY, client_address="10.0.0.1", **GET_U1).decision.reason is (
+        Reason.TOKEN_REVOKED), "the first rejection counted one failure of two"
+    assert check(service, api_key=GOOD_KEY, client_address="10.0.0.1", **GET_U1).decision.reason is (
+        Reason.RATE_LIMIT_EXCEEDED)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from service.check.caching.revision_memo import RevisionMemo
 from service.domain.model import (
     ApiKeyRecord,
@@ -16,6 +18,7 @@ from service.domain.model import (
     SigningKeyRecord,
     SubjectType,
 )
+from service.domain.ports import ReadAgain
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -77,10 +80,21 @@ class FakeStore:
         self.revoked_access: set[str] = set()
         self.signing_keys: list[SigningKeyRecord] = []
         self.reads: list = []
+        self.opened: list = []  # "transaction", or the revision of an optimistic reading
 
     @contextmanager
-    def __call__(self):
+    def __call__(self, optimistic: bool = False):
+        self.opened.append("transaction")
         yield _Reading(self)
+
+    @contextmanager
+    def at_revision(self, revision: int):
+        """As the store's: every read sees the revision as it is then; a reading that sees another
+        one than `revision` ends in ReadAgain."""
+        self.opened.append(revision)
+        yield _Reading(self)
+        if self.revision != revision:
+            raise ReadAgain(self.revision)
 
     def change(self) -> None:
         self.revision += 1
@@ -184,3 +198,43 @@ def test_a_full_memo_is_emptied_and_read_again():
         for index in (0, 1, 2, 0):
             assert facts.partners.get(f"p{index}").id == f"p{index}"
     assert store.reads.count(("partners", "p0")) == 2
+
+
+def test_an_optimistic_reading_answers_from_the_revision_last_seen_and_moves_on_when_it_cannot_stand():
+    store = _store()
+    memo = RevisionMemo(store)
+    with memo(optimistic=True) as facts:  # no revision seen yet: a transaction's reading
+        assert facts.partners.get("acme") is ACME
+    with memo(optimistic=True) as facts:
+        assert facts.partners.get("acme") is ACME
+    assert store.opened == ["transaction", 1]
+    assert store.reads.count(("partners", "acme")) == 1, "the optimistic reading answered from memory"
+
+    suspended = PartnerRecord("acme", "Acme", PartnerStatus.SUSPENDED, ("user:read",), (), NOW)
+    store.records[("partners", "acme")] = suspended
+    store.change()
+    with pytest.raises(ReadAgain), memo(optimistic=True) as facts:
+        assert facts.partners.get("acme") is ACME  # revision 1's answer, which may not be used
+    with memo(optimistic=True) as facts:  # read again: from revision 2's memo
+        assert facts.partners.get("acme") is suspended
+        assert facts.revision() == 2
+    assert store.opened == ["transaction", 1, 1, 2]
+
+
+def test_a_reading_that_saw_an_older_revision_leaves_a_newer_memo_alone():
+    store = _store()
+    memo = RevisionMemo(store)
+    with memo() as facts:
+        facts.partners.get("acme")
+    store.change()
+    store.change()
+    with memo() as facts:  # revision 3
+        facts.partners.get("acme")
+    store.revision = 2  # as a statement racing the change to 3 would see it
+    with pytest.raises(ReadAgain), memo(optimistic=True):
+        pass
+    store.revision = 3
+    with memo(optimistic=True) as facts:
+        facts.partners.get("acme")
+    assert store.opened == ["transaction", "transaction", 3, 3]
+    assert store.reads.count(("partners", "acme")) == 2

@@ -27,11 +27,11 @@ class CachedFacts:
         self._cache = cache
         self._reading = _CachedReading(cache, verifier)
 
-    def reading(self, at_least_as_fresh: int) -> AbstractContextManager[FactReading]:
+    def reading(self, at_least_as_fresh: int, optimistic: bool = False) -> AbstractContextManager[FactReading]:
         cache = self._cache
         if (cache.is_current() and at_least_as_fresh <= cache.revision) or at_least_as_fresh <= cache.refresh():
             return self._reading
-        return self._inner.reading(at_least_as_fresh)
+        return self._inner.reading(at_least_as_fresh, optimistic)
 
 
 class _CachedReading:
