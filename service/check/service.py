@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from ..domain.credentials import PresentedCredential, QueryApiKey, parse_presented
+from ..domain.credentials import QueryApiKey, parse_presented
 from ..domain.decide import CheckInput, CheckPlan, acting_user, decide, relations_looked_at
 from ..domain.errors import CredentialRejected, InvalidRequest
 from ..domain.explain import ExplainContext, explain
@@ -19,9 +19,9 @@ from .policy_memo import PolicyMemo
 from .ports import CheckFacts, FactReading
 from .query import MAX_BATCH, Basis, BatchQuery, CheckCall, Checked, CheckItem
 
-# Readings per check: optimistic ones (which a change committed meanwhile sends back), then one in a
-# transaction, which always stands.
-READINGS = 3
+# A check's readings, each whether it is optimistic: optimistic ones (which a change committed
+# meanwhile sends back), then one in a transaction, which always stands.
+READINGS = (True, True, False)
 
 
 class CheckService:
@@ -70,51 +70,42 @@ class CheckService:
         if presented is None:
             return [judge(CheckInput(plan, None)) for plan in plans]
         now = self._clock.now()
-        charged: set[str] = set()  # the partner whose rate limit this check has spent, once
-        for attempt in range(READINGS):
-            try:
-                checked, refused = self._judged_on_reading(memo, plans, judge, presented, at_least_as_fresh, now,
-                                                           charged, optimistic=attempt < READINGS - 1)
-            except ReadAgain:  # an optimistic reading that could not stand: nothing of it is used
+        charged = ""  # the partner whose rate limit this check has spent: once, however often it reads
+        for optimistic in READINGS:
+            try:  # ReadAgain: an optimistic reading that could not stand, from any read or its end
+                with self._facts.reading(at_least_as_fresh, optimistic) as facts:
+                    try:
+                        credential = facts.credential(presented, now)
+                    except CredentialRejected as rejected:
+                        refusal = rejected  # counted below, once the reading has stood
+                    else:
+                        partner_id = credential.principal.partner_id
+                        retry_after = limits.take(partner_id, len(plans)) if limits.on and partner_id != charged else 0
+                        if retry_after:  # a refused take spends nothing: a check read again asks again
+                            return [judge(CheckInput(plan, credential, retry_after=retry_after)) for plan in plans]
+                        charged = partner_id
+                        policy = memo.policy
+                        grants = memo.grants(credential)
+                        # An explainer reports the relations looked at, as this check read them.
+                        explainer = judge.reading(facts) if isinstance(judge, _Explainer) else None
+                        # Each Basis made as a tuple of its type: NamedTuple's constructor is a Python frame.
+                        checked = []
+                        for plan in plans:
+                            active = frozenset(subject_type for subject_type in plan.relations
+                                               if facts.is_active(partner_id, subject_type,
+                                                                  plan.resource.subject_id(subject_type), now))
+                            related = (plan.token_user is TokenUser.RELATED
+                                       and _token_user_related(plan, credential, facts, now))
+                            check = CheckInput(plan, credential, grants, active, policy.scope_names,
+                                               token_user_related=related)
+                            checked.append(explainer(check) if explainer is not None else Checked(
+                                decide(check), None, tuple.__new__(Basis, (policy, plan, credential))))
+                        return checked
+            except ReadAgain:
                 continue
-            if refused:  # once the reading stood: a check read again is one failure
-                limits.count_failure(client_address)
-            return checked
+            limits.count_failure(client_address)
+            return [judge(CheckInput(plan, refusal)) for plan in plans]
         raise AssertionError("unreachable: the last reading is not optimistic")
-
-    def _judged_on_reading(self, memo: PolicyMemo, plans: list[CheckPlan],
-                           judge: _Explainer | Callable[[CheckInput], Checked], presented: PresentedCredential,
-                           at_least_as_fresh: int, now: datetime, charged: set[str], *,
-                           optimistic: bool) -> tuple[list[Checked], bool]:
-        """The checks judged on one reading, and whether the credential was rejected. Raises
-        ReadAgain from an optimistic reading; a partner in `charged` is not charged again."""
-        limits = self._limits
-        with self._facts.reading(at_least_as_fresh, optimistic) as facts:
-            try:
-                credential = facts.credential(presented, now)
-            except CredentialRejected as rejected:
-                return [judge(CheckInput(plan, rejected)) for plan in plans], True
-            partner_id = credential.principal.partner_id
-            retry_after = limits.take(partner_id, len(plans)) if limits.on and partner_id not in charged else 0
-            if retry_after:  # a refused take spends nothing: a check read again asks again
-                return [judge(CheckInput(plan, credential, retry_after=retry_after)) for plan in plans], False
-            charged.add(partner_id)
-            policy = memo.policy
-            grants = memo.grants(credential)
-            # An explainer reports the relations looked at, as this check read them.
-            explainer = judge.reading(facts) if isinstance(judge, _Explainer) else None
-            # Each Basis made as a tuple of its type: NamedTuple's own constructor is a Python frame.
-            checked = []
-            for plan in plans:
-                active = frozenset(subject_type for subject_type in plan.relations
-                                   if facts.is_active(partner_id, subject_type, plan.resource.subject_id(subject_type),
-                                                      now))
-                related = plan.token_user is TokenUser.RELATED and _token_user_related(plan, credential, facts, now)
-                check = CheckInput(plan, credential, grants, active, policy.scope_names,
-                                   token_user_related=related)
-                checked.append(explainer(check) if explainer is not None
-                               else Checked(decide(check), None, tuple.__new__(Basis, (policy, plan, credential))))
-            return checked, False
 
 
 def _batch_plans(memo: PolicyMemo, items: list[CheckItem]) -> list[CheckPlan]:
