@@ -61,6 +61,7 @@ class Store:
         """Closes the pooled connections (and stops the watchdog)."""
         if self.watchdog is not None:
             self.watchdog.stop()
+        self.fact_reads.close()
         self.engine.dispose()
 
 

@@ -17,6 +17,7 @@ records (tests/store/test_fact_reads.py runs both on SQLite and PostgreSQL).
 from __future__ import annotations
 
 import builtins
+import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -210,6 +211,11 @@ class _StampedCursor(_Cursor):
         self._revision = revision
         self.confirmed = False  # whether a statement has seen `revision`
 
+    def restart(self, revision: int) -> None:
+        """Ready for another reading, of `revision` (a thread's own cursor, see _ThreadReading)."""
+        self._revision = revision
+        self.confirmed = False
+
     def rows(self, statement: Select[Any], parameters: dict[str, Any] | None = None) -> list[Any]:
         stamped = self._stamped[statement]
         cursor = self._cursor
@@ -234,9 +240,23 @@ class _StampedCursor(_Cursor):
         self.confirmed = True
 
 
+class _ThreadReading:
+    """A handler thread's own SQLite connection for its optimistic readings, with its cursor and
+    facts, made once: a reading then costs no pool checkout and checkin and no new objects."""
+
+    __slots__ = ("busy", "connection", "cursor", "facts")
+
+    def __init__(self, connection: Any, cursor: _StampedCursor) -> None:
+        self.connection = connection
+        self.cursor = cursor
+        self.facts = SqlFacts(cursor, -1)
+        self.busy = False
+
+
 class SqlFactReads:
     """Opens readings of the facts: `with fact_reads() as facts: ...`, one read-only transaction;
-    or `with fact_reads.at_revision(r) as facts: ...`, an optimistic reading of revision r."""
+    or `with fact_reads.at_revision(r) as facts: ...`, an optimistic reading of revision r.
+    `close()` closes the connections it holds outside the pool."""
 
     def __init__(self, engine: Engine, watched: Callable[[], AbstractContextManager[None]]) -> None:
         self._engine = engine
@@ -249,6 +269,21 @@ class SqlFactReads:
         self._begin = dialect.name == "sqlite"
         # psycopg begins one with a connection's first statement unless told not to (autocommit).
         self._autocommit = dialect.name == "postgresql"
+        # On SQLite each handler thread keeps a connection of its own for optimistic readings, taken
+        # out of the pool (detached: the pool may open another in its place). A file database has
+        # no server to count connections; PostgreSQL's stay within the pool's bound.
+        self._per_thread = dialect.name == "sqlite"
+        self._threads = threading.local()
+        self._held: list[_ThreadReading] = []
+        self._held_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Closes the threads' own connections (SQLite); a thread reading again opens a new one."""
+        with self._held_lock:
+            held, self._held = self._held, []
+            self._threads = threading.local()
+        for reading in held:
+            reading.connection.close()
 
     @contextmanager
     def at_revision(self, revision: int) -> Iterator[FactSnapshot]:
@@ -258,6 +293,11 @@ class SqlFactReads:
         when a statement saw another revision, or when the reading read nothing and the revision
         has moved on since; and when its connection has died: a reading writes nothing, so reading
         again is always safe. StoreUnavailable when the store cannot be reached."""
+        if self._per_thread:
+            reading = getattr(self._threads, "reading", None) or self._thread_reading()
+            if not reading.busy:  # not a reading nested in another on this thread
+                yield from self._read_on(reading, revision)
+                return
         try:
             with translated_errors(), self._watched(), checked_by_first_statement():
                 connection = self._engine.raw_connection()
@@ -279,6 +319,31 @@ class SqlFactReads:
             if self._autocommit and connection.is_valid:
                 dbapi_connection.autocommit = False
             connection.close()
+
+    def _read_on(self, reading: _ThreadReading, revision: int) -> Iterator[FactSnapshot]:
+        reading.cursor.restart(revision)
+        reading.facts._revision = revision
+        reading.busy = True
+        try:
+            yield reading.facts
+            reading.cursor.confirm()
+        except self._driver_error as error:
+            raise StoreUnavailable(UNAVAILABLE_MESSAGE) from error
+        finally:
+            reading.busy = False
+
+    def _thread_reading(self) -> _ThreadReading:
+        try:
+            with translated_errors():
+                connection = self._engine.raw_connection()
+        except self._driver_error as error:
+            raise StoreUnavailable(UNAVAILABLE_MESSAGE) from error
+        connection.detach()  # this thread's from now on; closing it closes the driver's connection
+        reading = _ThreadReading(connection, _StampedCursor(connection.cursor(), self._compiled, self._stamped, -1))
+        with self._held_lock:
+            self._held.append(reading)
+            self._threads.reading = reading
+        return reading
 
     @contextmanager
     def __call__(self, optimistic: bool = False) -> Iterator[FactSnapshot]:

@@ -252,3 +252,15 @@ def test_opening_connections_ahead_of_an_unreachable_store_is_left_to_the_reads(
         assert store.engine.pool.checkedin() == 0
     finally:
         store.dispose()
+
+
+def test_optimistic_readings_nest_and_a_closed_store_opens_new_connections(seeded):
+    with seeded.fact_reads() as facts:
+        revision = facts.revision()
+    with seeded.fact_reads.at_revision(revision) as outer:
+        with seeded.fact_reads.at_revision(revision) as inner:  # on another connection (SQLite: pooled)
+            assert inner.partners.get("acme").id == "acme"
+        assert outer.partners.get("acme").id == "acme"
+    seeded.fact_reads.close()
+    with seeded.fact_reads.at_revision(revision) as facts:
+        assert facts.api_keys.find_by_digest("d" * 64).id == "key_1"
