@@ -21,6 +21,7 @@ import jwt
 from jwt import PyJWK
 
 from ..domain import opaque
+from ..domain.bounded import BoundedMap
 from ..domain.credentials import MAX_CREDENTIAL_LENGTH, PresentedCredential, PresentedKind
 from ..domain.errors import CredentialRejected
 from ..domain.model import (
@@ -299,14 +300,25 @@ def _read_unverified(token: str) -> _Jws:
     parts = token.split(".")
     if len(parts) != 3:
         raise _reject("the token is malformed")
+    header = _HEADERS.get(parts[0])
     try:
-        header_bytes, payload_bytes, signature = (_segment_bytes(part) for part in parts)
-        header, payload = json.loads(header_bytes), json.loads(payload_bytes)
+        if header is None:
+            header = json.loads(_segment_bytes(parts[0]))
+            if isinstance(header, dict):
+                _HEADERS.put(parts[0], header)
+        payload = json.loads(_segment_bytes(parts[1]))
+        signature = _segment_bytes(parts[2])
     except Exception:  # noqa: BLE001 - any failure to parse untrusted input is invalid_token
         raise _reject("the token is malformed") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise _reject("the token is malformed")
     return _Jws(header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
+
+
+# Parsed JOSE headers by their segment: an issuer's tokens share a handful (alg, kid, typ), so a
+# token's header is parsed once however many tokens carry it. Never changed once parsed (readers
+# only read them); a flood of distinct headers empties the map (domain/bounded.py).
+_HEADERS: BoundedMap[str, dict[str, Any]] = BoundedMap(1024)
 
 
 def _segment_bytes(segment: str) -> bytes:
