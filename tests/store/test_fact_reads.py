@@ -264,3 +264,39 @@ def test_optimistic_readings_nest_and_a_closed_store_opens_new_connections(seede
     seeded.fact_reads.close()
     with seeded.fact_reads.at_revision(revision) as facts:
         assert facts.api_keys.find_by_digest("d" * 64).id == "key_1"
+
+
+class _RecordedReads:
+    """The store's reads, recording which kind of reading each fact cache miss opened."""
+
+    def __init__(self, reads) -> None:
+        self._reads = reads
+        self.opened: list = []
+
+    def __call__(self, optimistic: bool = False):
+        self.opened.append("transaction")
+        return self._reads()
+
+    def at_revision(self, revision: int):
+        self.opened.append(revision)
+        return self._reads.at_revision(revision)
+
+
+def test_a_fact_cache_miss_reads_at_the_caches_revision_and_in_a_transaction_once_the_store_moved_on(
+        seeded, database_url):
+    from service.check.caching.fact_cache import FactCache
+
+    reads = _RecordedReads(seeded.fact_reads)
+    cache = FactCache(seeded.unit_of_work, 100, max_age_seconds=3600, fact_reads=reads)
+    revision = cache.refresh()
+    assert cache.facts.partners.get("acme").status is PartnerStatus.SUSPENDED
+    assert reads.opened == [revision], "one optimistic reading at the cache's revision"
+    other = create_store(database_url)  # another replica's write: this cache has not refreshed
+    try:
+        with other.unit_of_work() as repos:
+            repos.relations.transition("rel_1", RelationStatus.ACTIVE, RelationStatus.REVOKED, at(2), None)
+    finally:
+        other.dispose()
+    assert cache.revision == revision
+    assert not cache.facts.relations.is_active("acme", USER, "u-1", at(50)), "as fresh as the store"
+    assert reads.opened == [revision, revision, "transaction"]
