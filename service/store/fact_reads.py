@@ -228,11 +228,8 @@ class _StampedCursor(_Cursor):
     def confirm(self) -> None:
         """Reads the revision when no statement has: a reading answered from memory alone."""
         if not self.confirmed:
-            cursor = self._cursor
-            revision = self._compiled[_REVISION]
-            cursor.execute(revision.sql, revision.parameters({}))
-            fetched = cursor.fetchall()
-            self._confirm(fetched[0][0] if fetched else None)
+            rows = _Cursor.rows(self, _REVISION)  # the plain statement: it reads the revision itself
+            self._confirm(rows[0][0] if rows else None)
 
     def _confirm(self, revision: int | None) -> None:
         if revision != self._revision:
