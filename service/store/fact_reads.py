@@ -182,9 +182,13 @@ class _Cursor:
 
     def rows(self, statement: Select[Any], parameters: dict[str, Any] | None = None) -> list[Any]:
         compiled = self._compiled[statement]
+        return compiled.rows(self._fetched(compiled, parameters))
+
+    def _fetched(self, compiled: _Compiled, parameters: dict[str, Any] | None) -> list[tuple[Any, ...]]:
+        """The driver's rows of `compiled`, run with `parameters`."""
         cursor = self._cursor
         cursor.execute(compiled.sql, compiled.parameters(parameters or {}))
-        return compiled.rows(cursor.fetchall())
+        return cursor.fetchall()
 
     def execute_only(self, sql: str) -> None:
         self._cursor.execute(sql)
@@ -217,10 +221,7 @@ class _StampedCursor(_Cursor):
         self.confirmed = False
 
     def rows(self, statement: Select[Any], parameters: dict[str, Any] | None = None) -> list[Any]:
-        stamped = self._stamped[statement]
-        cursor = self._cursor
-        cursor.execute(stamped.sql, stamped.parameters(parameters or {}))
-        fetched = cursor.fetchall()
+        fetched = self._fetched(self._stamped[statement], parameters)
         self._confirm(fetched[0][0] if fetched else None)
         # The first column of every statement here is never NULL (a key, or EXISTS): NULL is no row.
         return self._compiled[statement].rows([row[1:] for row in fetched if row[1] is not None])

@@ -35,17 +35,19 @@ MAX_TEMPLATES = 4096
 
 
 class _Templates(Generic[Response]):
-    """Each template kept with its encoding. `kept` is the lookup (a dict's get: a hit costs no
-    Python frame); `made` builds, keeps and returns what it lacks."""
+    """Each template kept with its encoding (`encode`'s: by default the message's own, b"" where
+    it may not be used). `kept` is the lookup (a dict's get: a hit costs no Python frame); `made`
+    builds, keeps and returns what it lacks."""
 
-    def __init__(self) -> None:
+    def __init__(self, encode: Callable[[Response], bytes] = lambda message: message.SerializeToString()) -> None:
         self._kept: BoundedMap[Hashable, tuple[Response, bytes]] = BoundedMap(MAX_TEMPLATES)
         self.kept = self._kept.get
+        self._encode = encode
 
     def made(self, key: Hashable, build: Callable[..., Response], *arguments: object) -> tuple[Response, bytes]:
         """`build(*arguments)`'s template, kept for `key` (racing handler threads store equal ones)."""
         message = build(*arguments)
-        template = (message, message.SerializeToString())
+        template = (message, self._encode(message))
         self._kept.put(key, template)
         return template
 
@@ -94,11 +96,8 @@ class ExtAuthzResponses:
 
     def __init__(self, realm: str) -> None:
         self._realm = realm
-        # Each template with its encoding, or None where the placeholder is also elsewhere than
-        # where the id goes (an operation's text could hold it): that one is encoded per call.
-        self._templates: BoundedMap[Hashable, tuple[external_auth_pb2.CheckResponse, bytes | None]] = BoundedMap(
-            MAX_TEMPLATES)
-        self._kept = self._templates.get
+        self._templates: _Templates[external_auth_pb2.CheckResponse] = _Templates(_placeholder_encoding)
+        self._kept = self._templates.kept
 
     def response(self, decision: Decision, decision_id: str, *, operation: str, strip_credentials: bool,
                  remove_query_parameters: tuple[str, ...] = ()) -> external_auth_pb2.CheckResponse:
@@ -112,22 +111,25 @@ class ExtAuthzResponses:
         """response()'s encoding, made without a message unless there are query parameters to
         remove."""
         encoding = self._template(decision, operation, strip_credentials)[1]
-        if encoding is not None and not remove_query_parameters and len(decision_id) == _PLACEHOLDER_LENGTH:
+        if encoding and not remove_query_parameters and len(decision_id) == _PLACEHOLDER_LENGTH:
             return encoding.replace(_PLACEHOLDER_BYTES, decision_id.encode("ascii"))
         return self.response(decision, decision_id, operation=operation, strip_credentials=strip_credentials,
                              remove_query_parameters=remove_query_parameters).SerializeToString()
 
     def _template(self, decision: Decision, operation: str,
-                  strip_credentials: bool) -> tuple[external_auth_pb2.CheckResponse, bytes | None]:
+                  strip_credentials: bool) -> tuple[external_auth_pb2.CheckResponse, bytes]:
         key = (decision, operation, strip_credentials)
-        template = self._kept(key)
-        if template is None:
-            message = ext_authz_template(decision, self._realm, operation, strip_credentials, DECISION_ID_PLACEHOLDER)
-            encoding = message.SerializeToString()
-            ours = encoding.count(_PLACEHOLDER_BYTES) == (3 if decision.allowed else 1)  # see fill_ext_authz_response
-            template = (message, encoding if ours else None)
-            self._templates.put(key, template)  # racing handler threads store equal ones
-        return template
+        return self._kept(key) or self._templates.made(
+            key, ext_authz_template, decision, self._realm, operation, strip_credentials, DECISION_ID_PLACEHOLDER)
+
+
+def _placeholder_encoding(template: external_auth_pb2.CheckResponse) -> bytes:
+    """The template's encoding, or b"" where the placeholder is also elsewhere than where the id
+    goes (an operation's text could hold it): that template is encoded per call. The id goes in
+    the metadata, and on an allow also in the ok response's metadata and its first header (see
+    fill_ext_authz_response)."""
+    encoding = template.SerializeToString()
+    return encoding if encoding.count(_PLACEHOLDER_BYTES) == (3 if template.HasField("ok_response") else 1) else b""
 
 
 # As long as every id of new_decision_id() (hex digits, so ASCII), and never one of them.
